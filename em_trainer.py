@@ -1,0 +1,238 @@
+"""EM training: the schedule as data, the two losses, and the training loops.
+
+Each phase trains only its own branch with its own Adam optimizer, so the frozen
+branch never moves (one shared Adam, as released, keeps moving a frozen branch
+through its momentum). The frozen branch's output cannot change during a block of
+consecutive epochs of the same phase, so it is computed once per block.
+"""
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dataset import collate
+from model import video_classifier_loss
+from pseudo_labels import e_step_targets, m_step_targets
+from utils import InputError
+
+
+# ---------------------------------------------------------------------------
+# The schedule
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Phase:
+    epoch: int        # 1-based
+    step: str         # 'M' trains the classifier p, 'E' trains the key-instance network q
+    stage: int        # 1: M-step targets are the video labels; 2: they come from q
+    lr_mult: float    # learning-rate factor of this epoch
+
+    def __str__(self):
+        return f"{self.epoch:3d} {self.step}{self.stage if self.step == 'M' else ' '} lr x{self.lr_mult:g}"
+
+
+_PART = re.compile(r"^(M1|M2|E|alt):(\d+)$")
+
+
+def parse_schedule(text, stage2_lr_mult=4.0):
+    """'M1:10,E:10,M2:10,alt:35' -> list of Phase, one per epoch.
+
+    M1: M-step, stage 1. E: E-step. M2: M-step, stage 2. alt: E and M2 alternating,
+    starting with E. The learning rate is multiplied by `stage2_lr_mult` from the
+    first M2 epoch on (E epochs after it included), as released.
+    """
+    steps = []
+    for part in text.replace(" ", "").split(","):
+        m = _PART.match(part)
+        if not m:
+            raise InputError(f"--schedule: cannot read {part!r}; expected PHASE:EPOCHS with "
+                             f"PHASE in M1, E, M2, alt (e.g. M1:10,E:10,M2:10,alt:35)")
+        kind, n = m.group(1), int(m.group(2))
+        if kind == "alt":
+            steps += [("E", 2) if i % 2 == 0 else ("M", 2) for i in range(n)]
+        else:
+            steps += [("M", 1) if kind == "M1" else ("M", 2) if kind == "M2" else ("E", None)] * n
+    if not steps:
+        raise InputError("--schedule: no epochs")
+    phases, mult, stage = [], 1.0, 1
+    for i, (step, st) in enumerate(steps):
+        if step == "M":
+            stage = st
+            if st == 2:
+                mult = stage2_lr_mult
+        phases.append(Phase(i + 1, step, stage, mult))
+    return phases
+
+
+def format_schedule(phases):
+    """Compact printable form: '1-10 M1 lr x1 | 11-20 E lr x1 | ...'."""
+    blocks, start = [], 0
+    for i in range(1, len(phases) + 1):
+        a = phases[start]
+        if i == len(phases) or (phases[i].step, phases[i].stage, phases[i].lr_mult) != \
+                (a.step, a.stage, a.lr_mult):
+            name = f"M{a.stage}" if a.step == "M" else "E"
+            blocks.append(f"{a.epoch}-{phases[i - 1].epoch} {name} lr x{a.lr_mult:g}")
+            start = i
+    return " | ".join(blocks)
+
+
+# ---------------------------------------------------------------------------
+# Losses: per stream and class, mean BCE over the video's snippets, summed
+# ---------------------------------------------------------------------------
+
+def _masked_time_mean(x, mask):
+    """x (B, T, ...) -> (B, ...) mean over real snippets."""
+    m = mask.reshape(mask.shape + (1,) * (x.dim() - 2)).to(x.dtype)
+    return (x * m).sum(dim=1) / m.sum(dim=1)
+
+
+def m_step_loss(p_rgb, p_flow, targets, mask):
+    """p_rgb, p_flow, targets: (B, T, K); mask (B, T). Sum over videos, streams and classes
+    of the mean BCE over time (torch's BCELoss, as released, clamps log at -100)."""
+    loss = 0.0
+    for p in (p_rgb, p_flow):
+        bce = F.binary_cross_entropy(p, targets, reduction="none")   # (B, T, K)
+        loss = loss + _masked_time_mean(bce, mask).sum()
+    return loss
+
+
+def e_step_loss(q_rgb, q_flow, targets, mask):
+    """q_rgb, q_flow, targets: (B, T). Sum over videos and streams of the mean BCE over time."""
+    loss = 0.0
+    for q in (q_rgb, q_flow):
+        bce = F.binary_cross_entropy(q, targets, reduction="none")   # (B, T)
+        loss = loss + _masked_time_mean(bce, mask).sum()
+    return loss
+
+
+# ---------------------------------------------------------------------------
+# Loops
+# ---------------------------------------------------------------------------
+
+def batches(dataset, batch_size, generator):
+    """Shuffled padded batches of a SnippetDataset (a new order every call)."""
+    order = torch.randperm(len(dataset), generator=generator).tolist()
+    for s in range(0, len(order), batch_size):
+        yield collate([dataset[i] for i in order[s:s + batch_size]])
+
+
+def _to(batch, device):
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def frozen_outputs(model, dataset, step, device):
+    """Per video, the frozen branch's stream-averaged output: q (T,) for an M-step,
+    p (T, K) for an E-step."""
+    model.eval()
+    out = []
+    for i in range(len(dataset)):
+        b = _to(collate([dataset[i]]), device)
+        if step == "M":
+            q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
+            out.append(((q_rgb + q_flow) / 2)[0])
+        else:
+            p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
+            out.append(((p_rgb + p_flow) / 2)[0])
+    return out
+
+
+def _pad_stack(tensors, length):
+    """Stack (T_i, ...) tensors into (B, length, ...) with zero padding."""
+    out = tensors[0].new_zeros((len(tensors), length) + tuple(tensors[0].shape[1:]))
+    for b, t in enumerate(tensors):
+        out[b, :t.shape[0]] = t
+    return out
+
+
+class EMTrainer:
+    """Trains an EMMIL model on the labelled training videos along a schedule."""
+
+    def __init__(self, model, dataset, lr, gamma, batch_size, device, seed, log=print):
+        keep = [i for i, v in enumerate(dataset.videos) if v.labels.sum() > 0.1]
+        if len(keep) < len(dataset.videos):
+            log(f"EM: {len(dataset.videos) - len(keep)} training videos without labels are "
+                f"skipped (as released)")
+        self.dataset = type(dataset)([dataset.videos[i] for i in keep], dataset.snippet_seconds)
+        self.model, self.lr, self.gamma = model, lr, gamma
+        self.batch_size, self.device, self.log = batch_size, device, log
+        self.opt = {"M": torch.optim.Adam(model.cls_parameters(), lr=lr),
+                    "E": torch.optim.Adam(model.key_parameters(), lr=lr)}
+        self.generator = torch.Generator().manual_seed(seed)
+        # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p
+        self.cache = {}
+
+    def train_epoch(self, phase):
+        """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
+        of real snippets that are positive targets)."""
+        model, dev, step = self.model, self.device, phase.step
+        if (step == "E" or phase.stage == 2) and step not in self.cache:
+            self.cache[step] = frozen_outputs(model, self.dataset, step, dev)
+        frozen = self.cache.get(step)
+        opt = self.opt[step]
+        for g in opt.param_groups:
+            g["lr"] = self.lr * phase.lr_mult
+        model.train()
+        total, n_videos, pos, n_snip = 0.0, 0, 0.0, 0
+        for batch in batches(self.dataset, self.batch_size, self.generator):
+            b = _to(batch, dev)
+            mask, labels = b["mask"], b["labels"]
+            T = mask.shape[1]
+            opt.zero_grad(set_to_none=True)
+            if step == "M":
+                q = _pad_stack([frozen[i] for i in b["indices"]], T) if phase.stage == 2 else None
+                targets = m_step_targets(labels, mask, phase.stage, q, self.gamma)  # (B, T, K)
+                p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
+                loss = m_step_loss(p_rgb, p_flow, targets, mask)
+                positive = targets.amax(dim=2)
+            else:
+                p = _pad_stack([frozen[i] for i in b["indices"]], T)               # (B, T, K)
+                targets = e_step_targets(p, labels, mask)                           # (B, T)
+                q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
+                loss = e_step_loss(q_rgb, q_flow, targets, mask)
+                positive = targets
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            n_videos += len(b["names"])
+            pos += float(positive.sum())
+            n_snip += int(mask.sum())
+        # this step's branch moved: the other step's frozen outputs are stale
+        self.cache.pop("E" if step == "M" else "M", None)
+        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
+
+    def fit(self, phases):
+        for phase in phases:
+            t0 = time.time()
+            stats = self.train_epoch(phase)
+            self.log(f"epoch {phase.epoch:3d}/{len(phases)}  {phase.step}"
+                     f"{phase.stage if phase.step == 'M' else ' '}  lr {self.lr * phase.lr_mult:.0e}"
+                     f"  loss {stats['loss']:.4f}  positive {stats['positive']:.3f}"
+                     f"  {time.time() - t0:.1f}s")
+
+
+def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):
+    """UntrimmedNet-style classifier: minimise the NLL of the L1-normalised video label."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        t0, total, n = time.time(), 0.0, 0
+        model.train()
+        for batch in batches(dataset, batch_size, generator):
+            b = _to(batch, device)
+            keep = b["labels"].sum(dim=1) > 0
+            if not keep.any():
+                continue
+            opt.zero_grad(set_to_none=True)
+            scores = model(b["rgb"][keep], b["flow"][keep], b["mask"][keep])     # (B, K)
+            loss = video_classifier_loss(scores, b["labels"][keep])
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            n += int(keep.sum())
+        if epoch == 1 or epoch == epochs or epoch % 10 == 0:
+            log(f"classifier epoch {epoch:3d}/{epochs}  loss {total / max(n, 1):.4f}"
+                f"  {time.time() - t0:.1f}s")

@@ -1,0 +1,158 @@
+"""Every option of the project, in one place.
+
+Defaults equal the released EM-MIL code unless a comment says otherwise.
+Dataset presets fill the options left at ``None`` (snippet rate, tIoUs, ...);
+after `parse_opts` returns, the options are never modified.
+
+To point the project at your features without typing ``--data-root`` every
+time, edit `DATA_ROOTS` just below.
+"""
+import argparse
+import json
+import os
+import time
+
+# ----------------------------------------------------------------------------
+# Default feature folders, one per dataset (edit these, or pass --data-root).
+# ----------------------------------------------------------------------------
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+DATA_ROOTS = {
+    "synthetic": os.path.join(PROJECT_DIR, "data", "synthetic"),  # generated on first use
+    "thumos14": "data/features/Thumos14reduced",   # the W-TALC I3D bundle
+    "activitynet12": "data/features/ActivityNet1.2",
+}
+
+# ----------------------------------------------------------------------------
+# Dataset presets.
+# ----------------------------------------------------------------------------
+THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1, 0.9)}
+ANET_TIOU = [round(0.5 + 0.05 * i, 2) for i in range(10)]
+ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
+
+PRESETS = {
+    # THUMOS14-shaped synthetic data built on the real THUMOS14 annotations.
+    "synthetic": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
+                      test_subset="test", fps=25.0, frames_per_snippet=16,
+                      tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
+    # W-TALC bundle: I3D, one snippet = 16 frames at 25 fps = 0.64 s.
+    "thumos14": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
+                     test_subset="test", fps=25.0, frames_per_snippet=16,
+                     tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
+    "activitynet12": dict(bundle="ActivityNet1.2", num_classes=100, train_subset="training",
+                          test_subset="validation", fps=25.0, frames_per_snippet=16,
+                          tiou=ANET_TIOU, averages=ANET_AVERAGES, thumos_ids=False),
+}
+
+RELEASED_SCHEDULE = "M1:10,E:10,M2:10,alt:35"
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="Train EM-MIL (Luo et al., ECCV 2020), localise actions, evaluate mAP.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="synthetic", choices=sorted(PRESETS),
+                   help="dataset preset (classes, snippet rate, tIoUs, splits)")
+    g.add_argument("--data-root", default=None,
+                   help="folder holding <bundle>-I3D-JOINTFeatures.npy and <bundle>-Annotations/;"
+                        " default: DATA_ROOTS[dataset] at the top of opts.py")
+    g.add_argument("--synthetic-videos", type=int, default=120,
+                   help="synthetic data: number of videos (half train, half test);"
+                        " 0 = the full 412-video THUMOS14 scale")
+    g.add_argument("--synthetic-max-seconds", type=float, default=150.0,
+                   help="synthetic data: longest video kept in the small default set"
+                        " (ignored at full scale)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="frame rate the features were extracted at (preset: 25)")
+    g.add_argument("--frames-per-snippet", type=int, default=None,
+                   help="frames covered by one feature vector (preset: 16)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--feature-dim", type=int, default=1024, help="feature width of one stream")
+    g.add_argument("--hidden-dim", type=int, default=256, help="width of the Conv1d trunk")
+
+    g = p.add_argument_group("EM schedule")
+    g.add_argument("--schedule", default=RELEASED_SCHEDULE,
+                   help="EM schedule: comma-separated PHASE:EPOCHS with PHASE in M1 (M-step,"
+                        " stage 1), E, M2 (M-step, stage 2), alt (E and M2 alternating, E first)")
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the EM networks")
+    g.add_argument("--stage2-lr-mult", type=float, default=4.0,
+                   help="learning-rate factor from the first stage-2 M epoch on (released: x4)")
+    g.add_argument("--gamma", type=float, default=0.15,
+                   help="stage-2 M-step: positive if q > mean(q) + gamma*(max(q)-min(q))")
+    g.add_argument("--batch-size", type=int, default=1, help="videos per optimizer step")
+    g.add_argument("--cls-epochs", type=int, default=45, help="video classifier epochs")
+    g.add_argument("--cls-lr", type=float, default=1e-4, help="video classifier learning rate")
+
+    g = p.add_argument_group("detection")
+    g.add_argument("--lam", type=float, default=0.8,
+                   help="localisation score s_c = lam*q + (1-lam)*p_c")
+    g.add_argument("--cls-threshold", type=float, default=0.15,
+                   help="classes with video score >= this are localised (else the top-1 class)")
+    g.add_argument("--loc-threshold", type=float, default=0.05,
+                   help="threshold on the normalised localisation score")
+
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval-protocol", default="activitynet", choices=["activitynet", "thumos14"],
+                   help="detection mAP protocol (see README)")
+    g.add_argument("--tiou", type=float, nargs="+", default=None,
+                   help="tIoU thresholds (preset: 0.1:0.1:0.9 THUMOS14, 0.5:0.05:0.95 ActivityNet)")
+
+    g = p.add_argument_group("system")
+    g.add_argument("--output-dir", default=None,
+                   help="where everything is written; default runs/<dataset>-<time>;"
+                        " must be empty or new unless --overwrite")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow writing into a non-empty --output-dir (files of the same name are replaced)")
+    g.add_argument("--seed", type=int, default=1, help="seed of Python, NumPy and torch")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto = CUDA when available")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="smoke test: a few videos, one epoch per phase, one classifier epoch")
+    return p
+
+
+def resolve(args):
+    """Fill preset values into the options left at None; returns a new Namespace."""
+    preset = PRESETS[args.dataset]
+    r = argparse.Namespace(**vars(args))
+    r.data_root = args.data_root or DATA_ROOTS[args.dataset]
+    r.bundle = preset["bundle"]
+    r.num_classes = preset["num_classes"]
+    r.train_subset = preset["train_subset"]
+    r.test_subset = preset["test_subset"]
+    r.fps = args.fps or preset["fps"]
+    r.frames_per_snippet = args.frames_per_snippet or preset["frames_per_snippet"]
+    r.snippet_seconds = r.frames_per_snippet / r.fps
+    r.tiou = args.tiou or list(preset["tiou"])
+    if args.tiou:
+        r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}
+    else:
+        r.averages = dict(preset["averages"])
+    r.thumos_ids = preset["thumos_ids"]
+    if args.dry_run:
+        r.schedule = "M1:1,E:1,M2:1,alt:2"
+        r.cls_epochs = 1
+    r.output_dir = args.output_dir or os.path.join(
+        "runs", f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return r
+
+
+def parse_opts(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if not 0.0 <= args.lam <= 1.0:
+        parser.error("--lam must be in [0, 1]")
+    return resolve(args)
+
+
+def save_opts(opts, path):
+    """Write the resolved options as JSON (tuples become lists)."""
+    from utils import atomic_write_text
+    atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,82 @@
+"""Detection on hand-made score curves; vectorised runs against a simple loop."""
+import numpy as np
+import pytest
+
+from dataset import snippets_to_seconds
+from detection import (detect_video, find_runs, localisation_scores, normalise_released,
+                       select_classes)
+
+
+def runs_by_loop(active):
+    """Reference: walk every column snippet by snippet."""
+    out = []
+    T, C = active.shape
+    for c in range(C):
+        start = None
+        for t in range(T + 1):
+            on = t < T and active[t, c]
+            if on and start is None:
+                start = t
+            elif not on and start is not None:
+                out.append((c, start, t))
+                start = None
+    return out
+
+
+def test_find_runs_matches_loop_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        active = rng.random((rng.integers(1, 40), rng.integers(1, 5))) > 0.5
+        assert list(zip(*[a.tolist() for a in find_runs(active)])) == runs_by_loop(active)
+
+
+def test_seconds_conversion_and_clamp():
+    np.testing.assert_allclose(snippets_to_seconds([0, 1, 10], 0.64), [0.0, 0.64, 6.4])
+    np.testing.assert_allclose(snippets_to_seconds([10], 0.64, duration=5.0), [5.0])
+
+
+def test_select_classes_threshold_and_top1_fallback():
+    assert select_classes(np.array([0.1, 0.5, 0.15, 0.2]), 0.15).tolist() == [1, 2, 3]
+    assert select_classes(np.array([0.1, 0.05, 0.12]), 0.15).tolist() == [2]
+
+
+def test_hand_made_curve_with_run_touching_the_end():
+    # T = 8 snippets of 0.64 s; one class; q = 0, p shaped so that snippets 1-2 and 6-7 fire
+    p = np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [0.0], [0.9], [0.9]])
+    q = np.zeros(8)
+    s = localisation_scores(q, p, lam=0.8)                      # 0.2 * p
+    np.testing.assert_allclose(s[:, 0], 0.2 * p[:, 0])
+    norm = normalise_released(s)                                # (s - mean) / range
+    np.testing.assert_allclose(norm[:, 0], (p[:, 0] - p[:, 0].mean()) / 1.0)
+    det = detect_video("vid", q, p, np.array([0.9]), lam=0.8, cls_threshold=0.15,
+                       loc_threshold=0.05, snippet_seconds=0.64, duration=8 * 0.64 - 0.1,
+                       classes=["Jump"])
+    assert det["label"].tolist() == ["Jump", "Jump"]
+    np.testing.assert_allclose(det["start"], [0.64, 6 * 0.64])
+    # the run reaching the last snippet is kept and clamped to the duration
+    np.testing.assert_allclose(det["end"], [3 * 0.64, 8 * 0.64 - 0.1])
+    # confidence = mean raw score over the run x video score
+    np.testing.assert_allclose(det["score"], [0.2 * 1.0 * 0.9, 0.2 * 0.9 * 0.9])
+
+
+def test_flat_curve_gives_no_division_by_zero():
+    det = detect_video("v", np.full(5, 0.5), np.full((5, 2), 0.5), np.array([0.9, 0.01]),
+                       lam=0.8, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=1.0,
+                       duration=5.0, classes=["a", "b"])
+    assert len(det) == 0
+
+
+def test_confidences_are_not_constant():
+    rng = np.random.default_rng(1)
+    det = detect_video("v", rng.random(60), rng.random((60, 3)), np.array([0.5, 0.3, 0.2]),
+                       lam=0.8, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
+                       duration=60 * 0.64, classes=["a", "b", "c"])
+    assert len(det) > 3 and det["score"].nunique() > 1
+    assert ((det["score"] > 0) & (det["score"] <= 1)).all()
+    assert (det["end"] > det["start"]).all()
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.8, 1.0])
+def test_lambda_is_used(lam):
+    q, p = np.array([0.0, 1.0]), np.array([[1.0], [0.0]])
+    np.testing.assert_allclose(localisation_scores(q, p, lam)[:, 0], [1 - lam, lam])

@@ -1,0 +1,137 @@
+"""Schedule, losses against the released formulas, frozen branches, batching."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dataset import SnippetDataset, Video
+from em_trainer import (EMTrainer, e_step_loss, format_schedule, m_step_loss, parse_schedule)
+from model import EMMIL
+from opts import RELEASED_SCHEDULE
+from pseudo_labels import e_step_targets, m_step_targets
+from utils import InputError
+
+
+def test_default_schedule_is_the_released_one():
+    phases = parse_schedule(RELEASED_SCHEDULE, 4.0)
+    assert len(phases) == 65
+    assert [p.epoch for p in phases] == list(range(1, 66))
+    for p in phases:
+        e = p.epoch
+        if e <= 10:
+            expected = ("M", 1, 1.0)
+        elif e <= 20:
+            expected = ("E", 1, 1.0)
+        elif e <= 30:
+            expected = ("M", 2, 4.0)
+        else:   # released: E_step = not E_step, starting after an M epoch -> 31 is E
+            expected = ("E" if e % 2 == 1 else "M", 2, 4.0)
+        assert (p.step, p.stage, p.lr_mult) == expected, p
+    assert format_schedule(phases).startswith("1-10 M1 lr x1 | 11-20 E lr x1 | 21-30 M2 lr x4 | 31-31 E")
+
+
+@pytest.mark.parametrize("bad", ["", "M3:2", "M1:x", "E10", "alt:-1"])
+def test_bad_schedule_is_an_input_error(bad):
+    with pytest.raises(InputError):
+        parse_schedule(bad)
+
+
+def _video(g, T, K, name, labels):
+    lab = torch.zeros(K)
+    lab[labels] = 1
+    return Video(name, "train", torch.rand(T, 2048, generator=g), lab, T * 0.64)
+
+
+def test_losses_equal_the_released_per_class_loop():
+    torch.manual_seed(0)
+    K, T = 5, 9
+    model = EMMIL(K)
+    g = torch.Generator().manual_seed(3)
+    rgb, flow = torch.rand(1, T, 1024, generator=g), torch.rand(1, T, 1024, generator=g)
+    labels = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0]])
+    mask = torch.ones(1, T, dtype=torch.bool)
+    q_rgb, q_flow = model.key_streams(rgb, flow)
+    p_rgb, p_flow = model.cls_streams(rgb, flow)
+    bce = torch.nn.BCELoss()
+    for stage in (1, 2):
+        # the released forward_M, written out: per class, per stream, BCELoss over time
+        key = ((q_rgb + q_flow) / 2)[0].detach()
+        if stage == 1:
+            one = torch.ones(T)
+        else:
+            thr = key.mean() + 0.15 * (key.max() - key.min())
+            one = (key > thr).float()
+        ref = 0.0
+        for i in range(K):
+            target = one if labels[0, i] == 1 else torch.zeros(T)
+            ref = ref + bce(p_rgb[0, :, i], target) + bce(p_flow[0, :, i], target)
+        targets = m_step_targets(labels, mask, stage, (q_rgb + q_flow) / 2, 0.15)
+        ours = m_step_loss(p_rgb, p_flow, targets, mask)
+        assert abs(ours.item() - ref.item()) < 1e-5 * max(1.0, ref.item())
+    # the released forward_E
+    cls = ((p_rgb + p_flow) / 2)[0]
+    pseudo = torch.zeros(T)
+    for i in range(K):
+        if labels[0, i] == 1:
+            pseudo = torch.max(pseudo, (cls[:, i] > cls[:, i].mean()).float())
+    ref = bce(q_rgb[0], pseudo) + bce(q_flow[0], pseudo)
+    ours = e_step_loss(q_rgb, q_flow, e_step_targets((p_rgb + p_flow) / 2, labels, mask), mask)
+    assert abs(ours.item() - ref.item()) < 1e-6
+
+
+def _tiny_set(K=4):
+    g = torch.Generator().manual_seed(5)
+    vids = [_video(g, T, K, f"v{i}", [i % K, (i + 1) % K]) for i, T in enumerate([6, 11, 3, 8, 5])]
+    vids.append(_video(g, 4, K, "unlabelled", []))
+    return SnippetDataset(vids, 0.64)
+
+
+def _params(mods):
+    return [p.detach().clone() for m in mods for p in m.parameters()]
+
+
+def test_frozen_branch_is_bit_identical_after_a_phase():
+    torch.manual_seed(0)
+    model = EMMIL(4)
+    trainer = EMTrainer(model, _tiny_set(), 1e-3, 0.15, 1, "cpu", seed=1, log=lambda *a: None)
+    phases = parse_schedule("M1:1,E:2,M2:2,alt:2", 4.0)
+    trainer.train_epoch(phases[0])                       # M1: gives p momentum
+    for phase in phases[1:]:
+        frozen = model.cls_branches() if phase.step == "E" else model.key_branches()
+        trained = model.key_branches() if phase.step == "E" else model.cls_branches()
+        before_frozen, before_trained = _params(frozen), _params(trained)
+        trainer.train_epoch(phase)
+        assert all(torch.equal(a, b) for a, b in zip(before_frozen, _params(frozen))), phase
+        assert any(not torch.equal(a, b) for a, b in zip(before_trained, _params(trained))), phase
+
+
+def test_unlabelled_videos_are_skipped():
+    trainer = EMTrainer(EMMIL(4), _tiny_set(), 1e-3, 0.15, 1, "cpu", seed=1, log=lambda *a: None)
+    assert [v.name for v in trainer.dataset.videos] == ["v0", "v1", "v2", "v3", "v4"]
+
+
+def test_batched_padded_training_equals_sum_of_single_videos():
+    """One step on a padded batch of videos = one step on the summed per-video losses."""
+    torch.manual_seed(0)
+    data = _tiny_set()
+    base = EMMIL(4)
+    items = [data[i] for i in range(5)]
+    from dataset import collate
+    b = collate(items)
+    for stage in (1, 2):
+        m1, m2 = copy.deepcopy(base), copy.deepcopy(base)
+        q = (lambda s: (s[0] + s[1]) / 2)(m1.key_streams(b["rgb"], b["flow"])).detach()
+        t = m_step_targets(b["labels"], b["mask"], stage, q, 0.15)
+        loss_b = m_step_loss(*m1.cls_streams(b["rgb"], b["flow"]), t, b["mask"])
+        loss_b.backward()
+        loss_s = 0.0
+        for it in items:
+            s = collate([it])
+            qs = (lambda x: (x[0] + x[1]) / 2)(m2.key_streams(s["rgb"], s["flow"])).detach()
+            ts = m_step_targets(s["labels"], s["mask"], stage, qs, 0.15)
+            loss_s = loss_s + m_step_loss(*m2.cls_streams(s["rgb"], s["flow"]), ts, s["mask"])
+        loss_s.backward()
+        assert abs(loss_b.item() - loss_s.item()) < 1e-4
+        for p1, p2 in zip(m1.cls_parameters(), m2.cls_parameters()):
+            np.testing.assert_allclose(p1.grad.numpy(), p2.grad.numpy(), rtol=1e-4, atol=1e-6)
