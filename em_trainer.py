@@ -67,16 +67,27 @@ def parse_schedule(text, stage2_lr_mult=4.0):
 
 
 def format_schedule(phases):
-    """Compact printable form: '1-10 M1 lr x1 | 11-20 E lr x1 | ...'."""
-    blocks, start = [], 0
-    for i in range(1, len(phases) + 1):
-        a = phases[start]
-        if i == len(phases) or (phases[i].step, phases[i].stage, phases[i].lr_mult) != \
-                (a.step, a.stage, a.lr_mult):
-            name = f"M{a.stage}" if a.step == "M" else "E"
-            blocks.append(f"{a.epoch}-{phases[i - 1].epoch} {name} lr x{a.lr_mult:g}")
-            start = i
-    return " | ".join(blocks)
+    """Compact printable form: '1-10 M1 lr x1 | 11-20 E lr x1 | 21-30 M2 lr x4 | 31-65 alt E/M2 lr x4'."""
+    name = [f"M{p.stage}" if p.step == "M" else "E" for p in phases]
+    blocks, i = [], 0                       # blocks of (first, last, label)
+    while i < len(phases):
+        j = i
+        while j + 1 < len(phases) and (name[j + 1], phases[j + 1].lr_mult) == \
+                (name[i], phases[i].lr_mult):
+            j += 1
+        blocks.append([phases[i].epoch, phases[j].epoch, name[i], phases[i].lr_mult])
+        i = j + 1
+    merged = []                             # single epochs alternating E/M2 -> one 'alt' block
+    for blk in blocks:
+        prev = merged[-1] if merged else None
+        single = blk[0] == blk[1]
+        starts_alt = prev and prev[0] == prev[1] and prev[2] == "E" and blk[2] == "M2"
+        continues_alt = prev and prev[2] == "alt E/M2" and blk[2] in ("E", "M2")
+        if single and (starts_alt or continues_alt) and prev[3] == blk[3]:
+            prev[1], prev[2] = blk[1], "alt E/M2"
+        else:
+            merged.append(blk)
+    return " | ".join(f"{a}-{b} {n} lr x{m:g}" for a, b, n, m in merged)
 
 
 # ---------------------------------------------------------------------------
