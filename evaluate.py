@@ -1,0 +1,702 @@
+"""Temporal action localisation evaluation: detection mAP and classification mAP.
+
+Two detection protocols are implemented, each reproducing an official tool:
+
+* ``activitynet``: the ActivityNet ``eval_detection.py`` semantics (tIoU, each
+  prediction greedily takes the best still-free ground truth with tIoU >= threshold,
+  all-point interpolated AP).
+* ``thumos14``: the THUMOS14 Matlab kit (``TH14evalDet.m``) semantics (each ground
+  truth greedily takes the best still-free detection with overlap > threshold,
+  unmatched detections touching an ``Ambiguous`` segment are dropped,
+  non-interpolated AP).
+
+Both greedy matchings are computed for all classes, videos and thresholds at once
+(see ``serial_dictatorship``).  Importable without torch.
+
+Command line: ``python evaluate.py PRED --gt GT [options]`` (``--help``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
+THUMOS14_CLASS_IDS = {
+    "BaseballPitch": 7, "BasketballDunk": 9, "Billiards": 12, "CleanAndJerk": 21,
+    "CliffDiving": 22, "CricketBowling": 23, "CricketShot": 24, "Diving": 26,
+    "FrisbeeCatch": 31, "GolfSwing": 33, "HammerThrow": 36, "HighJump": 40,
+    "JavelinThrow": 45, "LongJump": 51, "PoleVault": 68, "Shotput": 79,
+    "SoccerPenalty": 85, "TennisSwing": 92, "ThrowDiscus": 93, "VolleyballSpiking": 97,
+}
+PROTOCOLS = ("activitynet", "thumos14")
+THUMOS_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1, 0.9)}
+ANET_TIOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
+SEGMENT_COLUMNS = ["video", "label", "start", "end"]
+PREDICTION_COLUMNS = SEGMENT_COLUMNS + ["score"]
+
+
+class InputError(ValueError):
+    """Bad input file or value; the message names the file and the problem."""
+
+
+class InputWarning(UserWarning):
+    """Input accepted after a repair (swapped segment ends, dropped classes)."""
+
+
+@dataclass
+class GroundTruth:
+    segments: pd.DataFrame      # video, label, start, end; file order kept
+    videos: list[str]           # evaluated videos of the subset (also those with no segment)
+    classes: list[str]          # class names, in class-index order
+    ambiguous: pd.DataFrame     # video, start, end (empty when none)
+    class_ids: dict[str, int]   # class name -> official id
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read: {err}") from None
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"duplicate key {dup!r}")
+    return dict(pairs)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(_read_text(path), object_pairs_hook=_no_duplicate_keys)
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{path}: malformed JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: malformed JSON: top level is not an object")
+    return data
+
+
+def _read_rows(path: Path, n_fields: int, what: str) -> list[list[str]]:
+    """Whitespace separated rows of exactly ``n_fields`` fields; blank lines skipped."""
+    rows = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != n_fields:
+            raise InputError(f"{path}: line {number}: expected {n_fields} fields ({what}), "
+                             f"got {len(fields)}: {line.strip()[:80]!r}")
+        rows.append(fields)
+    return rows
+
+
+def _to_float(path: Path, rows: list[list[str]], column: int, what: str) -> np.ndarray:
+    try:
+        return np.array([r[column] for r in rows], dtype=float)
+    except ValueError:
+        for r in rows:
+            try:
+                float(r[column])
+            except ValueError:
+                raise InputError(f"{path}: {what} is not a number: {r[column]!r} "
+                                 f"(row {' '.join(r)!r})") from None
+        raise
+
+
+def _decode(x) -> str:
+    return x.decode("utf-8") if isinstance(x, (bytes, np.bytes_)) else str(x)
+
+
+def _check_segments(df: pd.DataFrame, source, what: str) -> pd.DataFrame:
+    """Reject NaN/Inf times (and scores); swap start > end with a warning."""
+    numeric = [c for c in ("start", "end", "score") if c in df.columns]
+    bad = ~np.isfinite(df[numeric].to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        first = df.loc[bad].iloc[0]
+        raise InputError(f"{source}: {int(bad.sum())} {what} with NaN/Inf "
+                         f"{'/'.join(numeric)} (first in video {first['video']})")
+    swapped = (df["start"] > df["end"]).to_numpy()
+    if swapped.any():
+        warnings.warn(f"{source}: {int(swapped.sum())} {what} had start > end; "
+                      f"start and end swapped", InputWarning, stacklevel=3)
+        df = df.copy()
+        df.loc[swapped, ["start", "end"]] = df.loc[swapped, ["end", "start"]].to_numpy()
+    return df
+
+
+def _segments_frame(videos, labels, starts, ends) -> pd.DataFrame:
+    return pd.DataFrame({"video": pd.Series(videos, dtype=object),
+                         "label": pd.Series(labels, dtype=object),
+                         "start": np.asarray(starts, dtype=float),
+                         "end": np.asarray(ends, dtype=float)})
+
+
+def _class_ids(classes: list[str]) -> dict[str, int]:
+    if set(classes) <= set(THUMOS14_CLASS_IDS):
+        return {c: THUMOS14_CLASS_IDS[c] for c in classes}
+    return {c: i + 1 for i, c in enumerate(classes)}
+
+
+def _resolve_subset(requested: str, present: set[str], source) -> str:
+    """Map 'test'/'train' onto the subset names a bundle uses."""
+    if requested in present:
+        return requested
+    if "test" in present:               # THUMOS14 style: validation (train), test
+        aliases = {"train": "validation", "training": "validation", "val": "validation"}
+    else:                               # ActivityNet style: training, validation
+        aliases = {"test": "validation", "train": "training", "val": "validation"}
+    name = aliases.get(requested)
+    if name not in present:
+        raise InputError(f"{source}: no subset {requested!r} (present: {sorted(present)})")
+    return name
+
+
+def _empty_ambiguous() -> pd.DataFrame:
+    return pd.DataFrame({"video": pd.Series([], dtype=object),
+                         "start": np.zeros(0), "end": np.zeros(0)})
+
+
+def _read_ambiguous(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return _empty_ambiguous()
+    rows = _read_rows(path, 3, "video start end")
+    amb = pd.DataFrame({"video": pd.Series([r[0] for r in rows], dtype=object),
+                        "start": _to_float(path, rows, 1, "start"),
+                        "end": _to_float(path, rows, 2, "end")})
+    return _check_segments(amb, path, "ambiguous segments")
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+def load_ground_truth(path, subset: str = "test") -> GroundTruth:
+    """Load a gt.json (ActivityNet style), a W-TALC ``*-Annotations`` folder or an
+    official THUMOS14 annotation folder (``<Class>_<subset>.txt`` files)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "videoname.npy").is_file():
+            return _load_wtalc(path, subset)
+        return _load_official(path, subset)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    return _load_gt_json(path, subset)
+
+
+def _load_gt_json(path: Path, subset: str) -> GroundTruth:
+    database = _read_json(path).get("database")
+    if not isinstance(database, dict):
+        raise InputError(f"{path}: no 'database' object")
+    try:
+        present = {entry["subset"] for entry in database.values()}
+        name = _resolve_subset(subset, present, path)
+        all_labels = {a["label"] for e in database.values() for a in e.get("annotations", [])}
+        videos, rows = [], []
+        for video, entry in database.items():
+            if entry["subset"] != name:
+                continue
+            videos.append(video)
+            for ann in entry.get("annotations", []):
+                start, end = ann["segment"]
+                rows.append((video, ann["label"], float(start), float(end)))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{path}: malformed ground-truth entry: {err!r}") from None
+    segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
+    classes = sorted(all_labels)
+    return GroundTruth(_check_segments(segments, path, "ground-truth segments"), videos,
+                       classes, _empty_ambiguous(), _class_ids(classes))
+
+
+def _load_wtalc(folder: Path, subset: str) -> GroundTruth:
+    def load(name):
+        file = folder / f"{name}.npy"
+        try:
+            return np.load(file, allow_pickle=True, encoding="bytes")
+        except FileNotFoundError:
+            raise InputError(f"{file}: no such file") from None
+        except (OSError, ValueError, EOFError) as err:
+            raise InputError(f"{file}: cannot read: {err}") from None
+
+    names = [_decode(v) for v in load("videoname")]
+    subsets = [_decode(s) for s in load("subset")]
+    classes = [_decode(c) for c in load("classlist")]
+    all_segments, all_labels = load("segments"), load("labels")
+    if not len(names) == len(subsets) == len(all_segments) == len(all_labels):
+        raise InputError(f"{folder}: videoname, subset, segments and labels differ in length")
+    name = _resolve_subset(subset, set(subsets), folder)
+    videos, rows = [], []
+    for video, sub, segs, labels in zip(names, subsets, all_segments, all_labels):
+        if sub != name:
+            continue
+        videos.append(video)
+        if len(segs) != len(labels):
+            raise InputError(f"{folder}: video {video}: {len(segs)} segments "
+                             f"but {len(labels)} labels")
+        rows += [(video, _decode(lab), float(s[0]), float(s[1])) for s, lab in zip(segs, labels)]
+    segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
+    unknown = set(segments["label"]) - set(classes)
+    if unknown:
+        raise InputError(f"{folder}: labels not in classlist.npy: {sorted(unknown)}")
+    return GroundTruth(_check_segments(segments, folder, "ground-truth segments"), videos,
+                       classes, _read_ambiguous(folder / f"Ambiguous_{name}.txt"),
+                       _class_ids(classes))
+
+
+def _load_official(folder: Path, subset: str) -> GroundTruth:
+    suffix = {"train": "val", "training": "val", "validation": "val"}.get(subset, subset)
+    files = {}                                   # lower-case class name -> files
+    for file in sorted(folder.glob(f"*_{suffix}.txt")):
+        files.setdefault(file.name[: -len(f"_{suffix}.txt")].lower(), []).append(file)
+    listing = folder / "detclasslist.txt"
+    if listing.is_file():
+        rows = _read_rows(listing, 2, "class_id ClassName")
+        classes = [r[1] for r in rows]
+        ids = _to_float(listing, rows, 0, "class id").astype(int).tolist()
+        for values, what in ((classes, "class name"), (ids, "class id")):
+            if len(set(values)) != len(values):
+                raise InputError(f"{listing}: duplicate {what} "
+                                 f"{next(v for v in values if values.count(v) > 1)}")
+        class_ids = dict(zip(classes, ids))
+    else:
+        classes = sorted(f[0].name[: -len(f"_{suffix}.txt")] for k, f in files.items()
+                         if k != "ambiguous")
+        class_ids = _class_ids(classes)
+    if not classes:
+        raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt")
+    parts = []
+    for cls in classes:
+        found = files.get(cls.lower(), [])
+        if len(found) > 1:
+            raise InputError(f"{folder}: duplicate ground-truth files for class {cls}: "
+                             f"{', '.join(f.name for f in found)}")
+        if not found:
+            raise InputError(f"{folder}: class {cls} has no ground-truth file {cls}_{suffix}.txt")
+        rows = _read_rows(found[0], 3, "video start end")
+        parts.append(_segments_frame([r[0] for r in rows], [cls] * len(rows),
+                                     _to_float(found[0], rows, 1, "start"),
+                                     _to_float(found[0], rows, 2, "end")))
+    segments = _check_segments(pd.concat(parts, ignore_index=True), folder,
+                               "ground-truth segments")
+    ambiguous = _read_ambiguous(folder / f"Ambiguous_{suffix}.txt")
+    videos = sorted(set(segments["video"]) | set(ambiguous["video"]))
+    return GroundTruth(segments, videos, classes, ambiguous, class_ids)
+
+
+# ----------------------------------------------------------------------------- predictions
+
+def load_predictions(path, gt: GroundTruth, ignore_unknown_classes: bool = False) -> pd.DataFrame:
+    """ActivityNet result JSON or THUMOS14 txt (``video start end class_id score``).
+
+    Returns columns video, label, start, end, score.  A class absent from ``gt`` is an
+    InputError unless ``ignore_unknown_classes`` (then dropped, with a warning)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        pred = _predictions_from_json(path, gt)
+    else:
+        pred = _predictions_from_txt(path, gt)
+    known = pred["label"].isin(gt.classes).to_numpy()
+    if not known.all():
+        unknown = sorted(set(map(str, pred.loc[~known, "label"])))
+        if not ignore_unknown_classes:
+            raise InputError(f"{path}: {int((~known).sum())} predictions of classes absent "
+                             f"from the ground truth: {', '.join(unknown[:5])}"
+                             f"{' ...' if len(unknown) > 5 else ''}")
+        warnings.warn(f"{path}: dropped {int((~known).sum())} predictions of "
+                      f"{len(unknown)} classes absent from the ground truth",
+                      InputWarning, stacklevel=2)
+        pred = pred.loc[known].reset_index(drop=True)
+    return _check_segments(pred, path, "predictions")
+
+
+def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
+    results = _read_json(path).get("results")
+    if not isinstance(results, dict):
+        raise InputError(f"{path}: no 'results' object")
+    name_of_id = {i: c for c, i in gt.class_ids.items()}
+    rows = []
+    try:
+        for video, entries in results.items():
+            for e in entries:
+                start, end = e["segment"]
+                label = e["label"]
+                if not isinstance(label, str):          # a class id instead of a name
+                    label = name_of_id.get(int(label), str(label))
+                rows.append((video, label, float(start), float(end), float(e["score"])))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{path}: malformed prediction in video {video}: {err!r}") from None
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype=object if c in ("video", "label") else float)
+                             for c in PREDICTION_COLUMNS})
+    pred = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return pred
+
+
+def _predictions_from_txt(path: Path, gt: GroundTruth) -> pd.DataFrame:
+    rows = _read_rows(path, 5, "video start end class_id score")
+    ids = _to_float(path, rows, 3, "class id")
+    name_of_id = {i: c for c, i in gt.class_ids.items()}
+    labels = [name_of_id.get(int(i), f"class id {i:g}") if float(i).is_integer()
+              else f"class id {i:g}" for i in ids]
+    videos = [r[0][:-4] if r[0].endswith(".mp4") else r[0] for r in rows]
+    pred = _segments_frame(videos, labels, _to_float(path, rows, 1, "start"),
+                           _to_float(path, rows, 2, "end"))
+    pred["score"] = _to_float(path, rows, 4, "score")
+    return pred
+
+
+# ----------------------------------------------------------------------------- matching
+
+def same_key_pairs(left_key: np.ndarray, right_key: np.ndarray):
+    """All pairs (i, j) with left_key[i] == right_key[j], sorted by i then j."""
+    order = np.argsort(right_key, kind="stable")
+    lo = np.searchsorted(right_key[order], left_key, side="left")
+    hi = np.searchsorted(right_key[order], left_key, side="right")
+    counts = hi - lo
+    first_pair = np.cumsum(counts) - counts            # index of i's first pair
+    left = np.repeat(np.arange(len(left_key)), counts)
+    right = order[np.repeat(lo - first_pair, counts) + np.arange(counts.sum())]
+    return left, right
+
+
+def serial_dictatorship(proposer: np.ndarray, acceptor: np.ndarray, n_acceptors: int):
+    """Greedy matching: proposers in increasing id order each take their most preferred
+    acceptor not yet taken.
+
+    ``(proposer[k], acceptor[k])`` are the allowed pairs, sorted by proposer and, within
+    a proposer, from most to least preferred.  Returns, per acceptor, the proposer holding
+    it or -1.  Every acceptor ranks proposers the same way (lower id first), so the stable
+    matching is unique and equals the greedy one; it is computed by deferred acceptance,
+    a few vectorised rounds instead of a loop over proposers.
+    """
+    if len(proposer) == 0:
+        return np.full(n_acceptors, -1)
+    first = np.flatnonzero(np.r_[True, proposer[1:] != proposer[:-1]])
+    last = np.r_[first[1:], len(proposer)]            # group g's pairs: first[g]..last[g]-1
+    nxt = first.copy()                                # next pair each group will try
+    free_mark = len(first)
+    holder = np.full(n_acceptors, free_mark)          # group index holding each acceptor
+    free = np.arange(len(first))
+    while free.size:
+        target = acceptor[nxt[free]]
+        before = holder[target]
+        np.minimum.at(holder, target, free)           # best (lowest) proposer wins
+        after = holder[target]
+        displaced = np.unique(before[(before != after) & (before != free_mark)])
+        retry = np.concatenate([free[after != free], displaced])
+        nxt[retry] += 1
+        free = retry[nxt[retry] < last[retry]]
+    taken = holder != free_mark
+    result = np.full(n_acceptors, -1)
+    result[taken] = proposer[first[holder[taken]]]
+    return result
+
+
+def segment_tiou(s1, e1, s2, e2) -> np.ndarray:
+    """ActivityNet tIoU: intersection / (len1 + len2 - intersection); 0 if union <= 0."""
+    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0, None)
+    union = (e1 - s1) + (e2 - s2) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def thumos_overlap(s1, e1, s2, e2) -> np.ndarray:
+    """TH14 kit overlap: intersection / (max end - min start) over sorted endpoints;
+    0 when the intersection is not positive."""
+    a1, b1 = np.minimum(s1, e1), np.maximum(s1, e1)
+    a2, b2 = np.minimum(s2, e2), np.maximum(s2, e2)
+    inter = np.minimum(b1, b2) - np.maximum(a1, a2)
+    span = np.maximum(b1, b2) - np.minimum(a1, a2)
+    return np.divide(inter, span, out=np.zeros_like(inter), where=inter > 0)
+
+
+def _match_all_thresholds(prop, acc, value, tie, tious, strict, n_prop, n_acc):
+    """Greedy matching for every threshold at once: threshold t gets its own copy of
+    proposers (t * n_prop + p) and acceptors (t * n_acc + a).  Pairs are allowed when
+    value >= t (or > t if strict) and preferred by higher value, then lower ``tie``.
+    Returns a (T, n_prop) array: the matched acceptor, or -1."""
+    useful = value > tious.min() if strict else value >= tious.min()
+    prop, acc, value, tie = prop[useful], acc[useful], value[useful], tie[useful]
+    order = np.lexsort((tie, -value, prop))       # by proposer, then preference
+    prop, acc, value = prop[order], acc[order], value[order]
+    allowed = value[None, :] > tious[:, None] if strict else value[None, :] >= tious[:, None]
+    t, k = np.nonzero(allowed)                    # row-major: stays sorted by proposer
+    holder = serial_dictatorship(t * n_prop + prop[k], t * n_acc + acc[k], len(tious) * n_acc)
+    match = np.full(len(tious) * n_prop, -1)
+    held = np.flatnonzero(holder >= 0)
+    match[holder[held]] = held % n_acc
+    return match.reshape(len(tious), n_prop)
+
+
+# ----------------------------------------------------------------------------- AP
+
+def interpolated_ap(tp: np.ndarray, n_pos: int) -> np.ndarray:
+    """ActivityNet all-point interpolated AP of each row of ``tp`` (T, n), ranked."""
+    if tp.shape[1] == 0:
+        return np.zeros(tp.shape[0])
+    hits = np.cumsum(tp, axis=1)
+    precision = hits / np.arange(1, tp.shape[1] + 1)
+    recall = hits / n_pos
+    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    return np.sum(np.diff(recall, axis=1, prepend=0.0) * envelope, axis=1)
+
+
+def thumos_ap(tp: np.ndarray, counted: np.ndarray, n_pos: int) -> np.ndarray:
+    """TH14 kit AP of each row: sum of precision at true positives / n_pos, where
+    precision counts only ``counted`` detections (ambiguous ones are not)."""
+    hits = np.cumsum(tp, axis=1)
+    seen = np.cumsum(counted, axis=1)
+    precision = np.divide(hits, seen, out=np.zeros(tp.shape), where=tp)
+    return precision.sum(axis=1) / n_pos
+
+
+def _codes(values, categories) -> np.ndarray:
+    return pd.Categorical(values, categories=categories).codes.astype(np.int64)
+
+
+def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
+                       protocol: str = "activitynet") -> dict:
+    """Detection AP per class and threshold.
+
+    Returns {"mAP": (T,), "per_class": (C, T)}; mAP is the mean over the classes that
+    have ground-truth instances (per_class is NaN for the others)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (choose from {PROTOCOLS})")
+    tious = np.atleast_1d(np.asarray(tious, dtype=float))
+    # Video codes in name order (the TH14 kit ranks score ties by video name).
+    sizes = [len(gt.segments), len(pred), len(gt.ambiguous)]
+    names = np.concatenate([np.asarray(gt.segments["video"], dtype=object),
+                            np.asarray(pred["video"], dtype=object),
+                            np.asarray(gt.ambiguous["video"], dtype=object)])
+    codes, videos = pd.factorize(names, sort=True)
+    g_vid, p_vid, a_vid = np.split(codes.astype(np.int64), np.cumsum(sizes)[:-1])
+    p = dict(cls=_codes(pred["label"], gt.classes), vid=p_vid,
+             start=pred["start"].to_numpy(float), end=pred["end"].to_numpy(float),
+             score=pred["score"].to_numpy(float))
+    if (p["cls"] < 0).any():
+        unknown = sorted(set(map(str, pred["label"][p["cls"] < 0])))
+        raise InputError(f"predictions of classes absent from the ground truth: {unknown[:5]}")
+    g = dict(cls=_codes(gt.segments["label"], gt.classes), vid=g_vid,
+             start=gt.segments["start"].to_numpy(float), end=gt.segments["end"].to_numpy(float))
+    n_pos = np.bincount(g["cls"], minlength=len(gt.classes))
+    if protocol == "activitynet":
+        per_class = _activitynet(p, g, tious, len(gt.classes), len(videos), n_pos)
+    else:
+        amb = dict(vid=a_vid, start=gt.ambiguous["start"].to_numpy(float),
+                   end=gt.ambiguous["end"].to_numpy(float))
+        per_class = _thumos14(p, g, amb, tious, len(gt.classes), len(videos), n_pos)
+    per_class[n_pos == 0] = np.nan
+    if not (n_pos > 0).any():
+        raise InputError("the ground truth has no segment")
+    return {"mAP": np.nanmean(per_class, axis=0), "per_class": per_class}
+
+
+def _sorted(d: dict, order: np.ndarray) -> dict:
+    return {k: v[order] for k, v in d.items()}
+
+
+def _activitynet(p, g, tious, n_classes, n_videos, n_pos) -> np.ndarray:
+    p = _sorted(p, np.lexsort((-p["score"], p["cls"])))      # by class, then score (stable)
+    pi, gi = same_key_pairs(p["cls"] * n_videos + p["vid"], g["cls"] * n_videos + g["vid"])
+    tiou = segment_tiou(p["start"][pi], p["end"][pi], g["start"][gi], g["end"][gi])
+    # Equal tIoUs: the later ground truth first, as the official argsort()[::-1] does.
+    match = _match_all_thresholds(pi, gi, tiou, -gi, tious, False, len(p["cls"]), len(g["cls"]))
+    tp = match >= 0
+    bounds = np.searchsorted(p["cls"], np.arange(n_classes + 1))
+    return np.array([interpolated_ap(tp[:, bounds[c]:bounds[c + 1]], n_pos[c])
+                     if n_pos[c] else np.zeros(len(tious)) for c in range(n_classes)])
+
+
+def _thumos14(p, g, amb, tious, n_classes, n_videos, n_pos) -> np.ndarray:
+    # Detections by class, video name, then score within the video (stable: file order).
+    p = _sorted(p, np.lexsort((-p["score"], p["vid"], p["cls"])))
+    n_det = len(p["cls"])
+    gi, di = same_key_pairs(g["cls"] * n_videos + g["vid"], p["cls"] * n_videos + p["vid"])
+    overlap = thumos_overlap(g["start"][gi], g["end"][gi], p["start"][di], p["end"][di])
+    match = _match_all_thresholds(gi, di, overlap, di, tious, True, len(g["cls"]), n_det)
+    matched = np.zeros((len(tious), n_det), dtype=bool)
+    t, k = np.nonzero(match >= 0)
+    matched[t, match[t, k]] = True
+    ai, dj = same_key_pairs(amb["vid"], p["vid"])
+    touches = thumos_overlap(amb["start"][ai], amb["end"][ai],
+                             p["start"][dj], p["end"][dj]) > 0
+    ambiguous = np.zeros(n_det, dtype=bool)
+    ambiguous[dj[touches]] = True
+    counted = matched | ~ambiguous[None, :]
+    rank = np.lexsort((-p["score"], p["cls"]))       # stable: ties keep video, rank order
+    cls = p["cls"][rank]
+    matched, counted = matched[:, rank], counted[:, rank]
+    bounds = np.searchsorted(cls, np.arange(n_classes + 1))
+    return np.array([thumos_ap(matched[:, bounds[c]:bounds[c + 1]],
+                               counted[:, bounds[c]:bounds[c + 1]], n_pos[c])
+                     if n_pos[c] else np.zeros(len(tious)) for c in range(n_classes)])
+
+
+# ----------------------------------------------------------------------------- classification
+
+def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Video classification mAP: per class non-interpolated AP over videos (mean of
+    the precision at each positive, ranking by score, stable), averaged over the
+    classes having at least one positive."""
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(labels) > 0
+    order = np.argsort(-scores, axis=0, kind="stable")
+    hits = np.take_along_axis(positive, order, axis=0)
+    precision = np.cumsum(hits, axis=0) / np.arange(1, len(scores) + 1)[:, None]
+    n_pos = hits.sum(axis=0)
+    has_pos = n_pos > 0
+    if not has_pos.any():
+        raise ValueError("no class has a positive video")
+    ap = (precision * hits).sum(axis=0)[has_pos] / n_pos[has_pos]
+    return float(ap.mean())
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def _key(t: float) -> str:
+    return f"{float(t):g}"
+
+
+def _value(x):
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def build_metrics(protocol, tious, map_values, averages, cmap=None, per_class=None,
+                  classes=None) -> dict:
+    """The metrics dictionary written as JSON (values are fractions)."""
+    tious = np.asarray(tious, dtype=float)
+    map_values = np.asarray(map_values, dtype=float)
+    average_map = {}
+    for name, (lo, hi) in averages.items():
+        inside = (tious >= lo - 1e-9) & (tious <= hi + 1e-9)
+        if not inside.any():
+            raise ValueError(f"average {name}: no tIoU in [{lo}, {hi}]")
+        average_map[name] = _value(map_values[inside].mean())
+    metrics = {"protocol": protocol,
+               "tiou": [round(float(t), 10) for t in tious],
+               "mAP": {_key(t): _value(v) for t, v in zip(tious, map_values)},
+               "average_mAP": average_map,
+               "cmAP": _value(cmap)}
+    if per_class is not None:
+        metrics["per_class"] = {c: {_key(t): _value(v) for t, v in zip(tious, row)}
+                                for c, row in zip(classes, np.asarray(per_class, dtype=float))}
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    """Plain-text table, values in percent."""
+    def pct(x):
+        return "    --" if x is None else f"{100 * x:6.2f}"
+    lines = [f"{'tIoU':<12}{'mAP (%)':>8}"]
+    lines += [f"{t:<12}{pct(v):>8}" for t, v in metrics["mAP"].items()]
+    lines += [f"{'avg ' + name:<12}{pct(v):>8}" for name, v in metrics["average_mAP"].items()]
+    lines.append(f"{'cmAP':<12}{pct(metrics.get('cmAP')):>8}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=2)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_tious(gt: GroundTruth):
+    """THUMOS14-like ground truth (20 classes): 0.1:0.1:0.9; otherwise 0.5:0.05:0.95."""
+    if len(gt.classes) == 20:
+        return THUMOS_TIOUS, THUMOS_AVERAGES
+    return ANET_TIOUS, ANET_AVERAGES
+
+
+def _averages_for(tious, defaults: dict) -> dict:
+    """The default averages whose ends are among ``tious``; else one over all of them."""
+    keys = {_key(t) for t in tious}
+    chosen = {n: r for n, r in defaults.items() if _key(r[0]) in keys and _key(r[1]) in keys}
+    if chosen or len(tious) < 2:
+        return chosen
+    return {f"{_key(min(tious))}:{_key(max(tious))}": (min(tious), max(tious))}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Temporal action detection mAP of predictions against a ground truth.",
+        epilog="Predictions or ground-truth segments with start > end are accepted: start "
+               "and end are swapped, with a warning giving their count. NaN/Inf times or "
+               "scores are errors. Errors in the input give one line on stderr and exit 2.")
+    parser.add_argument("pred", help="predictions: ActivityNet result JSON, or THUMOS14 txt "
+                                     "lines 'video start end class_id score'")
+    parser.add_argument("--gt", required=True,
+                        help="ground truth: gt.json, W-TALC *-Annotations folder, or "
+                             "official THUMOS14 annotation folder")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="activitynet")
+    parser.add_argument("--subset", default="test", help="ground-truth subset (default test)")
+    parser.add_argument("--tiou", type=float, nargs="+",
+                        help="tIoU thresholds (default 0.1:0.1:0.9 for 20-class THUMOS14-like "
+                             "ground truth, else 0.5:0.05:0.95)")
+    parser.add_argument("--per-class", action="store_true", help="also report AP per class")
+    parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--ignore-unknown-classes", action="store_true",
+                        help="drop (with a warning) predictions of classes absent from the GT")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InputWarning)
+            gt = load_ground_truth(args.gt, args.subset)
+            pred = load_predictions(args.pred, gt, args.ignore_unknown_classes)
+        for w in caught:
+            print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
+        tious, averages = default_tious(gt)
+        if args.tiou:
+            tious, averages = args.tiou, _averages_for(args.tiou, averages)
+        result = evaluate_detection(pred, gt, tious, args.protocol)
+        metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
+                                per_class=result["per_class"] if args.per_class else None,
+                                classes=gt.classes)
+        print(f"{len(gt.videos)} videos evaluated, {len(pred)} predictions, "
+              f"protocol {args.protocol}")
+        print(format_table(metrics))
+        if args.per_class:
+            for cls, row in metrics["per_class"].items():
+                values = " ".join("    --" if v is None else f"{100 * v:6.2f}"
+                                  for v in row.values())
+                print(f"{cls:<24}{values}")
+        if args.json:
+            _write_json(args.json, metrics)
+    except InputError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"evaluate.py: error: {err.filename or ''}: {err.strerror or err}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
