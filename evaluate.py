@@ -149,7 +149,8 @@ def _segments_frame(videos, labels, starts, ends) -> pd.DataFrame:
                          "end": np.asarray(ends, dtype=float)})
 
 
-def _class_ids(classes: list[str]) -> dict[str, int]:
+def class_ids(classes: list[str]) -> dict[str, int]:
+    """Official id of each class: the UCF101 id for THUMOS14 classes, else index + 1."""
     if set(classes) <= set(THUMOS14_CLASS_IDS):
         return {c: THUMOS14_CLASS_IDS[c] for c in classes}
     return {c: i + 1 for i, c in enumerate(classes)}
@@ -222,7 +223,7 @@ def _load_gt_json(path: Path, subset: str) -> GroundTruth:
     segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
     classes = sorted(all_labels)
     return GroundTruth(_check_segments(segments, path, "ground-truth segments"), videos,
-                       classes, _empty_ambiguous(), _class_ids(classes))
+                       classes, _empty_ambiguous(), class_ids(classes))
 
 
 def _load_wtalc(folder: Path, subset: str) -> GroundTruth:
@@ -257,7 +258,7 @@ def _load_wtalc(folder: Path, subset: str) -> GroundTruth:
         raise InputError(f"{folder}: labels not in classlist.npy: {sorted(unknown)}")
     return GroundTruth(_check_segments(segments, folder, "ground-truth segments"), videos,
                        classes, _read_ambiguous(folder / f"Ambiguous_{name}.txt"),
-                       _class_ids(classes))
+                       class_ids(classes))
 
 
 def _load_official(folder: Path, subset: str) -> GroundTruth:
@@ -274,11 +275,11 @@ def _load_official(folder: Path, subset: str) -> GroundTruth:
             if len(set(values)) != len(values):
                 raise InputError(f"{listing}: duplicate {what} "
                                  f"{next(v for v in values if values.count(v) > 1)}")
-        class_ids = dict(zip(classes, ids))
+        ids_by_class = dict(zip(classes, ids))
     else:
         classes = sorted(f[0].name[: -len(f"_{suffix}.txt")] for k, f in files.items()
                          if k != "ambiguous")
-        class_ids = _class_ids(classes)
+        ids_by_class = class_ids(classes)
     if not classes:
         raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt")
     parts = []
@@ -297,7 +298,7 @@ def _load_official(folder: Path, subset: str) -> GroundTruth:
                                "ground-truth segments")
     ambiguous = _read_ambiguous(folder / f"Ambiguous_{suffix}.txt")
     videos = sorted(set(segments["video"]) | set(ambiguous["video"]))
-    return GroundTruth(segments, videos, classes, ambiguous, class_ids)
+    return GroundTruth(segments, videos, classes, ambiguous, ids_by_class)
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -467,7 +468,7 @@ def thumos_ap(tp: np.ndarray, counted: np.ndarray, n_pos: int) -> np.ndarray:
 
 
 def _codes(values, categories) -> np.ndarray:
-    return pd.Categorical(values, categories=categories).codes.astype(np.int64)
+    return pd.Index(categories).get_indexer(np.asarray(values, dtype=object)).astype(np.int64)
 
 
 def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
@@ -502,9 +503,9 @@ def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
                    end=gt.ambiguous["end"].to_numpy(float))
         per_class = _thumos14(p, g, amb, tious, len(gt.classes), len(videos), n_pos)
     per_class[n_pos == 0] = np.nan
-    if not (n_pos > 0).any():
-        raise InputError("the ground truth has no segment")
-    return {"mAP": np.nanmean(per_class, axis=0), "per_class": per_class}
+    has_gt = n_pos > 0               # mAP is undefined (NaN) when no class has a segment
+    mean = per_class[has_gt].mean(axis=0) if has_gt.any() else np.full(len(tious), np.nan)
+    return {"mAP": mean, "per_class": per_class}
 
 
 def _sorted(d: dict, order: np.ndarray) -> dict:

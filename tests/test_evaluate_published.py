@@ -1,0 +1,80 @@
+"""evaluate.py reproduces published figures of real STPN predictions on THUMOS14.
+
+The predictions are bellos1203/STPN code/ckpt/ckpt001/results.{json,txt} (see
+data/SOURCES.md).  Two published figures are not reproduced; they are kept here as
+strict expected failures, with the evidence:
+
+* ActivityNet protocol, tIoU 0.7: the STPN README prints 4.9, the official algorithm
+  gives 4.988 (5.0).  No ordering choice can change it: these predictions have no tied
+  scores and no tied tIoU >= 0.5, so the matching at 0.7 is fully determined (the README
+  itself warns its figures may differ slightly).  The other eight figures and the
+  README's average (21.3) are reproduced; 0.1 and 0.2 only with the official handling
+  of equal tIoUs (later ground truth first).
+* THUMOS14 kit, tIoU 0.4: 0.250325 is given, 0.2503615 comes out (the other eight agree
+  to 1e-6).  It does not move with the tie orders, ambiguous handling, float32 inputs,
+  or the threshold's representation, and an independent loop port of TH14eventdetpr.m
+  gives the same 0.2503615.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate as E
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests/data"
+TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+# STPN README ("Reproduced" row), ActivityNet eval_detection.py, gt of 210 test videos.
+ANET_PUBLISHED = [52.1, 44.2, 34.7, 26.1, 17.7, 10.1, 4.9, 1.3, 0.1]
+ANET_NOT_REPRODUCED = {0.7: "README prints 4.9; the official algorithm gives 4.988"}
+# THUMOS14 kit (TH14evalDet.m) on results.txt with the official annotation.
+TH14_PUBLISHED = [0.465688, 0.402861, 0.324524, 0.250325, 0.171563, 0.097312, 0.047556,
+                  0.012638, 0.000900]
+TH14_NOT_REPRODUCED = {0.4: "0.250325 given; 0.2503615 from the kit's algorithm"}
+
+
+@pytest.fixture(scope="module")
+def anet_map():
+    gt = E.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
+    pred = E.load_predictions(DATA / "stpn_thumos14_test.json", gt)
+    return E.evaluate_detection(pred, gt, TIOUS, "activitynet")["mAP"]
+
+
+@pytest.fixture(scope="module")
+def th14_map():
+    gt = E.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
+    pred = E.load_predictions(DATA / "stpn_thumos14_test.txt", gt)
+    return E.evaluate_detection(pred, gt, TIOUS, "thumos14")["mAP"]
+
+
+def cases(published, not_reproduced):
+    return [pytest.param(i, value, marks=pytest.mark.xfail(strict=True,
+                                                             reason=not_reproduced[t]))
+            if t in not_reproduced else pytest.param(i, value)
+            for i, (t, value) in enumerate(zip(TIOUS, published))]
+
+
+@pytest.mark.parametrize("i, published", cases(ANET_PUBLISHED, ANET_NOT_REPRODUCED))
+def test_activitynet_protocol_matches_stpn_readme(anet_map, i, published):
+    assert round(100 * anet_map[i], 1) == published
+
+
+@pytest.mark.parametrize("i, published", cases(TH14_PUBLISHED, TH14_NOT_REPRODUCED))
+def test_thumos14_protocol_matches_kit_figures(th14_map, i, published):
+    assert abs(th14_map[i] - published) <= 1e-6
+
+
+def test_figures_that_differ_from_the_published_ones(anet_map, th14_map):
+    """Pin what is computed where the published figure is not reproduced."""
+    assert round(100 * anet_map[6], 1) == 5.0
+    assert 100 * np.mean(anet_map) == pytest.approx(21.26, abs=0.005)   # README: 21.3
+    assert th14_map[3] == pytest.approx(0.2503615, abs=1e-7)
+
+
+def test_json_and_txt_predictions_are_the_same(th14_map):
+    gt = E.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
+    pred = E.load_predictions(DATA / "stpn_thumos14_test.json", gt)
+    np.testing.assert_allclose(E.evaluate_detection(pred, gt, TIOUS, "thumos14")["mAP"],
+                               th14_map, atol=1e-9)
