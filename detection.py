@@ -27,6 +27,12 @@ def localisation_scores(q, p, lam):
     return lam * q[:, None] + (1.0 - lam) * p
 
 
+def attention_scores(attention, class_probs):
+    """UntrimmedNet baseline: attention rescaled to max 1 over time, times class probabilities.
+    attention: (T,), class_probs: (T, K) -> (T, K) in [0, 1]."""
+    return (attention / attention.max())[:, None] * class_probs
+
+
 def normalise_released(s):
     """(s - mean) / (max - min) over time, per class, as the released test code.
     s: (T, C). A flat curve gives zeros."""
@@ -49,16 +55,17 @@ def find_runs(active):
     return col_s, start, end
 
 
-def detect_video(name, q, p, video_scores, *, lam, cls_threshold, loc_threshold,
+def detect_video(name, scores, video_scores, *, cls_threshold, loc_threshold,
                  snippet_seconds, duration, classes):
     """Segments of one video as a DataFrame (video, label, start, end, score).
 
-    q: (T,) key score; p: (T, K) class scores; video_scores: (K,).
+    scores: (T, K) localisation score of every class (EM-MIL: localisation_scores(q, p, lam));
+    video_scores: (K,). Only the classes chosen by select_classes are localised.
     Confidence of a run = mean of the raw localisation score s_c over the run's snippets
-    times the video score of c: in [0, 1], ranks runs within and across videos.
+    times the video score of c: in [0, 1], it ranks runs within and across videos.
     """
     chosen = select_classes(video_scores, cls_threshold)               # (C,)
-    s = localisation_scores(q, p[:, chosen], lam)                      # (T, C)
+    s = scores[:, chosen]                                              # (T, C)
     col, start, end = find_runs(normalise_released(s) > loc_threshold)
     cumsum = np.vstack([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])  # (T + 1, C)
     mean_s = (cumsum[end, col] - cumsum[start, col]) / (end - start)

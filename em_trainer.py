@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from dataset import collate
 from model import video_classifier_loss
@@ -159,10 +160,22 @@ def _pad_stack(tensors, length):
     return out
 
 
-class EMTrainer:
-    """Trains an EMMIL model on the labelled training videos along a schedule."""
+def autocast(device, enabled):
+    """bfloat16 autocast for the network's forward pass when --amp (losses stay float32)."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=enabled)
 
-    def __init__(self, model, dataset, lr, gamma, batch_size, device, seed, log=print):
+
+def progress(iterable, total, desc, enabled):
+    """tqdm bar, shown only on a terminal and when not --quiet."""
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=None if enabled else True)
+
+
+class EMTrainer:
+    """Trains an EMMIL model on the labelled training videos, one epoch (Phase) at a time."""
+
+    def __init__(self, model, dataset, lr, gamma, batch_size, device, seed, log=print,
+                 amp=False, show_progress=False):
         keep = [i for i, v in enumerate(dataset.videos) if v.labels.sum() > 0.1]
         if len(keep) < len(dataset.videos):
             log(f"EM: {len(dataset.videos) - len(keep)} training videos without labels are "
@@ -170,25 +183,41 @@ class EMTrainer:
         self.dataset = type(dataset)([dataset.videos[i] for i in keep], dataset.snippet_seconds)
         self.model, self.lr, self.gamma = model, lr, gamma
         self.batch_size, self.device, self.log = batch_size, device, log
+        self.amp, self.show_progress = amp, show_progress
         self.opt = {"M": torch.optim.Adam(model.cls_parameters(), lr=lr),
                     "E": torch.optim.Adam(model.key_parameters(), lr=lr)}
         self.generator = torch.Generator().manual_seed(seed)
-        # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p
+        # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p. Not saved in
+        # checkpoints: recomputed from the same weights, they are bit-identical.
+        self.cache = {}
+
+    def state_dict(self):
+        return {"opt_M": self.opt["M"].state_dict(), "opt_E": self.opt["E"].state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.opt["M"].load_state_dict(state["opt_M"])
+        self.opt["E"].load_state_dict(state["opt_E"])
+        self.generator.set_state(state["generator"])
         self.cache = {}
 
     def train_epoch(self, phase):
         """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
-        of real snippets that are positive targets)."""
+        of real snippets that are positive targets, lr)."""
         model, dev, step = self.model, self.device, phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
-            self.cache[step] = frozen_outputs(model, self.dataset, step, dev)
+            with autocast(dev, self.amp):
+                self.cache[step] = [x.float() for x in
+                                    frozen_outputs(model, self.dataset, step, dev)]
         frozen = self.cache.get(step)
         opt = self.opt[step]
         for g in opt.param_groups:
             g["lr"] = self.lr * phase.lr_mult
         model.train()
         total, n_videos, pos, n_snip = 0.0, 0, 0.0, 0
-        for batch in batches(self.dataset, self.batch_size, self.generator):
+        n_batches = -(-len(self.dataset) // self.batch_size)
+        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
+                              f"epoch {phase.epoch} {step}", self.show_progress):
             b = _to(batch, dev)
             mask, labels = b["mask"], b["labels"]
             T = mask.shape[1]
@@ -196,14 +225,16 @@ class EMTrainer:
             if step == "M":
                 q = _pad_stack([frozen[i] for i in b["indices"]], T) if phase.stage == 2 else None
                 targets = m_step_targets(labels, mask, phase.stage, q, self.gamma)  # (B, T, K)
-                p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
-                loss = m_step_loss(p_rgb, p_flow, targets, mask)
+                with autocast(dev, self.amp):
+                    p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
+                loss = m_step_loss(p_rgb.float(), p_flow.float(), targets, mask)
                 positive = targets.amax(dim=2)
             else:
                 p = _pad_stack([frozen[i] for i in b["indices"]], T)               # (B, T, K)
                 targets = e_step_targets(p, labels, mask)                           # (B, T)
-                q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
-                loss = e_step_loss(q_rgb, q_flow, targets, mask)
+                with autocast(dev, self.amp):
+                    q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
+                loss = e_step_loss(q_rgb.float(), q_flow.float(), targets, mask)
                 positive = targets
             loss.backward()
             opt.step()
@@ -213,37 +244,65 @@ class EMTrainer:
             n_snip += int(mask.sum())
         # this step's branch moved: the other step's frozen outputs are stale
         self.cache.pop("E" if step == "M" else "M", None)
-        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
+        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1),
+                "lr": self.lr * phase.lr_mult}
 
     def fit(self, phases):
         for phase in phases:
             t0 = time.time()
             stats = self.train_epoch(phase)
-            self.log(f"epoch {phase.epoch:3d}/{len(phases)}  {phase.step}"
-                     f"{phase.stage if phase.step == 'M' else ' '}  lr {self.lr * phase.lr_mult:.0e}"
-                     f"  loss {stats['loss']:.4f}  positive {stats['positive']:.3f}"
-                     f"  {time.time() - t0:.1f}s")
+            self.log(describe_epoch(phase, len(phases), stats, time.time() - t0))
 
 
-def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):
-    """UntrimmedNet-style classifier: minimise the NLL of the L1-normalised video label."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        t0, total, n = time.time(), 0.0, 0
-        model.train()
-        for batch in batches(dataset, batch_size, generator):
-            b = _to(batch, device)
+def describe_epoch(phase, n_epochs, stats, seconds):
+    name = f"M{phase.stage}" if phase.step == "M" else "E "
+    return (f"epoch {phase.epoch:3d}/{n_epochs}  {name}  lr {stats['lr']:.0e}"
+            f"  loss {stats['loss']:.4f}  positive {stats['positive']:.3f}  {seconds:.1f}s")
+
+
+class ClassifierTrainer:
+    """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label."""
+
+    def __init__(self, model, dataset, lr, batch_size, device, seed, amp=False,
+                 show_progress=False):
+        self.model, self.dataset, self.batch_size, self.device = model, dataset, batch_size, device
+        self.amp, self.show_progress = amp, show_progress
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["opt"])
+        self.generator.set_state(state["generator"])
+
+    def train_epoch(self, epoch=0):
+        total, n = 0.0, 0
+        self.model.train()
+        n_batches = -(-len(self.dataset) // self.batch_size)
+        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
+                              f"classifier epoch {epoch}", self.show_progress):
+            b = _to(batch, self.device)
             keep = b["labels"].sum(dim=1) > 0
             if not keep.any():
                 continue
-            opt.zero_grad(set_to_none=True)
-            scores = model(b["rgb"][keep], b["flow"][keep], b["mask"][keep])     # (B, K)
-            loss = video_classifier_loss(scores, b["labels"][keep])
+            self.opt.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp):
+                scores = self.model(b["rgb"][keep], b["flow"][keep], b["mask"][keep])  # (B, K)
+            loss = video_classifier_loss(scores.float(), b["labels"][keep])
             loss.backward()
-            opt.step()
+            self.opt.step()
             total += loss.item()
             n += int(keep.sum())
-        if epoch == 1 or epoch == epochs or epoch % 10 == 0:
-            log(f"classifier epoch {epoch:3d}/{epochs}  loss {total / max(n, 1):.4f}"
-                f"  {time.time() - t0:.1f}s")
+        return {"loss": total / max(n, 1)}
+
+
+def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):
+    """All classifier epochs at once (no checkpoints); run.py drives ClassifierTrainer itself."""
+    trainer = ClassifierTrainer(model, dataset, lr, batch_size, device, seed)
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        stats = trainer.train_epoch(epoch)
+        log(f"classifier epoch {epoch:3d}/{epochs}  loss {stats['loss']:.4f}"
+            f"  {time.time() - t0:.1f}s")

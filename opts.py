@@ -33,18 +33,30 @@ ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 PRESETS = {
     # THUMOS14-shaped synthetic data built on the real THUMOS14 annotations.
     "synthetic": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
-                      test_subset="test", fps=25.0, frames_per_snippet=16,
+                      test_subset="test",
                       tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
     # W-TALC bundle: I3D, one snippet = 16 frames at 25 fps = 0.64 s.
     "thumos14": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
-                     test_subset="test", fps=25.0, frames_per_snippet=16,
+                     test_subset="test",
                      tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
     "activitynet12": dict(bundle="ActivityNet1.2", num_classes=100, train_subset="training",
-                          test_subset="validation", fps=25.0, frames_per_snippet=16,
+                          test_subset="validation",
                           tiou=ANET_TIOU, averages=ANET_AVERAGES, thumos_ids=False),
 }
 
+# Feature-rate presets: (frames per second, frames per snippet).
+FEATURE_PRESETS = {
+    "i3d": (25.0, 16),      # W-TALC I3D bundle: 0.64 s per snippet
+    "unt": (10.0, 4),       # W-TALC UntrimmedNet features: 2.5 snippets per second
+    "emmil": (24.0, 30),    # released EM-MIL clips: 15 frames sampled every 2nd at 24 fps = 1.25 s
+}
+
 RELEASED_SCHEDULE = "M1:10,E:10,M2:10,alt:35"
+
+
+def snippet_seconds(feature_fps, frames_per_snippet):
+    """Seconds covered by one feature vector (dataset.snippets_to_seconds uses it)."""
+    return frames_per_snippet / feature_fps
 
 
 def build_parser():
@@ -65,10 +77,17 @@ def build_parser():
     g.add_argument("--synthetic-max-seconds", type=float, default=150.0,
                    help="synthetic data: longest video kept in the small default set"
                         " (ignored at full scale)")
-    g.add_argument("--fps", type=float, default=None,
-                   help="frame rate the features were extracted at (preset: 25)")
+    g.add_argument("--layout", default="auto", choices=["auto", "wtalc", "folders", "emmil", "hdf5"],
+                   help="feature layout under --data-root (auto: detected; see README)")
+    g.add_argument("--annotations", default=None,
+                   help="ground truth for the emmil layout: a gt.json or a W-TALC *-Annotations folder")
+    g.add_argument("--features", default="i3d", choices=sorted(FEATURE_PRESETS),
+                   help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
+                        " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s)")
+    g.add_argument("--feature-fps", type=float, default=None,
+                   help="frame rate the features were extracted at (overrides --features)")
     g.add_argument("--frames-per-snippet", type=int, default=None,
-                   help="frames covered by one feature vector (preset: 16)")
+                   help="frames covered by one feature vector (overrides --features)")
 
     g = p.add_argument_group("model")
     g.add_argument("--feature-dim", type=int, default=1024, help="feature width of one stream")
@@ -87,6 +106,11 @@ def build_parser():
     g.add_argument("--cls-epochs", type=int, default=45, help="video classifier epochs")
     g.add_argument("--cls-lr", type=float, default=1e-4, help="video classifier learning rate")
 
+    g.add_argument("--method", default="emmil", choices=["emmil", "untrimmednet"],
+                   help="emmil: localise with q and p after EM training; untrimmednet: the"
+                        " attention-MIL baseline, localising with the video classifier's own"
+                        " attention x class scores (no EM training)")
+
     g = p.add_argument_group("detection")
     g.add_argument("--lam", type=float, default=0.8,
                    help="localisation score s_c = lam*q + (1-lam)*p_c")
@@ -101,6 +125,12 @@ def build_parser():
     g.add_argument("--tiou", type=float, nargs="+", default=None,
                    help="tIoU thresholds (preset: 0.1:0.1:0.9 THUMOS14, 0.5:0.05:0.95 ActivityNet)")
 
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="every N EM epochs, mAP on the held-out part of the training split"
+                        " (needs --val-fraction > 0; never the test split); 0 = off")
+    g.add_argument("--val-fraction", type=float, default=0.0,
+                   help="fraction of the training videos held out for --eval-every (not trained on)")
+
     g = p.add_argument_group("system")
     g.add_argument("--output-dir", default=None,
                    help="where everything is written; default runs/<dataset>-<time>;"
@@ -111,6 +141,21 @@ def build_parser():
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    g.add_argument("--resume", default=None, metavar="OUTPUT_DIR",
+                   help="continue the run in OUTPUT_DIR from its last complete checkpoint,"
+                        " with its saved options")
+    g.add_argument("--save-every", type=int, default=0,
+                   help="besides the last checkpoint, keep one every N epochs (0 = only the last)")
+    g.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run the whole pipeline once per seed into OUTPUT_DIR/seed_<s> and"
+                        " write summary.json (mean and std of every metric)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="torch deterministic algorithms (and the CUDA settings they need)")
+    g.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast for the networks' forward passes (CPU or CUDA)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write TensorBoard event files into the output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, no console log")
     g.add_argument("--dry-run", action="store_true",
                    help="smoke test: a few videos, one epoch per phase, one classifier epoch")
     return p
@@ -125,9 +170,10 @@ def resolve(args):
     r.num_classes = preset["num_classes"]
     r.train_subset = preset["train_subset"]
     r.test_subset = preset["test_subset"]
-    r.fps = args.fps or preset["fps"]
-    r.frames_per_snippet = args.frames_per_snippet or preset["frames_per_snippet"]
-    r.snippet_seconds = r.frames_per_snippet / r.fps
+    fps, frames = FEATURE_PRESETS[args.features]
+    r.feature_fps = args.feature_fps or fps
+    r.frames_per_snippet = args.frames_per_snippet or frames
+    r.snippet_seconds = snippet_seconds(r.feature_fps, r.frames_per_snippet)
     r.tiou = args.tiou or list(preset["tiou"])
     if args.tiou:
         r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}
@@ -149,6 +195,10 @@ def parse_opts(argv=None):
         parser.error("--batch-size must be >= 1")
     if not 0.0 <= args.lam <= 1.0:
         parser.error("--lam must be in [0, 1]")
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error("--val-fraction must be in [0, 1)")
+    if args.eval_every and not args.val_fraction:
+        parser.error("--eval-every needs --val-fraction > 0 (mAP is never computed on the test split)")
     return resolve(args)
 
 
@@ -156,3 +206,48 @@ def save_opts(opts, path):
     """Write the resolved options as JSON (tuples become lists)."""
     from utils import atomic_write_text
     atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")
+
+
+# Options that may differ when a run is resumed (they change no result).
+RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard"}
+
+
+def given_options(argv):
+    """The options present on the command line, with their parsed values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def resume_opts(argv):
+    """Saved options of the run named by --resume; refuses contradicting options."""
+    from utils import InputError
+    given = given_options(argv)
+    folder = given["resume"]
+    path = os.path.join(folder, "opts.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable saved options ({e})") from None
+    base = vars(build_parser().parse_args([]))
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if key == "output_dir":
+            same = os.path.abspath(value) == os.path.abspath(folder)
+        else:
+            same = saved.get(key, base.get(key)) == value
+        if not same:
+            raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
+                             f"the saved option {saved.get(key)!r}")
+    opts = argparse.Namespace(**saved)
+    opts.output_dir = folder
+    for key in RESUME_MAY_CHANGE - {"resume"}:
+        if key in given:
+            setattr(opts, key, given[key])
+    opts.resume = folder
+    return opts

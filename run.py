@@ -2,27 +2,33 @@
 
     python run.py                                   # embedded synthetic default
     python run.py --dataset thumos14 --data-root DIR
+    python run.py --resume OUTPUT_DIR               # continue an interrupted run
+    python run.py --seeds 1 2 3 4 5                 # mean ± std over seeds
 """
-import dataclasses
+import argparse
 import os
+import random
 import sys
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 import evaluate
 import synthetic
-from dataset import SnippetDataset, collate, load_wtalc
-from detection import detect_video, write_results_json, write_results_txt, COLUMNS
-from em_trainer import EMTrainer, format_schedule, parse_schedule, train_video_classifier
+from dataset import SnippetDataset, collate, load_dataset
+from detection import (COLUMNS, attention_scores, detect_video, localisation_scores,
+                       write_results_json, write_results_txt)
+from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
+                        parse_schedule, progress)
 from model import EMMIL, UntrimmedNetClassifier
-from opts import parse_opts, save_opts
-from utils import InputError, Logger, atomic_torch_save, atomic_write_json, resolve_device, set_seed
-
-import pandas as pd
+from opts import parse_opts, resume_opts, save_opts
+from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, resolve_device,
+                   set_seed)
 
 DRY_RUN_VIDEOS = 4
+LAST = "checkpoint_last.pt"
 
 
 # 1. setup -------------------------------------------------------------------
@@ -31,8 +37,19 @@ def check_output_dir(path, overwrite):
     if os.path.isfile(path):
         raise InputError(f"{path}: --output-dir is a file")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise InputError(f"{path}: output folder is not empty; choose another --output-dir "
-                         f"or pass --overwrite")
+        raise InputError(f"{path}: output folder is not empty; choose another --output-dir, "
+                         f"continue it with --resume {path}, or pass --overwrite")
+
+
+def setup_torch(opts):
+    set_seed(opts.seed)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if opts.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return resolve_device(opts.device)
 
 
 # 2. data --------------------------------------------------------------------
@@ -42,106 +59,284 @@ def load_data(opts, log):
     if opts.dataset == "synthetic":
         root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
     max_videos = DRY_RUN_VIDEOS if opts.dry_run else None
-    data = load_wtalc(root, opts.bundle, opts.train_subset, opts.test_subset, max_videos)
+    data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
+                        opts.annotations, max_videos)
     if len(data.classes) != opts.num_classes:
         log(f"note: {len(data.classes)} classes in the annotations "
             f"(preset {opts.dataset} expects {opts.num_classes})")
-    gt = evaluate.load_ground_truth(data.annotations_dir, subset="test")
-    test_names = [v.name for v in data.split("test")]
-    gt = dataclasses.replace(gt, videos=test_names,
-                             segments=gt.segments[gt.segments.video.isin(test_names)],
-                             ambiguous=gt.ambiguous[gt.ambiguous.video.isin(test_names)])
-    return data, gt
+    return data
 
 
-# 6. detect ------------------------------------------------------------------
+def split_validation(videos, fraction, seed):
+    """(train, held-out) lists: a seeded random `fraction` of the training videos held out."""
+    n_val = int(round(fraction * len(videos)))
+    order = np.random.default_rng(seed).permutation(len(videos))
+    held = set(order[:n_val].tolist())
+    return ([v for i, v in enumerate(videos) if i not in held],
+            [v for i, v in enumerate(videos) if i in held])
+
+
+def ground_truth(videos, classes, ambiguous):
+    """Evaluation ground truth of a list of videos."""
+    names = {v.name for v in videos}
+    segments = pd.DataFrame([(v.name, classes[c], s, e) for v in videos for c, s, e in v.segments],
+                            columns=["video", "label", "start", "end"])
+    amb = pd.DataFrame([a for a in ambiguous if a[0] in names], columns=["video", "start", "end"])
+    return evaluate.GroundTruth(segments=segments, videos=[v.name for v in videos],
+                                classes=list(classes), ambiguous=amb,
+                                class_ids=evaluate.class_ids(classes))
+
+
+# 3. checkpoints ---------------------------------------------------------------
+
+def rng_state():
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      *np_state[2:]]}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+def save_checkpoint(opts, position, model, classifier, em, cls):
+    """Everything needed to continue after `position` completed epochs (classifier epochs
+    first, then EM epochs). Written to a temporary file and renamed."""
+    state = {"position": position, "model": model.state_dict(),
+             "classifier": classifier.state_dict(), "em_trainer": em.state_dict() if em else None,
+             "cls_trainer": cls.state_dict(), "rng": rng_state(), "opts": vars(opts)}
+    atomic_torch_save(state, os.path.join(opts.output_dir, LAST))
+    if opts.save_every and position % opts.save_every == 0:
+        atomic_torch_save(state, os.path.join(opts.output_dir, f"checkpoint_{position:04d}.pt"))
+
+
+def load_checkpoint(folder):
+    path = os.path.join(folder, LAST)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no checkpoint to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing = {"position", "model", "classifier", "cls_trainer", "rng"} - set(state)
+    except Exception as e:
+        raise InputError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__})") from None
+    if missing:
+        raise InputError(f"{path}: not a checkpoint of this project (missing {sorted(missing)})")
+    return state
+
+
+# 4. detection -----------------------------------------------------------------
 
 @torch.no_grad()
-def localise(model, classifier, test_set, classes, opts, device):
-    """Detections of every test video (DataFrame) and the video scores (N, K)."""
+def localise(model, classifier, dataset, classes, opts, device, show_progress=False):
+    """Detections of every video of `dataset` (DataFrame) and the video scores (N, K)."""
     model.eval()
     classifier.eval()
     found, video_scores = [], []
-    for i in range(len(test_set)):
-        b = collate([test_set[i]])
+    for i in progress(range(len(dataset)), len(dataset), "detection", show_progress):
+        b = collate([dataset[i]])
         rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
-        v = classifier(rgb, flow, mask)[0].cpu().numpy()                   # (K,)
-        q, p = model(rgb, flow)                                            # (1, T), (1, T, K)
+        with torch.autocast(device.type, torch.bfloat16, enabled=opts.amp):
+            a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
+            q, p = model(rgb, flow) if opts.method == "emmil" else (None, None)
+        a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
+        v = (a[:, None] * c).sum(axis=0)                                   # (K,) video scores
+        if opts.method == "emmil":
+            scores = localisation_scores(q[0].double().cpu().numpy(),
+                                         p[0].double().cpu().numpy(), opts.lam)
+        else:
+            scores = attention_scores(a, c)
         found.append(detect_video(
-            b["names"][0], q[0].cpu().numpy().astype(np.float64),
-            p[0].cpu().numpy().astype(np.float64), v, lam=opts.lam,
-            cls_threshold=opts.cls_threshold, loc_threshold=opts.loc_threshold,
-            snippet_seconds=opts.snippet_seconds, duration=b["durations"][0], classes=classes))
+            b["names"][0], scores, v, cls_threshold=opts.cls_threshold,
+            loc_threshold=opts.loc_threshold, snippet_seconds=opts.snippet_seconds,
+            duration=b["durations"][0], classes=classes))
         video_scores.append(v)
+    found = [f for f in found if len(f)]
     detections = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=COLUMNS)
     return detections, np.stack(video_scores)
 
 
-# 7. evaluate ----------------------------------------------------------------
+# 5. evaluation ----------------------------------------------------------------
 
-def evaluate_run(detections, video_scores, test_videos, gt, opts):
+def evaluate_run(detections, video_scores, videos, gt, opts):
     res = evaluate.evaluate_detection(detections, gt, opts.tiou, protocol=opts.eval_protocol)
-    labels = torch.stack([v.labels for v in test_videos]).numpy()
+    labels = torch.stack([v.labels for v in videos]).numpy()
     cmap = evaluate.classification_map(video_scores, labels)
-    return evaluate.build_metrics(opts.eval_protocol, opts.tiou, res["mAP"], opts.averages, cmap)
+    averages = {k: tuple(v) for k, v in opts.averages.items()}
+    return evaluate.build_metrics(opts.eval_protocol, opts.tiou, res["mAP"], averages, cmap)
 
 
-def main(argv=None):
-    # 1. setup
-    opts = parse_opts(argv)
-    log = Logger()
-    check_output_dir(opts.output_dir, opts.overwrite)
+def open_tensorboard(opts, position):
+    if not opts.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(log_dir=os.path.join(opts.output_dir, "tensorboard"),
+                         purge_step=position + 1 if position else None)
+
+
+# the pipeline -------------------------------------------------------------------
+
+def run_pipeline(opts, checkpoint=None):
+    """Train (or continue training), detect, evaluate; returns the metrics dict."""
+    log = Logger(quiet=opts.quiet)
+    show = not opts.quiet
     schedule = parse_schedule(opts.schedule, opts.stage2_lr_mult)
-    set_seed(opts.seed)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    device = resolve_device(opts.device)
+    device = setup_torch(opts)
     t_start = time.time()
 
-    # 2. data (read and checked before anything is written)
-    data, gt = load_data(opts, log)
-    train_set = SnippetDataset(data.split("train"), opts.snippet_seconds)
+    # data (read and checked before anything is written)
+    data = load_data(opts, log)
+    train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
+    train_set = SnippetDataset(train_videos, opts.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), opts.snippet_seconds)
     os.makedirs(opts.output_dir, exist_ok=True)
     log.open(os.path.join(opts.output_dir, "log.txt"))
-    save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
-    log(f"data: {opts.dataset} from {opts.data_root}: {len(train_set)} train / "
-        f"{len(test_set)} test videos, {len(data.classes)} classes, "
-        f"{opts.snippet_seconds:g} s per snippet; device {device}")
-    log(f"schedule: {format_schedule(schedule)}")
+    if checkpoint is None:
+        save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
+    log(f"data: {opts.dataset} from {opts.data_root}: {len(train_set)} train"
+        f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
+        f" videos, {len(data.classes)} classes, {opts.snippet_seconds:g} s per snippet;"
+        f" device {device}; method {opts.method}")
 
-    # 3. models
+    # models, optimizers, and where we are
     K = len(data.classes)
     model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
     classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    cls = ClassifierTrainer(classifier, train_set, opts.cls_lr, opts.batch_size, device,
+                            opts.seed, amp=opts.amp, show_progress=show)
+    em = None
+    if opts.method == "emmil":
+        em = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device, opts.seed,
+                       log=log, amp=opts.amp, show_progress=show)
+        log(f"schedule: {format_schedule(schedule)}")
+    position = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        classifier.load_state_dict(checkpoint["classifier"])
+        cls.load_state_dict(checkpoint["cls_trainer"])
+        if em is not None:
+            em.load_state_dict(checkpoint["em_trainer"])
+        set_rng_state(checkpoint["rng"])
+        position = checkpoint["position"]
+        log(f"resumed from {LAST} after epoch {position}")
+    total = opts.cls_epochs + (len(schedule) if em else 0)
+    writer = open_tensorboard(opts, position)
+    val_gt = ground_truth(val_videos, data.classes, data.ambiguous) if val_videos else None
 
-    # 4. video classifier
-    train_video_classifier(classifier, train_set, opts.cls_epochs, opts.cls_lr, opts.batch_size,
-                           device, opts.seed, log=log)
+    # training: classifier epochs, then EM epochs; a checkpoint after each
+    for pos in progress(range(position + 1, total + 1), total - position, "epochs", show):
+        t0 = time.time()
+        if pos <= opts.cls_epochs:
+            stats = cls.train_epoch(pos)
+            log(f"classifier epoch {pos:3d}/{opts.cls_epochs}  loss {stats['loss']:.4f}"
+                f"  {time.time() - t0:.1f}s")
+            if writer:
+                writer.add_scalar("classifier/loss", stats["loss"], pos)
+        else:
+            phase = schedule[pos - opts.cls_epochs - 1]
+            stats = em.train_epoch(phase)
+            log(describe_epoch(phase, len(schedule), stats, time.time() - t0))
+            if writer:
+                rule = f"M{phase.stage}" if phase.step == "M" else "E"
+                writer.add_scalar(f"loss/{rule}", stats["loss"], pos)
+                writer.add_scalar("lr", stats["lr"], pos)
+                writer.add_scalar(f"positive_fraction/{rule}", stats["positive"], pos)
+            if opts.eval_every and val_gt is not None and phase.epoch % opts.eval_every == 0:
+                val_set = SnippetDataset(val_videos, opts.snippet_seconds)
+                dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
+                val_map = evaluate.evaluate_detection(dets, val_gt, opts.tiou, "activitynet")["mAP"]
+                log(f"  held-out training videos: mAP {100 * float(np.mean(val_map)):.2f}"
+                    f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
+                if writer:
+                    writer.add_scalar("val/mAP_mean", float(np.mean(val_map)), pos)
+        save_checkpoint(opts, pos, model, classifier, em, cls)
+    if writer:
+        writer.close()
     atomic_torch_save(classifier.state_dict(), os.path.join(opts.output_dir, "classifier.pt"))
-
-    # 5. EM training
-    trainer = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device,
-                        opts.seed, log=log)
-    trainer.fit(schedule)
     atomic_torch_save(model.state_dict(), os.path.join(opts.output_dir, "em_mil.pt"))
 
-    # 6. detect on the test split (used only here: no model selection on it)
-    detections, video_scores = localise(model, classifier, test_set, data.classes, opts, device)
+    # detect on the test split (used only here: no model selection on it)
+    detections, video_scores = localise(model, classifier, test_set, data.classes, opts, device,
+                                        show_progress=show)
     write_results_json(os.path.join(opts.output_dir, "results.json"), detections)
+    test_gt = ground_truth(data.split("test"), data.classes, data.ambiguous)
     if opts.thumos_ids:
-        write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections, gt.class_ids)
+        write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections,
+                          test_gt.class_ids)
 
-    # 7. evaluate
-    metrics = evaluate_run(detections, video_scores, data.split("test"), gt, opts)
+    # evaluate and report
+    metrics = evaluate_run(detections, video_scores, data.split("test"), test_gt, opts)
     atomic_write_json(os.path.join(opts.output_dir, "metrics.json"), metrics)
-
-    # 8. report
     log(f"{len(detections)} detections on {len(test_set)} test videos "
         f"(protocol {opts.eval_protocol})")
     log(evaluate.format_table(metrics))
     log(f"wall time {time.time() - t_start:.0f} s; everything is in {opts.output_dir}")
     log.close()
+    return metrics
+
+
+# several seeds ------------------------------------------------------------------
+
+def flatten_metrics(m):
+    out = {f"mAP@{k}": v for k, v in m["mAP"].items()}
+    out.update({f"average_mAP@{k}": v for k, v in m["average_mAP"].items()})
+    if m.get("cmAP") is not None:
+        out["cmAP"] = m["cmAP"]
+    return out
+
+
+def summarise_seeds(seeds, all_metrics):
+    """{"seeds", "metrics": {name: {"mean", "std", "values"}}}; std is the sample std (ddof 1)."""
+    flat = [flatten_metrics(m) for m in all_metrics]
+    summary = {"seeds": list(seeds), "metrics": {}}
+    for name in flat[0]:
+        values = np.array([f[name] for f in flat], dtype=float)
+        summary["metrics"][name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "values": values.tolist()}
+    return summary
+
+
+def format_summary(summary):
+    lines = [f"{'metric':<22} mean ± std (%) over seeds {summary['seeds']}"]
+    for name, s in summary["metrics"].items():
+        lines.append(f"{name:<22} {100 * s['mean']:6.2f} ± {100 * s['std']:.2f}")
+    return "\n".join(lines)
+
+
+def run_seeds(opts):
+    results = []
+    for seed in opts.seeds:
+        sub = argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None,
+                                    "output_dir": os.path.join(opts.output_dir, f"seed_{seed}")})
+        check_output_dir(sub.output_dir, opts.overwrite)
+        results.append(run_pipeline(sub))
+    summary = summarise_seeds(opts.seeds, results)
+    atomic_write_json(os.path.join(opts.output_dir, "summary.json"), summary)
+    text = format_summary(summary)
+    print(text)
+    with open(os.path.join(opts.output_dir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    return summary
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--resume" or a.startswith("--resume=") for a in argv):
+        opts = resume_opts(argv)
+        checkpoint = load_checkpoint(opts.output_dir)
+        run_pipeline(opts, checkpoint)
+        return 0
+    opts = parse_opts(argv)
+    check_output_dir(opts.output_dir, opts.overwrite)
+    if opts.seeds:
+        run_seeds(opts)
+    else:
+        run_pipeline(opts)
     return 0
 
 

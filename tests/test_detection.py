@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dataset import snippets_to_seconds
-from detection import (detect_video, find_runs, localisation_scores, normalise_released,
+from detection import (attention_scores, detect_video, find_runs, localisation_scores, normalise_released,
                        select_classes)
 
 
@@ -48,7 +48,7 @@ def test_hand_made_curve_with_run_touching_the_end():
     np.testing.assert_allclose(s[:, 0], 0.2 * p[:, 0])
     norm = normalise_released(s)                                # (s - mean) / range
     np.testing.assert_allclose(norm[:, 0], (p[:, 0] - p[:, 0].mean()) / 1.0)
-    det = detect_video("vid", q, p, np.array([0.9]), lam=0.8, cls_threshold=0.15,
+    det = detect_video("vid", s, np.array([0.9]), cls_threshold=0.15,
                        loc_threshold=0.05, snippet_seconds=0.64, duration=8 * 0.64 - 0.1,
                        classes=["Jump"])
     assert det["label"].tolist() == ["Jump", "Jump"]
@@ -60,20 +60,33 @@ def test_hand_made_curve_with_run_touching_the_end():
 
 
 def test_flat_curve_gives_no_division_by_zero():
-    det = detect_video("v", np.full(5, 0.5), np.full((5, 2), 0.5), np.array([0.9, 0.01]),
-                       lam=0.8, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=1.0,
+    s = localisation_scores(np.full(5, 0.5), np.full((5, 2), 0.5), 0.8)
+    det = detect_video("v", s, np.array([0.9, 0.01]), cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=1.0,
                        duration=5.0, classes=["a", "b"])
     assert len(det) == 0
 
 
 def test_confidences_are_not_constant():
     rng = np.random.default_rng(1)
-    det = detect_video("v", rng.random(60), rng.random((60, 3)), np.array([0.5, 0.3, 0.2]),
-                       lam=0.8, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
+    s = localisation_scores(rng.random(60), rng.random((60, 3)), 0.8)
+    det = detect_video("v", s, np.array([0.5, 0.3, 0.2]), cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
                        duration=60 * 0.64, classes=["a", "b", "c"])
     assert len(det) > 3 and det["score"].nunique() > 1
     assert ((det["score"] > 0) & (det["score"] <= 1)).all()
     assert (det["end"] > det["start"]).all()
+
+
+def test_only_selected_classes_are_localised():
+    s = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    det = detect_video("v", s, np.array([0.1, 0.9]), cls_threshold=0.15, loc_threshold=0.05,
+                       snippet_seconds=1.0, duration=3.0, classes=["a", "b"])
+    assert det["label"].tolist() == ["b"] and det[["start", "end"]].values.tolist() == [[1.0, 2.0]]
+
+
+def test_attention_scores_baseline():
+    a = np.array([0.1, 0.4, 0.5])
+    c = np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]])
+    np.testing.assert_allclose(attention_scores(a, c), [[0.1, 0.1], [0.8, 0.0], [0.2, 0.8]])
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.8, 1.0])
