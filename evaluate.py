@@ -83,11 +83,10 @@ def _no_duplicate_keys(pairs):
 
 
 def _read_json(path: Path) -> dict:
+    text = _read_text(path)
     try:
-        data = json.loads(_read_text(path), object_pairs_hook=_no_duplicate_keys)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except ValueError as err:
-        if isinstance(err, InputError):
-            raise
         raise InputError(f"{path}: malformed JSON: {err}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: malformed JSON: top level is not an object")
@@ -119,6 +118,10 @@ def _to_float(path: Path, rows: list[list[str]], column: int, what: str) -> np.n
                 raise InputError(f"{path}: {what} is not a number: {r[column]!r} "
                                  f"(row {' '.join(r)!r})") from None
         raise
+
+
+def _describe(err: Exception) -> str:
+    return f"missing field {err}" if isinstance(err, KeyError) else str(err)
 
 
 def _decode(x) -> str:
@@ -216,10 +219,10 @@ def _load_gt_json(path: Path, subset: str) -> GroundTruth:
             for ann in entry.get("annotations", []):
                 start, end = ann["segment"]
                 rows.append((video, ann["label"], float(start), float(end)))
+    except InputError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"{path}: malformed ground-truth entry: {err!r}") from None
+        raise InputError(f"{path}: malformed ground-truth entry: {_describe(err)}") from None
     segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
     classes = sorted(all_labels)
     return GroundTruth(_check_segments(segments, path, "ground-truth segments"), videos,
@@ -342,12 +345,12 @@ def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
                     label = name_of_id.get(int(label), str(label))
                 rows.append((video, label, float(start), float(end), float(e["score"])))
     except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{path}: malformed prediction in video {video}: {err!r}") from None
+        raise InputError(f"{path}: malformed prediction in video {video}: "
+                         f"{_describe(err)}") from None
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object if c in ("video", "label") else float)
                              for c in PREDICTION_COLUMNS})
-    pred = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
-    return pred
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
 def _predictions_from_txt(path: Path, gt: GroundTruth) -> pd.DataFrame:
@@ -480,6 +483,8 @@ def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {PROTOCOLS})")
     tious = np.atleast_1d(np.asarray(tious, dtype=float))
+    if not len(tious) or not ((tious >= 0) & (tious <= 1)).all():
+        raise ValueError(f"tIoU thresholds must be a non-empty list in [0, 1], got {tious}")
     # Video codes in name order (the TH14 kit ranks score ties by video name).
     sizes = [len(gt.segments), len(pred), len(gt.ambiguous)]
     names = np.concatenate([np.asarray(gt.segments["video"], dtype=object),
@@ -611,12 +616,17 @@ def format_table(metrics: dict) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise InputError(f"{path}: cannot write: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w") as out:
             json.dump(data, out, indent=2)
             out.write("\n")
+        os.chmod(tmp, 0o644)                      # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -651,15 +661,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt", required=True,
                         help="ground truth: gt.json, W-TALC *-Annotations folder, or "
                              "official THUMOS14 annotation folder")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="activitynet")
-    parser.add_argument("--subset", default="test", help="ground-truth subset (default test)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="activitynet",
+                        help="activitynet: ActivityNet eval_detection.py (default); "
+                             "thumos14: the THUMOS14 kit TH14evalDet.m")
+    parser.add_argument("--subset", default="test",
+                        help="ground-truth subset (default test; 'test' and 'train' map onto "
+                             "the names a bundle uses, e.g. ActivityNet 'validation')")
     parser.add_argument("--tiou", type=float, nargs="+",
                         help="tIoU thresholds (default 0.1:0.1:0.9 for 20-class THUMOS14-like "
                              "ground truth, else 0.5:0.05:0.95)")
     parser.add_argument("--per-class", action="store_true", help="also report AP per class")
     parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--ignore-unknown-classes", action="store_true",
-                        help="drop (with a warning) predictions of classes absent from the GT")
+                        help="drop predictions of classes absent from the ground truth, "
+                             "with a warning giving their count (default: an error)")
     return parser
 
 
@@ -674,6 +689,8 @@ def main(argv=None) -> int:
             print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
         tious, averages = default_tious(gt)
         if args.tiou:
+            if not all(0 <= t <= 1 for t in args.tiou):
+                raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
             tious, averages = args.tiou, _averages_for(args.tiou, averages)
         result = evaluate_detection(pred, gt, tious, args.protocol)
         metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
@@ -683,6 +700,7 @@ def main(argv=None) -> int:
               f"protocol {args.protocol}")
         print(format_table(metrics))
         if args.per_class:
+            print(f"{'AP (%) per class':<24}" + " ".join(f"{t:>6}" for t in metrics["mAP"]))
             for cls, row in metrics["per_class"].items():
                 values = " ".join("    --" if v is None else f"{100 * v:6.2f}"
                                   for v in row.values())
