@@ -1,0 +1,43 @@
+"""Print a --seeds summary.json beside the EM-MIL paper's published numbers.
+
+    python scripts/compare_paper.py OUTPUT_DIR/summary.json --paper thumos14|activitynet12
+"""
+import argparse
+import json
+import sys
+
+# Luo et al., ECCV 2020, EM-MIL with I3D features (mAP in %).
+PAPER = {
+    "thumos14": {"mAP@0.1": 59.1, "mAP@0.2": 52.7, "mAP@0.3": 45.5, "mAP@0.4": 36.8,
+                 "mAP@0.5": 30.5, "mAP@0.6": 22.7, "mAP@0.7": 16.4, "average_mAP@0.1:0.7": 37.7},
+    "activitynet12": {"mAP@0.5": 37.4, "average_mAP@0.5:0.95": 20.3},
+}
+
+
+def table(summary, paper):
+    rows = [f"{'metric':<22} {'ours (mean ± std over seeds)':>30} {'paper':>7}"]
+    for name, s in summary["metrics"].items():
+        ref = paper.get(name)
+        rows.append(f"{name:<22} {100 * s['mean']:>22.1f} ± {100 * s['std']:<5.1f}"
+                    f" {'' if ref is None else f'{ref:.1f}':>7}")
+    rows.append(f"seeds: {summary['seeds']}")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("summary")
+    p.add_argument("--paper", choices=sorted(PAPER), required=True)
+    a = p.parse_args(argv)
+    try:
+        with open(a.summary) as f:
+            summary = json.load(f)
+        print(table(summary, PAPER[a.paper]))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {a.summary}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
