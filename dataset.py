@@ -1,31 +1,71 @@
-"""Feature and annotation loading.
+"""Feature and annotation loading, in four layouts, and the `summary` / `convert` commands.
 
-The W-TALC bundle layout (THUMOS14 and ActivityNet1.2):
+    python dataset.py summary --data-root DIR [--layout L] [--dataset D] [--annotations A]
+    python dataset.py convert --data-root DIR --to hdf5 OUT.h5 [--fp16]
 
-    DATA_ROOT/<bundle>-I3D-JOINTFeatures.npy      object array, one (T_i, 2048) array per video
-                                                  (RGB 1024 then flow 1024)
-    DATA_ROOT/<bundle>-Annotations/videoname.npy  (N,)  bytes or str
-                                   subset.npy     (N,)  e.g. 'validation' (train) / 'test'
-                                   classlist.npy  (K,)
-                                   segments.npy   (N,)  per video a list of [start, end] seconds
-                                   labels.npy     (N,)  per video a list of class names (one per segment)
-                                   labels_all.npy (N,)  per video its label set
-                                   duration.npy   (N,) or (N, 1) seconds
-                                   Ambiguous_test.txt (THUMOS14 only)
+Layouts (`load_dataset(..., layout="auto")` tells them apart by their files):
 
-The object arrays were pickled by Python 2: they load with ``allow_pickle=True,
-encoding='bytes'`` and their strings may be bytes.
+wtalc    the W-TALC bundle (THUMOS14 and ActivityNet1.2):
+         DATA_ROOT/<bundle>-I3D-JOINTFeatures.npy      object array, one (T_i, 2048) array per
+                                                       video (RGB 1024 then flow 1024)
+         DATA_ROOT/<bundle>-Annotations/videoname.npy  (N,)  bytes or str
+                                        subset.npy     (N,)  e.g. 'validation' (train) / 'test'
+                                        classlist.npy  (K,)
+                                        segments.npy   (N,)  per video a list of [start, end] s
+                                        labels.npy     (N,)  per video one class name per segment
+                                        labels_all.npy (N,)  per video its label set
+                                        duration.npy   (N,) or (N, 1) seconds
+                                        Ambiguous_test.txt (THUMOS14 only)
+         The object arrays were pickled by Python 2: they load with ``allow_pickle=True,
+         encoding='bytes'`` and their strings may be bytes.
+folders  the BaS-Net / UM / CoLA layout:
+         DATA_ROOT/gt.json           {"database": {video: {"subset", "annotations":
+                                      [{"segment": [start, end] (numbers or strings), "label"}],
+                                      "duration" (optional)}}}
+         DATA_ROOT/split_train.txt, split_test.txt    one video name a line
+         DATA_ROOT/features/{train,test}/{rgb,flow}/<video>.npy   (T, 1024) each
+                   or features/{train,test}/<video>.npy           (T, 2048) RGB then flow
+         DATA_ROOT/Ambiguous_test.txt (optional)
+         Classes are the sorted labels of gt.json; a video's duration is gt.json's, else
+         T * snippet_seconds.
+emmil    the released EM-MIL layout: DATA_ROOT/{train,test}/X_RGB/<i>.pt, X_flow/<i>.pt
+         (float tensors (T, 1024)), Y_flow/<i>.pt (multi-hot (K,)), Name_flow/<i>.pt (a str),
+         i = 0..N-1; segments, durations and classes come from `annotations` (a gt.json or a
+         W-TALC *-Annotations folder; default DATA_ROOT/gt.json).
+hdf5     our own single self-describing file; DATA_ROOT is the file (schema in its section).
+
+Every layout goes through the same checks (`assemble`): shapes and widths, NaN/Inf (errors),
+RGB/flow of different lengths (cut to the shorter, warned), videos whose features are empty
+or all zero (dropped, one warning counting them), segments outside the video (clipped, one
+warning counting them), videos with an empty label set (kept, one warning). Errors are
+`utils.InputError` with one line naming the file (and video) and the problem.
+
+Memory: the W-TALC bundle is one pickled array, read whole and kept without copies. The
+other layouts stream by default: features are checked once, then read from disk on every
+access (`memory="stream"`); `memory="float32"` or `"float16"` keeps them in RAM instead.
 """
+import argparse
+import functools
+import json
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
+from opts import FEATURE_PRESETS, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 
 STREAM_DIM = 1024
+LAYOUTS = ("wtalc", "folders", "emmil", "hdf5")
+MEMORY = ("auto", "float32", "float16", "stream")
+DEFAULT_SNIPPET_SECONDS = preset_snippet_seconds(*FEATURE_PRESETS["i3d"])
+LISTED = 5          # names listed in a counting warning
 
 
 def snippets_to_seconds(index, snippet_seconds, duration=None):
@@ -39,11 +79,48 @@ def snippets_to_seconds(index, snippet_seconds, duration=None):
     return np.clip(seconds, 0.0, upper)
 
 
+# ---------------------------------------------------------------------------
+# Videos and their features
+# ---------------------------------------------------------------------------
+
+class LazyFeatures:
+    """A video's features left on disk, read again on every access.
+
+    `reread()` returns (rgb, flow) arrays of at least `length` snippets (any float dtype);
+    it must be picklable (a functools.partial of a module function).
+    """
+
+    def __init__(self, reread, length):
+        self.reread = reread
+        self.shape = (length, 2 * STREAM_DIM)
+
+    def read(self):
+        """(rgb, flow) float32 tensors (T, 1024)."""
+        rgb, flow = self.reread()
+        T = self.shape[0]
+        return _float32_tensor(rgb[:T]), _float32_tensor(flow[:T])
+
+
+def _float32_tensor(x):
+    if torch.is_tensor(x):
+        return x.float()
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def video_streams(features):
+    """(rgb, flow) float32 tensors (T, 1024) of a video's features, in RAM or on disk."""
+    if isinstance(features, LazyFeatures):
+        return features.read()
+    # .float() is a no-op (a view) on float32 and a float32 copy of a float16 cache
+    return features[:, :STREAM_DIM].float(), features[:, STREAM_DIM:].float()
+
+
 @dataclass
 class Video:
     name: str
     split: str                 # 'train' or 'test'
-    features: torch.Tensor     # (T, 2 * STREAM_DIM) float32: RGB then flow
+    features: object           # (T, 2 * STREAM_DIM) tensor, RGB then flow (float32, or
+                               # float16 when cached so), or LazyFeatures; see video_streams
     labels: torch.Tensor       # (K,) float32 multi-hot video label
     duration: float            # seconds
     segments: list = field(default_factory=list)  # [(class_index, start_s, end_s)]
@@ -57,10 +134,165 @@ class Video:
 class VideoSet:
     classes: list              # class names, index order
     videos: list               # [Video]
-    annotations_dir: str       # where the ground truth was read from
+    source: str                # where the annotations were read from
+    ambiguous: list = field(default_factory=list)  # [(video, start_s, end_s)] (THUMOS14 test)
+    layout: str = "wtalc"
+    snippet_seconds: float = DEFAULT_SNIPPET_SECONDS
+    warnings: list = field(default_factory=list)   # what loading warned about, in order
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
+
+
+# ---------------------------------------------------------------------------
+# Checks shared by every layout
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One video as a layout reader found it, before the shared checks."""
+    name: str
+    split: str                 # 'train' or 'test'
+    where: str                 # the feature file named in errors about this video
+    read: object               # read(warn) -> (T, 2048) array, RGB then flow, streams aligned
+    labels: list               # class indices of the video label set
+    segments: list             # [(class_index, start_s, end_s)] as annotated
+    duration: float = None     # seconds; None: T * snippet_seconds
+    reread: object = None      # for streaming: picklable () -> (rgb, flow); None: cannot
+
+
+def check_features(feat, path, name, allow_empty=False):
+    """Validate one video's joint features (T, 2048); returns them as an array."""
+    feat = np.asarray(feat)
+    if feat.ndim != 2 or feat.shape[1] != 2 * STREAM_DIM:
+        raise InputError(f"{path}: video {name}: features have shape {feat.shape}, "
+                         f"expected (T, {2 * STREAM_DIM}) = RGB {STREAM_DIM} then flow {STREAM_DIM}")
+    if feat.shape[0] == 0 and not allow_empty:
+        raise InputError(f"{path}: video {name}: no snippets (empty feature array)")
+    if not np.issubdtype(feat.dtype, np.floating) and not np.issubdtype(feat.dtype, np.integer):
+        raise InputError(f"{path}: video {name}: features of type {feat.dtype} are not numbers")
+    if not np.isfinite(feat).all():
+        raise InputError(f"{path}: video {name}: features contain NaN or Inf")
+    return feat
+
+
+def check_stream(x, path, name, stream):
+    """One stream (T, 1024) as a numpy array, or InputError naming the file."""
+    x = x.numpy() if torch.is_tensor(x) else np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != STREAM_DIM:
+        raise InputError(f"{path}: video {name}: {stream} features have shape {x.shape}, "
+                         f"expected (T, {STREAM_DIM})")
+    return x
+
+
+def align_streams(rgb, flow, name, log=warn):
+    """Cut RGB and flow to the shorter length (as the released code does), with a warning."""
+    if rgb.shape[0] != flow.shape[0]:
+        cut = min(rgb.shape[0], flow.shape[0])
+        log(f"video {name}: RGB has {rgb.shape[0]} snippets and flow {flow.shape[0]}; "
+            f"both cut to {cut}")
+        rgb, flow = rgb[:cut], flow[:cut]
+    return rgb, flow
+
+
+def join_streams(rgb, flow, rgb_path, flow_path, name, log):
+    """Checked, aligned (T, 2048) array of two streams (T, 1024)."""
+    rgb = check_stream(rgb, rgb_path, name, "RGB")
+    flow = check_stream(flow, flow_path, name, "flow")
+    rgb, flow = align_streams(rgb, flow, name, log)
+    return np.concatenate([rgb, flow], axis=1)
+
+
+def class_indices(labels, index, where, name, what):
+    """Class names -> indices; InputError for a name not in the class list."""
+    out = []
+    for c in labels:
+        if c not in index:
+            raise InputError(f"{where}: video {name}: label {c!r} is not in {what}")
+        out.append(index[c])
+    return out
+
+
+def keep_features(feat, memory, entry):
+    """What a Video holds: a tensor in RAM (no copy for float32 input) or LazyFeatures."""
+    if memory == "stream":
+        return LazyFeatures(entry.reread, feat.shape[0])
+    if memory == "float16":
+        t = torch.from_numpy(np.ascontiguousarray(feat)).to(torch.float16)
+        if not torch.isfinite(t).all():
+            raise InputError(f"{entry.where}: video {entry.name}: features exceed the float16 "
+                             f"range; keep them as float32")
+        return t
+    # from_numpy shares memory when the array is already float32 and contiguous
+    return torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float32))
+
+
+def clip_segments(segments, duration, where, name):
+    """Segments clipped to [0, duration]; returns (segments, how many were clipped)."""
+    out, clipped = [], 0
+    for c, s, e in segments:
+        if not (np.isfinite(s) and np.isfinite(e)):
+            raise InputError(f"{where}: video {name}: segment [{s}, {e}] is not finite")
+        if e < s:
+            raise InputError(f"{where}: video {name}: segment [{s}, {e}] ends before it starts")
+        if s < 0 or e > duration:
+            clipped += 1
+            # a segment wholly after the end becomes empty at the end (still a ground truth
+            # instance, as in the official evaluation, but one nothing can match)
+            s, e = min(max(s, 0.0), duration), min(max(e, 0.0), duration)
+        out.append((c, float(s), float(e)))
+    return out, clipped
+
+
+def _named(names):
+    shown = ", ".join(names[:LISTED])
+    return shown + (f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else "")
+
+
+def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float32",
+             max_videos=None, drop_empty=True, ambiguous=(), log=warn):
+    """Run the shared checks over a reader's entries and build the VideoSet.
+
+    max_videos: keep only the first n train and n test videos (for --dry-run).
+    drop_empty: drop videos with empty or all-zero features (one warning); False raises.
+    """
+    kept = {"train": 0, "test": 0}
+    videos, dropped, unlabeled, clipped = [], [], [], 0
+    for e in entries:
+        if max_videos is not None and kept[e.split] >= max_videos:
+            continue
+        feat = check_features(e.read(log), e.where, e.name, allow_empty=drop_empty)
+        if drop_empty and (feat.shape[0] == 0 or not feat.any()):
+            dropped.append(e.name)
+            continue
+        duration = float(e.duration) if e.duration is not None else feat.shape[0] * snippet_seconds
+        if not (np.isfinite(duration) and duration > 0):
+            raise InputError(f"{source}: video {e.name}: duration {duration} is not a positive number")
+        segments, n = clip_segments(e.segments, duration, source, e.name)
+        clipped += n
+        labels = torch.zeros(len(classes))
+        labels[list(e.labels)] = 1.0
+        if not e.labels:
+            unlabeled.append(e.name)
+        videos.append(Video(e.name, e.split, keep_features(feat, memory, e), labels, duration,
+                            segments))
+        kept[e.split] += 1
+        del feat
+    if dropped:
+        log(f"{len(dropped)} videos with empty or all-zero features were dropped: {_named(dropped)}")
+    if clipped:
+        log(f"{clipped} segments reach outside their video and were clipped to [0, duration]")
+    if unlabeled:
+        log(f"{len(unlabeled)} videos have an empty label set (EM training skips them): "
+            f"{_named(unlabeled)}")
+    for split in ("train", "test"):
+        if kept[split] == 0:
+            raise InputError(f"{source}: no video of the {split} split is left")
+    names = [v.name for v in videos]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{source}: videos listed twice: {_named(twice)}")
+    return VideoSet(list(classes), videos, source, list(ambiguous), layout, snippet_seconds)
 
 
 # ---------------------------------------------------------------------------
@@ -82,6 +314,55 @@ def load_npy(path):
     except Exception as e:  # numpy raises many kinds for a damaged file
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
 
+
+def load_array(path):
+    """np.load of a plain (non-pickled) array; InputError when missing or unreadable."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def load_pt(path):
+    """torch.load (tensors and strings only); InputError when missing or unreadable."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def read_lines(path):
+    """Non-empty stripped lines of a text file."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_ambiguous(path):
+    """THUMOS14 'Ambiguous' segments [(video, start, end)]; [] when the file is absent."""
+    if not os.path.isfile(path):
+        return []
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                out.append((parts[0], float(parts[1]), float(parts[2])))
+            except (IndexError, ValueError):
+                raise InputError(f"{path}:{n}: expected 'video start end'") from None
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Ground truth: W-TALC annotation arrays or an ActivityNet-style gt.json
+# ---------------------------------------------------------------------------
 
 def read_wtalc_annotations(folder):
     """The annotation arrays of a W-TALC bundle as plain Python lists (strings decoded).
@@ -112,86 +393,520 @@ def read_wtalc_annotations(folder):
     return out
 
 
+def read_gt_json(path):
+    """An ActivityNet-style gt.json: (classes, {video: (labels, segments, duration)}).
+
+    labels: sorted class names of the video's segments; segments [(name, s, e)];
+    duration: seconds or None. Classes: the sorted labels of the whole file.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            database = json.load(f)["database"]
+        table = {}
+        for video, info in database.items():
+            segments = [(str(a["label"]), float(a["segment"][0]), float(a["segment"][1]))
+                        for a in info.get("annotations", [])]
+            duration = float(info["duration"]) if info.get("duration") is not None else None
+            table[str(video)] = (sorted({c for c, _, _ in segments}), segments, duration)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise InputError(f"{path}: cannot read the ActivityNet-style ground truth "
+                         f"({type(e).__name__}: {e})") from None
+    classes = sorted({c for labels, _, _ in table.values() for c in labels})
+    return classes, table
+
+
+def read_annotations(path):
+    """Ground truth from a gt.json or a W-TALC *-Annotations folder.
+
+    Returns (classes, {video: (label indices, [(class_index, s, e)], duration|None)}, ambiguous).
+    """
+    if os.path.isdir(path):
+        a = read_wtalc_annotations(path)
+        index = {c: i for i, c in enumerate(a["classes"])}
+        table = {}
+        for i, name in enumerate(a["names"]):
+            labels = class_indices(a["labels_all"][i], index, os.path.join(path, "labels_all.npy"),
+                                   name, "classlist.npy")
+            seg_classes = class_indices(a["labels"][i], index, os.path.join(path, "labels.npy"),
+                                        name, "classlist.npy")
+            segments = [(c, s, e) for c, (s, e) in zip(seg_classes, a["segments"][i])]
+            table[name] = (sorted(set(labels)), segments, a["durations"][i])
+        return a["classes"], table, read_ambiguous(os.path.join(path, "Ambiguous_test.txt"))
+    classes, raw = read_gt_json(path)
+    index = {c: i for i, c in enumerate(classes)}
+    table = {v: ([index[c] for c in labels], [(index[c], s, e) for c, s, e in segments], duration)
+             for v, (labels, segments, duration) in raw.items()}
+    ambiguous = read_ambiguous(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                            "Ambiguous_test.txt"))
+    return classes, table, ambiguous
+
+
+# ---------------------------------------------------------------------------
+# Layout wtalc
+# ---------------------------------------------------------------------------
+
 def wtalc_paths(root, bundle):
     """(features file, annotations folder) of a W-TALC bundle."""
     return (os.path.join(root, f"{bundle}-I3D-JOINTFeatures.npy"),
             os.path.join(root, f"{bundle}-Annotations"))
 
 
-def check_features(feat, path, name):
-    """Validate one video's joint feature array; returns it as a float32 tensor (T, 2048)."""
-    feat = np.asarray(feat)
-    if feat.ndim != 2 or feat.shape[1] != 2 * STREAM_DIM:
-        raise InputError(f"{path}: video {name}: features have shape {feat.shape}, "
-                         f"expected (T, {2 * STREAM_DIM}) = RGB {STREAM_DIM} then flow {STREAM_DIM}")
-    if feat.shape[0] == 0:
-        raise InputError(f"{path}: video {name}: no snippets (empty feature array)")
-    if not np.isfinite(feat).all():
-        raise InputError(f"{path}: video {name}: features contain NaN or Inf")
-    # from_numpy shares memory when the array is already float32 and contiguous
-    return torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float32))
+def _pop_features(feats, i, log=None):
+    """Video i's joint features; the object array lets go of them, so that only the
+    Video keeps them (no second copy, and float16 caching really halves memory)."""
+    feat = feats[i]
+    if feats.dtype == object:
+        feats[i] = None
+    return feat
 
 
-def align_streams(rgb, flow, name, log=warn):
-    """Cut RGB and flow to the shorter length (as the released code does), with a warning."""
-    if rgb.shape[0] != flow.shape[0]:
-        cut = min(rgb.shape[0], flow.shape[0])
-        log(f"video {name}: RGB has {rgb.shape[0]} snippets and flow {flow.shape[0]}; "
-            f"both cut to {cut}")
-        rgb, flow = rgb[:cut], flow[:cut]
-    return rgb, flow
-
-
-def load_wtalc(root, bundle, train_subset, test_subset, max_videos=None):
-    """Load a W-TALC bundle; returns a VideoSet with the train and test videos.
-
-    max_videos: keep only the first n train and n test videos (for --dry-run).
-    """
+def wtalc_entries(root, bundle, train_subset, test_subset):
+    """(classes, entries, source, ambiguous) of a W-TALC bundle."""
     feat_path, ann_dir = wtalc_paths(root, bundle)
     if not os.path.isdir(ann_dir):
+        others = sorted(f for f in os.listdir(root) if f.endswith("-Annotations")) \
+            if os.path.isdir(root) else []
+        hint = f"; found {', '.join(others)}: is --dataset right?" if others else ""
         raise InputError(f"{ann_dir}: annotation folder not found (expected the W-TALC layout "
-                         f"{bundle}-Annotations/ beside {os.path.basename(feat_path)})")
+                         f"{bundle}-Annotations/ beside {os.path.basename(feat_path)}{hint})")
     ann = read_wtalc_annotations(ann_dir)
+    split_of = {train_subset: "train", test_subset: "test"}
+    for subset in (train_subset, test_subset):
+        if subset not in ann["subsets"]:
+            raise InputError(f"{ann_dir}/subset.npy: no video of the subset {subset!r} "
+                             f"(present: {sorted(set(ann['subsets']))})")
     feats = load_npy(feat_path)
     if len(feats) != len(ann["names"]):
         raise InputError(f"{feat_path}: {len(feats)} feature arrays but {len(ann['names'])} "
                          f"videos in {ann_dir}")
-    classes = ann["classes"]
-    index = {c: i for i, c in enumerate(classes)}
-    split_of = {train_subset: "train", test_subset: "test"}
-    kept = {"train": 0, "test": 0}
-    videos, clipped = [], 0
-    for i, name in enumerate(ann["names"]):
-        split = split_of.get(ann["subsets"][i])
-        if split is None or (max_videos is not None and kept[split] >= max_videos):
-            continue
-        features = check_features(feats[i], feat_path, name)
-        labels = torch.zeros(len(classes))
-        for c in ann["labels_all"][i]:
-            if c not in index:
-                raise InputError(f"{ann_dir}/labels_all.npy: video {name}: label {c!r} "
-                                 f"is not in classlist.npy")
-            labels[index[c]] = 1.0
-        duration = ann["durations"][i]
-        segments = []
-        for (s, e), c in zip(ann["segments"][i], ann["labels"][i]):
-            if c not in index:
-                raise InputError(f"{ann_dir}/labels.npy: video {name}: label {c!r} "
-                                 f"is not in classlist.npy")
-            if s < 0 or e > duration:
-                clipped += 1
-                s, e = max(s, 0.0), min(e, duration)
-            segments.append((index[c], s, e))
-        videos.append(Video(name, split, features, labels, duration, segments))
-        kept[split] += 1
-    if clipped:
-        warn(f"{ann_dir}: {clipped} segments reach outside their video and were clipped "
-             f"to [0, duration]")
+    index = {c: i for i, c in enumerate(ann["classes"])}
+
+    def entries():
+        for i, name in enumerate(ann["names"]):
+            split = split_of.get(ann["subsets"][i])
+            if split is None:
+                _pop_features(feats, i)             # not used: let it go
+                continue
+            labels = class_indices(ann["labels_all"][i], index,
+                                   os.path.join(ann_dir, "labels_all.npy"), name, "classlist.npy")
+            seg_classes = class_indices(ann["labels"][i], index,
+                                        os.path.join(ann_dir, "labels.npy"), name, "classlist.npy")
+            yield Entry(name, split, feat_path, functools.partial(_pop_features, feats, i),
+                        sorted(set(labels)),
+                        [(c, s, e) for c, (s, e) in zip(seg_classes, ann["segments"][i])],
+                        ann["durations"][i])
+
+    ambiguous = read_ambiguous(os.path.join(ann_dir, "Ambiguous_test.txt"))
+    return ann["classes"], entries(), ann_dir, ambiguous
+
+
+def load_wtalc(root, bundle, train_subset, test_subset, max_videos=None, *, drop_empty=False,
+               memory="float32", log=warn):
+    """Load a W-TALC bundle; returns a VideoSet with the train and test videos.
+
+    max_videos: keep only the first n train and n test videos (for --dry-run).
+    drop_empty: False (here) raises for an empty video; load_dataset drops them with a warning.
+    """
+    if memory == "stream":
+        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
+                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    classes, entries, source, ambiguous = wtalc_entries(root, bundle, train_subset, test_subset)
+    return assemble(entries, classes, source, layout="wtalc",
+                    snippet_seconds=DEFAULT_SNIPPET_SECONDS, memory=memory,
+                    max_videos=max_videos, drop_empty=drop_empty, ambiguous=ambiguous, log=log)
+
+
+# ---------------------------------------------------------------------------
+# Layout folders (BaS-Net, UM, CoLA)
+# ---------------------------------------------------------------------------
+
+def _read_npy_streams(paths):
+    """(rgb, flow) of a video from its two .npy files, or from one (T, 2048) file."""
+    if len(paths) == 2:
+        return load_array(paths[0]), load_array(paths[1])
+    joint = load_array(paths[0])
+    return joint[:, :STREAM_DIM], joint[:, STREAM_DIM:]
+
+
+def _read_folder_video(paths, name, log):
+    if len(paths) == 2:
+        return join_streams(load_array(paths[0]), load_array(paths[1]), paths[0], paths[1],
+                            name, log)
+    joint = load_array(paths[0])
+    if joint.ndim != 2 or joint.shape[1] != 2 * STREAM_DIM:
+        raise InputError(f"{paths[0]}: video {name}: features have shape {joint.shape}, expected "
+                         f"(T, {STREAM_DIM}) in rgb/ and flow/, or (T, {2 * STREAM_DIM}) here")
+    return joint
+
+
+def folder_feature_paths(root, split, name):
+    """The feature files of one video: (rgb, flow) or (joint,)."""
+    base = os.path.join(root, "features", split)
+    if os.path.isdir(os.path.join(base, "rgb")) or os.path.isdir(os.path.join(base, "flow")):
+        return (os.path.join(base, "rgb", name + ".npy"), os.path.join(base, "flow", name + ".npy"))
+    return (os.path.join(base, name + ".npy"),)
+
+
+def folders_entries(root):
+    """(classes, entries, source, ambiguous) of the BaS-Net folders layout."""
+    gt = os.path.join(root, "gt.json")
+    classes, table, _ = read_annotations(gt)
+    entries = []
     for split in ("train", "test"):
-        if kept[split] == 0:
-            raise InputError(f"{ann_dir}/subset.npy: no video of the {split} subset "
-                             f"({train_subset if split == 'train' else test_subset!r})")
-    return VideoSet(classes, videos, ann_dir)
+        list_path = os.path.join(root, f"split_{split}.txt")
+        names = read_lines(list_path)
+        if not names:
+            raise InputError(f"{list_path}: no video listed")
+        if not os.path.isdir(os.path.join(root, "features", split)):
+            raise InputError(f"{os.path.join(root, 'features', split)}: folder not found "
+                             f"(expected {split}/rgb/<video>.npy and {split}/flow/<video>.npy, "
+                             f"or {split}/<video>.npy)")
+        for name in names:
+            if name not in table:
+                raise InputError(f"{list_path}: video {name} is not in {gt}")
+            paths = folder_feature_paths(root, split, name)
+            for p in paths:
+                if not os.path.isfile(p):
+                    raise InputError(f"{p}: file not found (video {name} of {list_path})")
+            labels, segments, duration = table[name]
+            entries.append(Entry(name, split, paths[0],
+                                 functools.partial(_read_folder_video, paths, name),
+                                 labels, segments, duration,
+                                 functools.partial(_read_npy_streams, paths)))
+    return classes, entries, gt, read_ambiguous(os.path.join(root, "Ambiguous_test.txt"))
+
+
+# ---------------------------------------------------------------------------
+# Layout emmil (the released EM-MIL .pt files)
+# ---------------------------------------------------------------------------
+
+EMMIL_DIRS = ("X_RGB", "X_flow", "Y_flow", "Name_flow")
+
+
+def _read_pt_streams(rgb_path, flow_path):
+    return load_pt(rgb_path), load_pt(flow_path)
+
+
+def _read_pt_video(rgb_path, flow_path, name, log):
+    return join_streams(load_pt(rgb_path), load_pt(flow_path), rgb_path, flow_path, name, log)
+
+
+def emmil_files(root, split):
+    """{dir: [path of video i]} of one split; files must be 0.pt .. N-1.pt in every dir."""
+    folder = os.path.join(root, split, "X_RGB")
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: folder not found (the emmil layout has "
+                         f"{{train,test}}/{{{','.join(EMMIL_DIRS)}}}/<i>.pt)")
+    found = sorted(os.listdir(folder))
+    n = len(found)
+    if n == 0:
+        raise InputError(f"{folder}: no video")
+    expected = {f"{i}.pt" for i in range(n)}
+    if set(found) != expected:
+        odd = sorted(set(found) - expected)[0]
+        raise InputError(f"{os.path.join(folder, odd)}: unexpected file; videos are numbered "
+                         f"0.pt .. {n - 1}.pt")
+    files = {d: [os.path.join(root, split, d, f"{i}.pt") for i in range(n)] for d in EMMIL_DIRS}
+    for d in EMMIL_DIRS:
+        for p in files[d]:
+            if not os.path.isfile(p):
+                raise InputError(f"{p}: file not found (every video needs "
+                                 f"{', '.join(EMMIL_DIRS)})")
+    return files
+
+
+def emmil_label_indices(y, path, name, num_classes):
+    """Multi-hot tensor (K,) -> class indices."""
+    y = np.asarray(y.numpy() if torch.is_tensor(y) else y, dtype=np.float64)
+    if y.ndim == 2 and y.shape[0] == 1:
+        y = y[0]
+    if y.shape != (num_classes,):
+        raise InputError(f"{path}: video {name}: label vector of shape {y.shape}, expected "
+                         f"({num_classes},) for the {num_classes} classes of the annotations")
+    if not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
+        raise InputError(f"{path}: video {name}: label vector is not multi-hot (values in [0, 1])")
+    return np.flatnonzero(y > 0.5).tolist()
+
+
+def emmil_entries(root, annotations):
+    """(classes, entries, source, ambiguous) of the released EM-MIL layout."""
+    if annotations is None:
+        annotations = os.path.join(root, "gt.json")
+        if not os.path.isfile(annotations):
+            raise InputError(f"{root}: the emmil layout needs --annotations (a gt.json or a "
+                             f"W-TALC *-Annotations folder)")
+    if not os.path.exists(annotations):
+        raise InputError(f"{annotations}: annotations not found")
+    classes, table, ambiguous = read_annotations(annotations)
+    entries = []
+    for split in ("train", "test"):
+        files = emmil_files(root, split)
+        for rgb, flow, y, name_path in zip(*(files[d] for d in EMMIL_DIRS)):
+            name = load_pt(name_path)
+            if isinstance(name, bytes):
+                name = name.decode("utf-8")
+            if not isinstance(name, str):
+                raise InputError(f"{name_path}: expected the video name (a str), found "
+                                 f"{type(name).__name__}")
+            if name not in table:
+                raise InputError(f"{name_path}: video {name} is not in {annotations}")
+            labels = emmil_label_indices(load_pt(y), y, name, len(classes))
+            _, segments, duration = table[name]
+            entries.append(Entry(name, split, rgb,
+                                 functools.partial(_read_pt_video, rgb, flow, name),
+                                 labels, segments, duration,
+                                 functools.partial(_read_pt_streams, rgb, flow)))
+    return classes, entries, annotations, ambiguous
+
+
+# ---------------------------------------------------------------------------
+# Layout hdf5: our own single file
+# ---------------------------------------------------------------------------
+
+HDF5_SCHEMA = """\
+HDF5 schema (format "emmil-features", version 1). Self-describing: no side files.
+
+/                         file attributes
+    format               str      "emmil-features"
+    version              int      1
+    classes              (K,) str class names, index order
+    snippet_seconds      float    seconds covered by one feature vector (0.64 for I3D at 25 fps)
+    dataset              str      preset it was written for (thumos14, activitynet12, ...)
+    source               str      where it was converted from (informative)
+/notes                    (W,) str  warnings raised when the source was read (clipped segments,
+                                    dropped videos, ...); issued again on every load
+/ambiguous/video          (A,) str  THUMOS14 'Ambiguous' segments: video name
+/ambiguous/segment        (A, 2) float64  start, end in seconds
+/videos/<name>/           one group per video, in file order (track_order)
+    attributes
+        subset           str      "train" or "test"
+        duration         float    seconds
+        labels           (K,) float32  multi-hot video label
+        segments         (S, 3) float64 rows [class_index, start_s, end_s]
+        snippet_seconds  float    equal to the file's
+    rgb                  (T, 1024) float32 or float16 dataset
+    flow                 (T, 1024) float32 or float16 dataset (same T)
+"""
+
+HDF5_FORMAT = "emmil-features"
+
+
+_H5_OPEN = {}   # (path, inode, mtime, pid) -> open h5py.File; one reader per file and process
+
+
+def open_hdf5(path):
+    """A read-only handle on path, opened once per process (and again if the file changed)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise InputError(f"{path}: file not found") from None
+    key = (os.path.abspath(path), st.st_ino, st.st_mtime_ns, os.getpid())
+    if key not in _H5_OPEN:
+        close_hdf5(path)                        # an older version of the file
+        try:
+            _H5_OPEN[key] = h5py.File(path, "r")
+        except OSError as e:
+            raise InputError(f"{path}: cannot read as HDF5 ({e})") from None
+    return _H5_OPEN[key]
+
+
+def close_hdf5(path=None):
+    """Close the cached handles of path (all when None), e.g. before writing to the file."""
+    for key in [k for k in _H5_OPEN if path is None or k[0] == os.path.abspath(path)]:
+        _H5_OPEN.pop(key).close()
+
+
+def _read_h5_streams(path, name):
+    g = open_hdf5(path)["videos"][name]
+    return g["rgb"][()], g["flow"][()]
+
+
+def _read_h5_video(path, name, log):
+    g = open_hdf5(path)["videos"][name]
+    return join_streams(g["rgb"][()], g["flow"][()], f"{path}:/videos/{name}/rgb",
+                        f"{path}:/videos/{name}/flow", name, log)
+
+
+def _h5_attr(obj, key, where):
+    if key not in obj.attrs:
+        raise InputError(f"{where}: attribute {key!r} missing ({HDF5_FORMAT} files are written "
+                         f"by: python dataset.py convert)")
+    return obj.attrs[key]
+
+
+def hdf5_info(path):
+    """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset)."""
+    f = open_hdf5(path)
+    return {"classes": [_as_str(c) for c in _h5_attr(f, "classes", path)],
+            "snippet_seconds": float(_h5_attr(f, "snippet_seconds", path)),
+            "dataset": _as_str(f.attrs.get("dataset", ""))}
+
+
+def hdf5_entries(path, log):
+    """(classes, entries, source, ambiguous, snippet_seconds) of an HDF5 feature file."""
+    f = open_hdf5(path)
+    info = hdf5_info(path)
+    classes, rate = info["classes"], info["snippet_seconds"]
+    if "videos" not in f:
+        raise InputError(f"{path}: group /videos missing")
+    for note in f["notes"].asstr()[()] if "notes" in f else []:
+        log(note)
+    ambiguous = []
+    if "ambiguous" in f:
+        names, segs = f["ambiguous/video"].asstr()[()], f["ambiguous/segment"][()]
+        ambiguous = [(n, float(s), float(e)) for n, (s, e) in zip(names, segs)]
+    entries = []
+    for name, g in f["videos"].items():
+        where = f"{path}:/videos/{name}"
+        subset = _as_str(_h5_attr(g, "subset", where))
+        if subset not in ("train", "test"):
+            raise InputError(f"{where}: subset {subset!r}, expected 'train' or 'test'")
+        for d in ("rgb", "flow"):
+            if d not in g:
+                raise InputError(f"{where}: dataset {d!r} missing")
+        if not np.isclose(float(_h5_attr(g, "snippet_seconds", where)), rate):
+            raise InputError(f"{where}: snippet_seconds differs from the file's ({rate})")
+        labels = np.asarray(_h5_attr(g, "labels", where), dtype=np.float64)
+        if labels.shape != (len(classes),):
+            raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
+        segments = np.asarray(_h5_attr(g, "segments", where), dtype=np.float64).reshape(-1, 3)
+        for c, s, e in segments:
+            if not (c == int(c) and 0 <= c < len(classes)):
+                raise InputError(f"{where}: segment class index {c:g} is not one of the "
+                                 f"{len(classes)} classes")
+        entries.append(Entry(name, subset, where, functools.partial(_read_h5_video, path, name),
+                             np.flatnonzero(labels > 0.5).tolist(),
+                             [(int(c), float(s), float(e)) for c, s, e in segments],
+                             float(_h5_attr(g, "duration", where)),
+                             functools.partial(_read_h5_streams, path, name)))
+    return classes, entries, path, ambiguous, rate
+
+
+def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset="", source="",
+               ambiguous=(), notes=(), total=None, progress=True):
+    """Write videos (an iterable of Video) as one HDF5 file (schema above), atomically:
+    a temporary file in the same folder, renamed to `path` only when complete."""
+    dtype = np.float16 if fp16 else np.float32
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
+    os.close(fd)
+    text = h5py.string_dtype()
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({"format": HDF5_FORMAT, "version": 1, "snippet_seconds": snippet_seconds,
+                            "dataset": dataset, "source": source})
+            f.attrs["classes"] = np.array(list(classes), dtype=text)
+            f.create_dataset("notes", data=np.array(list(notes), dtype=text))
+            a = f.create_group("ambiguous")
+            a.create_dataset("video", data=np.array([x[0] for x in ambiguous], dtype=text))
+            a.create_dataset("segment", data=np.array([x[1:] for x in ambiguous],
+                                                      dtype=np.float64).reshape(-1, 2))
+            group = f.create_group("videos", track_order=True)
+            for v in tqdm(videos, total=total, desc="hdf5", unit="video", disable=not progress):
+                if "/" in v.name or v.name in (".", ""):
+                    raise InputError(f"video {v.name!r}: name cannot be an HDF5 group name")
+                g = group.create_group(v.name)
+                g.attrs.update({"subset": v.split, "duration": float(v.duration),
+                                "snippet_seconds": snippet_seconds})
+                g.attrs["labels"] = v.labels.numpy().astype(np.float32)
+                g.attrs["segments"] = np.array(v.segments, dtype=np.float64).reshape(-1, 3)
+                for stream, x in zip(("rgb", "flow"), video_streams(v.features)):
+                    with np.errstate(over="ignore"):
+                        x = x.numpy().astype(dtype)             # (T, 1024)
+                    if not np.isfinite(x).all():
+                        raise InputError(f"video {v.name}: {stream} features exceed the "
+                                         f"float16 range; convert without --fp16")
+                    g.create_dataset(stream, data=x)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Any layout
+# ---------------------------------------------------------------------------
+
+def detect_layout(root):
+    """The layout of root by its files; 'wtalc' when nothing else is recognised."""
+    if os.path.isfile(root):
+        return "hdf5"
+    if not os.path.isdir(root):
+        return "wtalc"
+    names = os.listdir(root)
+    if any(n.endswith("-Annotations") or n.endswith("-I3D-JOINTFeatures.npy") for n in names):
+        return "wtalc"
+    if any(os.path.isdir(os.path.join(root, s, "X_RGB")) for s in ("train", "test")):
+        return "emmil"
+    if {"gt.json", "split_train.txt", "features"} & set(names):
+        return "folders"
+    return "wtalc"
+
+
+def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
+                 max_videos=None, *, snippet_seconds=None, memory="auto", log=warn):
+    """Load features and annotations from any layout (see the module docstring).
+
+    bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
+    name their splits themselves). snippet_seconds: seconds per feature vector (None: the
+    HDF5 file's, else I3D's 0.64 s); it sets the duration of videos that have none.
+    memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
+    size; SnippetDataset still hands out float32) or 'stream'. Warnings go to `log` once
+    each and are kept in VideoSet.warnings.
+    """
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in LAYOUTS:
+        raise InputError(f"--layout {layout}: unknown (choose from auto, {', '.join(LAYOUTS)})")
+    if memory not in MEMORY:
+        raise InputError(f"memory={memory!r}: choose from {', '.join(MEMORY)}")
+    if memory == "auto":
+        memory = "float32" if layout == "wtalc" else "stream"
+    if layout == "wtalc" and memory == "stream":
+        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
+                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    said = []
+
+    def note(message):
+        if message not in said:
+            said.append(message)
+            log(message)
+
+    try:
+        classes, entries, source, ambiguous, rate = read_layout(
+            layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds, note)
+        data = assemble(entries, classes, source, layout=layout, snippet_seconds=rate,
+                        memory=memory, max_videos=max_videos, drop_empty=True,
+                        ambiguous=ambiguous, log=note)
+    except BaseException:
+        if layout == "hdf5":
+            close_hdf5(root)                    # nothing will stream from it
+        raise
+    if layout == "hdf5" and memory != "stream":
+        close_hdf5(root)                        # all in RAM: the file is not needed any more
+    data.warnings = said
+    return data
+
+
+def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
+                log):
+    """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout."""
+    rate = DEFAULT_SNIPPET_SECONDS if snippet_seconds is None else float(snippet_seconds)
+    if layout == "wtalc":
+        return (*wtalc_entries(root, bundle, train_subset, test_subset), rate)
+    if layout == "folders":
+        return (*folders_entries(root), rate)
+    if layout == "emmil":
+        return (*emmil_entries(root, annotations), rate)
+    classes, entries, source, ambiguous, stored = hdf5_entries(root, log)
+    if snippet_seconds is not None and not np.isclose(stored, rate):
+        raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
+                         f"snippet_seconds) but {rate:g} s was asked for")
+    return classes, entries, source, ambiguous, stored
 
 
 # ---------------------------------------------------------------------------
@@ -210,9 +925,10 @@ class SnippetDataset(Dataset):
 
     def __getitem__(self, i):
         v = self.videos[i]
+        rgb, flow = video_streams(v.features)       # float32, read from disk when streamed
         return {
-            "rgb": v.features[:, :STREAM_DIM],      # (T, 1024)
-            "flow": v.features[:, STREAM_DIM:],     # (T, 1024)
+            "rgb": rgb,                             # (T, 1024)
+            "flow": flow,                           # (T, 1024)
             "labels": v.labels,                     # (K,)
             "name": v.name,
             "index": i,
@@ -242,3 +958,100 @@ def collate(items):
         "indices": [it["index"] for it in items],
         "durations": [it["duration"] for it in items],
     }
+
+
+# ---------------------------------------------------------------------------
+# Command line: summary and convert
+# ---------------------------------------------------------------------------
+
+def summarize(data, dataset):
+    """The layout-independent description of a loaded VideoSet (plus its layout)."""
+    splits = {}
+    for split in ("train", "test"):
+        videos = data.split(split)
+        splits[split] = {"videos": len(videos),
+                         "snippets": int(sum(v.num_snippets for v in videos)),
+                         "segments": int(sum(len(v.segments) for v in videos))}
+    return {"layout": data.layout, "dataset": dataset, "classes": list(data.classes),
+            "snippets_per_second": 1.0 / data.snippet_seconds, "feature_dim": STREAM_DIM,
+            "splits": splits, "warnings": list(data.warnings)}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser():
+    p = _OneLineParser(prog="dataset.py", description="Describe or convert feature data.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("summary", "print what a data root holds, as JSON"),
+                       ("convert", "write the data of any layout as one HDF5 file")):
+        s = sub.add_parser(name, help=text, description=text)
+        s.add_argument("--data-root", required=True, help="folder (or HDF5 file) of the data")
+        s.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS,
+                       help="feature layout (default: detected)")
+        s.add_argument("--dataset", default=None, choices=sorted(PRESETS),
+                       help="preset: W-TALC bundle and subsets (default: the HDF5 file's, "
+                            "else thumos14)")
+        s.add_argument("--annotations", default=None,
+                       help="ground truth of the emmil layout: gt.json or *-Annotations folder")
+        s.add_argument("--features", default=None, choices=sorted(FEATURE_PRESETS),
+                       help="feature rate preset (default: the HDF5 file's, else i3d)")
+    convert = sub.choices["convert"]
+    convert.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "OUT"),
+                         help="output format (hdf5) and file")
+    convert.add_argument("--fp16", action="store_true", help="store features as float16")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    return p
+
+
+def load_from_args(args):
+    """(VideoSet, dataset name) for the data options of a command."""
+    layout = detect_layout(args.data_root) if args.layout == "auto" else args.layout
+    dataset = args.dataset
+    if dataset is None and layout == "hdf5":
+        stored = hdf5_info(args.data_root)["dataset"]
+        dataset = stored if stored in PRESETS else None
+    dataset = dataset or "thumos14"
+    preset = PRESETS[dataset]
+    rate = preset_snippet_seconds(*FEATURE_PRESETS[args.features]) if args.features else None
+    data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
+                        preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
+                        log=lambda message: None)
+    return data, dataset
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "convert":
+        fmt, out = args.to
+        if fmt != "hdf5":
+            raise InputError(f"--to {fmt}: unknown format (only hdf5)")
+        if os.path.exists(out) and not args.overwrite:
+            raise InputError(f"{out}: exists; choose another name or pass --overwrite")
+    data, dataset = load_from_args(args)
+    if args.command == "summary":
+        print(json.dumps(summarize(data, dataset), indent=2))
+        return 0
+    for message in data.warnings:
+        warn(message)
+    write_hdf5(out, data.classes, data.videos, data.snippet_seconds, fp16=args.fp16,
+               dataset=dataset, source=os.path.abspath(data.source), ambiguous=data.ambiguous,
+               notes=data.warnings, total=len(data.videos))
+    print(f"{out}: {len(data.videos)} videos, {len(data.classes)} classes "
+          f"({'float16' if args.fp16 else 'float32'})")
+    return 0
+
+
+def cli(argv=None):
+    try:
+        return main(argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
