@@ -1,0 +1,162 @@
+"""Training and test-pass speed: the optimised trainer against the plain per-video reference.
+
+    python bench/bench_train.py [--scale full|small] [--device cpu|cuda] [--amp]
+
+THUMOS-shaped synthetic data in memory (full: 200 train / 212 test videos, mean length about
+370 snippets, long tail to about 2,500; small: 40 / 40). Prints, per phase: seconds,
+snippets/s, achieved GFLOP/s on the FLOPs the phase needs, the fraction of this machine's
+measured float32 matmul rate, and the speed-up over the reference; then the projected time of
+the whole released schedule.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset import SnippetDataset, Video, collate  # noqa: E402
+from detection import detect_video, localisation_scores  # noqa: E402
+from em_trainer import ClassifierTrainer, EMTrainer, Phase, reference_epoch  # noqa: E402
+from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
+
+K, D, H = 20, 1024, 256
+
+
+def make_videos(n, rng, split):
+    lengths = np.clip(rng.lognormal(np.log(280), 0.75, size=n), 20, 2500).astype(int)
+    videos = []
+    for i, T in enumerate(lengths):
+        labels = torch.zeros(K)
+        labels[rng.choice(K, size=rng.integers(1, 3), replace=False)] = 1
+        feats = torch.from_numpy(rng.random((T, 2 * D), dtype=np.float32))
+        videos.append(Video(f"{split}_{i}", split, feats, labels, T * 0.64))
+    return videos
+
+
+def matmul_rate(device, seconds=2.0):
+    """Measured float32 GFLOP/s of a large square matmul."""
+    a = torch.rand(2048, 2048, device=device)
+    b = torch.rand(2048, 2048, device=device)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+# FLOPs each phase needs per snippet (multiply-add = 2 FLOPs). c: one conv trunk forward.
+CONV = 2 * 3 * D * H
+
+
+def needed_flops(phase, snippets):
+    """Per snippet, both streams: a trained trunk costs forward + weight gradient (2 c), its
+    tail forward + both gradients (3 x 2 H out); a frozen branch computed once costs c."""
+    if phase == "M1":
+        per = 2 * (2 * CONV + 3 * 2 * H * K)
+    elif phase == "E":
+        per = 2 * (2 * CONV + 3 * 2 * H) + 2 * (CONV + 2 * H * K)       # + frozen p, once
+    elif phase == "M2":
+        per = 2 * (2 * CONV + 3 * 2 * H * K) + 2 * (CONV + 2 * H)       # + frozen q, once
+    elif phase == "cls":
+        per = 2 * 3 * 2 * D * (K + 1)
+    else:   # test pass: all four branches and the classifier, forward only
+        per = 2 * (2 * CONV + 2 * H * (K + 1)) + 2 * 2 * D * (K + 1)
+    return per * snippets
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def test_pass(model, clf, videos, device):
+    for v in videos:
+        b = collate([{"rgb": v.features[:, :D], "flow": v.features[:, D:], "labels": v.labels,
+                      "name": v.name, "index": 0, "duration": v.duration}])
+        rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
+        vs = clf(rgb, flow, mask)[0].cpu().numpy()
+        q, p = model(rgb, flow)
+        detect_video(v.name, localisation_scores(q[0].cpu().numpy(), p[0].cpu().numpy(), 0.8),
+                     vs, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
+                     duration=v.duration, classes=[str(c) for c in range(K)])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=["full", "small"], default="small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast in the optimised path")
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    a = ap.parse_args()
+    device = torch.device(a.device)
+    rng = np.random.default_rng(0)
+    n_train, n_test = (200, 212) if a.scale == "full" else (40, 40)
+    train, test = make_videos(n_train, rng, "train"), make_videos(n_test, rng, "test")
+    n_snip = sum(v.features.shape[0] for v in train)
+    n_test_snip = sum(v.features.shape[0] for v in test)
+    rate = matmul_rate(device)
+    print(f"scale {a.scale}: {n_train} train videos ({n_snip} snippets), {n_test} test "
+          f"({n_test_snip}); device {device}; threads {torch.get_num_threads()}; amp {a.amp}")
+    print(f"measured float32 matmul rate: {rate:.0f} GFLOP/s")
+
+    torch.manual_seed(0)
+    base = EMMIL(K).to(device)
+    dataset = SnippetDataset(train, 0.64)
+    ours = EMMIL(K).to(device)
+    ours.load_state_dict(base.state_dict())
+    trainer = EMTrainer(ours, dataset, 1e-4, 0.15, 1, device, seed=1, log=lambda *x: None,
+                        amp=a.amp)
+    phases = {"M1": Phase(1, "M", 1, 1.0), "E": Phase(11, "E", 1, 1.0), "M2": Phase(21, "M", 2, 4.0)}
+    t_ours = {name: timed(lambda ph=ph: trainer.train_epoch(ph), device)
+              for name, ph in phases.items()}
+    clf = UntrimmedNetClassifier(K).to(device)
+    cls_trainer = ClassifierTrainer(clf, dataset, 1e-4, 1, device, seed=1, amp=a.amp)
+    t_ours["cls"] = timed(lambda: cls_trainer.train_epoch(1), device)
+    t_ours["test"] = timed(lambda: test_pass(ours, clf, test, device), device)
+
+    t_ref = {}
+    if not a.no_reference and device.type == "cpu":
+        ref = EMMIL(K)
+        ref.load_state_dict(base.state_dict())
+        opts = {"M": torch.optim.Adam(ref.cls_parameters(), lr=1e-4),
+                "E": torch.optim.Adam(ref.key_parameters(), lr=1e-4)}
+        order = list(range(len(train)))
+        for name, ph in phases.items():
+            t_ref[name] = timed(lambda ph=ph: reference_epoch(ref, train, ph, 0.15, opts, order,
+                                                              1e-4), device)
+
+    print(f"{'phase':<6} {'seconds':>8} {'snippets/s':>11} {'GFLOP/s':>8} {'of matmul':>10}"
+          f" {'reference s':>12} {'speed-up':>9}")
+    for name, t in t_ours.items():
+        snippets = n_test_snip if name == "test" else n_snip
+        gflops = needed_flops(name, snippets) / t / 1e9
+        ref_t = t_ref.get(name)
+        print(f"{name:<6} {t:8.2f} {snippets / t:11.0f} {gflops:8.1f} {gflops / rate:10.0%}"
+              f" {'' if ref_t is None else f'{ref_t:12.2f}':>12}"
+              f" {'' if ref_t is None else f'{ref_t / t:8.2f}x':>9}")
+    # released schedule: 10 M1, 28 E, 27 M2 epochs, 45 classifier epochs, one test pass
+    projected = 10 * t_ours["M1"] + 28 * t_ours["E"] + 27 * t_ours["M2"] + 45 * t_ours["cls"] \
+        + t_ours["test"]
+    print(f"projected whole schedule (65 EM + 45 classifier epochs + test): {projected:.0f} s")
+    if t_ref:
+        ref_proj = 10 * t_ref["M1"] + 28 * t_ref["E"] + 27 * t_ref["M2"]
+        ours_em = 10 * t_ours["M1"] + 28 * t_ours["E"] + 27 * t_ours["M2"]
+        print(f"EM epochs only: ours {ours_em:.0f} s, reference {ref_proj:.0f} s, "
+              f"speed-up {ref_proj / ours_em:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
