@@ -3,6 +3,7 @@
 All functions work on NumPy arrays of one video, vectorised over snippets and classes.
 """
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -55,30 +56,118 @@ def find_runs(active):
     return col_s, start, end
 
 
-def detect_video(name, scores, video_scores, *, cls_threshold, loc_threshold,
-                 snippet_seconds, duration, classes):
+@dataclass(frozen=True)
+class PostProcess:
+    """How runs of snippets become scored segments (defaults: opts.py, the released ones)."""
+    cls_threshold: float          # localise classes with video score >= this (else top-1)
+    loc_thresholds: tuple         # one threshold (released) or a sweep whose runs are pooled
+    score: str = "mean"           # 'mean': mean s_c over the run; 'oic': outer-inner contrast
+    oic_margin: float = 0.25      # outer region on each side, as a fraction of the run length
+    nms: str = "none"             # 'none', 'hard' (per-class NMS) or 'soft' (Gaussian soft-NMS)
+    nms_iou: float = 0.5          # hard NMS: drop a segment overlapping a better one by more
+    soft_sigma: float = 0.3       # soft-NMS: score *= exp(-tIoU^2 / sigma)
+    drop_ambiguous: bool = False  # drop segments that overlap an Ambiguous segment
+
+    @classmethod
+    def from_opts(cls, opts):
+        return cls(opts.cls_threshold, tuple(opts.loc_threshold), opts.score, opts.oic_margin,
+                   opts.nms, opts.nms_iou, opts.soft_sigma, opts.drop_ambiguous)
+
+
+def run_scores(s, col, start, end, kind, margin):
+    """Score of each run (col, [start, end)) of the curves s (T, C).
+
+    mean: mean of s over the run. oic: that mean minus the mean over the outer region,
+    `margin` x the run's length on each side (clipped to the video), as in AutoLoc.
+    """
+    T = s.shape[0]
+    cumsum = np.vstack([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])  # (T + 1, C)
+    inner = (cumsum[end, col] - cumsum[start, col]) / (end - start)
+    if kind == "mean":
+        return inner
+    pad = np.maximum(1, np.round(margin * (end - start))).astype(int)
+    lo, hi = np.maximum(start - pad, 0), np.minimum(end + pad, T)
+    outer_sum = (cumsum[hi, col] - cumsum[lo, col]) - (cumsum[end, col] - cumsum[start, col])
+    outer_len = (hi - lo) - (end - start)
+    outer = np.where(outer_len > 0, outer_sum / np.maximum(outer_len, 1), 0.0)
+    return inner - outer
+
+
+def segment_iou(starts, ends):
+    """Pairwise tIoU of segments (N,) -> (N, N)."""
+    inter = np.clip(np.minimum(ends[:, None], ends[None]) - np.maximum(starts[:, None], starts[None]),
+                    0, None)
+    union = (ends - starts)[:, None] + (ends - starts)[None] - inter
+    return inter / np.where(union > 0, union, 1.0)
+
+
+def nms(starts, ends, scores, mode, iou_threshold, sigma):
+    """Greedy per-class NMS over the segments of one class. Returns (kept indices, scores)."""
+    scores = scores.astype(float).copy()
+    iou = segment_iou(starts, ends)
+    alive = np.ones(len(scores), dtype=bool)
+    kept = []
+    while alive.any():
+        i = int(np.flatnonzero(alive)[np.argmax(scores[alive])])
+        kept.append(i)
+        alive[i] = False
+        if mode == "hard":
+            alive &= iou[i] <= iou_threshold
+        else:
+            scores[alive] *= np.exp(-iou[i, alive] ** 2 / sigma)
+    kept = np.array(kept, dtype=int)
+    return kept, scores[kept]
+
+
+def overlaps_any(starts, ends, spans):
+    """(N,) bool: segment overlaps (intersection > 0) one of spans [(s, e)]."""
+    if len(spans) == 0:
+        return np.zeros(len(starts), dtype=bool)
+    spans = np.asarray(spans, dtype=float)
+    inter = np.minimum(ends[:, None], spans[None, :, 1]) - np.maximum(starts[:, None], spans[None, :, 0])
+    return (inter > 0).any(axis=1)
+
+
+def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
+                 ambiguous=()):
     """Segments of one video as a DataFrame (video, label, start, end, score).
 
     scores: (T, K) localisation score of every class (EM-MIL: localisation_scores(q, p, lam));
-    video_scores: (K,). Only the classes chosen by select_classes are localised.
-    Confidence of a run = mean of the raw localisation score s_c over the run's snippets
-    times the video score of c: in [0, 1], it ranks runs within and across videos.
+    video_scores: (K,); post: PostProcess; ambiguous: [(start, end)] of this video.
+    Only the classes chosen by select_classes are localised. Confidence of a run (default
+    'mean') = mean of the raw localisation score s_c over the run's snippets times the video
+    score of c: in [0, 1], it ranks runs within and across videos.
     """
-    chosen = select_classes(video_scores, cls_threshold)               # (C,)
+    chosen = select_classes(video_scores, post.cls_threshold)          # (C,)
     s = scores[:, chosen]                                              # (T, C)
-    col, start, end = find_runs(normalise_released(s) > loc_threshold)
-    cumsum = np.vstack([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])  # (T + 1, C)
-    mean_s = (cumsum[end, col] - cumsum[start, col]) / (end - start)
-    label_idx = chosen[col]
+    norm = normalise_released(s)
+    runs = [find_runs(norm > t) for t in post.loc_thresholds]
+    col, start, end = (np.concatenate(x) for x in zip(*runs))
+    if len(post.loc_thresholds) > 1:                                   # same run, several thresholds
+        _, first = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
+        col, start, end = col[first], start[first], end[first]
+    conf = run_scores(s, col, start, end, post.score, post.oic_margin) * video_scores[chosen[col]]
     t0 = snippets_to_seconds(start, snippet_seconds, duration)
     t1 = snippets_to_seconds(end, snippet_seconds, duration)
     keep = t1 > t0                      # a run entirely past the annotated duration is empty
+    if post.drop_ambiguous:
+        keep &= ~overlaps_any(t0, t1, ambiguous)
+    col, t0, t1, conf = col[keep], t0[keep], t1[keep], conf[keep]
+    if post.nms != "none":
+        order = []
+        for c in np.unique(col):                                       # classes of this video
+            idx = np.flatnonzero(col == c)
+            kept, new = nms(t0[idx], t1[idx], conf[idx], post.nms, post.nms_iou, post.soft_sigma)
+            conf[idx[kept]] = new
+            order.append(idx[kept])
+        order = np.concatenate(order) if order else np.zeros(0, dtype=int)
+        col, t0, t1, conf = col[order], t0[order], t1[order], conf[order]
     return pd.DataFrame({
         "video": name,
-        "label": [classes[i] for i in label_idx[keep]],
-        "start": t0[keep],
-        "end": t1[keep],
-        "score": (mean_s * video_scores[label_idx])[keep],
+        "label": [classes[i] for i in chosen[col]],
+        "start": t0,
+        "end": t1,
+        "score": conf,
     }, columns=COLUMNS)
 
 

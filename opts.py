@@ -116,8 +116,23 @@ def build_parser():
                    help="localisation score s_c = lam*q + (1-lam)*p_c")
     g.add_argument("--cls-threshold", type=float, default=0.15,
                    help="classes with video score >= this are localised (else the top-1 class)")
-    g.add_argument("--loc-threshold", type=float, default=0.05,
-                   help="threshold on the normalised localisation score")
+    g.add_argument("--loc-threshold", type=float, nargs="+", default=[0.05],
+                   help="threshold on the normalised localisation score; several values sweep"
+                        " them and pool the runs (identical runs merged; add --nms to merge more)")
+    g.add_argument("--score", default="mean", choices=["mean", "oic"],
+                   help="segment confidence: mean localisation score over the run, or the"
+                        " outer-inner contrast (inner mean - outer mean); times the video score")
+    g.add_argument("--oic-margin", type=float, default=0.25,
+                   help="--score oic: outer region on each side, as a fraction of the run length")
+    g.add_argument("--nms", default="none", choices=["none", "hard", "soft"],
+                   help="per-class non-maximum suppression of each video's segments:"
+                        " hard NMS or Gaussian soft-NMS (released: none)")
+    g.add_argument("--nms-iou", type=float, default=0.5,
+                   help="--nms hard: drop a segment whose tIoU with a better one exceeds this")
+    g.add_argument("--soft-sigma", type=float, default=0.3,
+                   help="--nms soft: score *= exp(-tIoU^2 / sigma)")
+    g.add_argument("--drop-ambiguous", action="store_true",
+                   help="drop segments overlapping the dataset's Ambiguous segments (THUMOS14)")
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-protocol", default="activitynet", choices=["activitynet", "thumos14"],

@@ -18,8 +18,8 @@ import torch
 import evaluate
 import synthetic
 from dataset import SnippetDataset, collate, load_dataset
-from detection import (COLUMNS, attention_scores, detect_video, localisation_scores,
-                       write_results_json, write_results_txt)
+from detection import (COLUMNS, PostProcess, attention_scores, detect_video,
+                       localisation_scores, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
                         parse_schedule, progress)
 from model import EMMIL, UntrimmedNetClassifier
@@ -131,8 +131,15 @@ def load_checkpoint(folder):
 # 4. detection -----------------------------------------------------------------
 
 @torch.no_grad()
-def localise(model, classifier, dataset, classes, opts, device, show_progress=False):
-    """Detections of every video of `dataset` (DataFrame) and the video scores (N, K)."""
+def localise(model, classifier, dataset, classes, opts, device, show_progress=False,
+             ambiguous=()):
+    """Detections of every video of `dataset` (DataFrame) and the video scores (N, K).
+    ambiguous: [(video, start, end)], used with --drop-ambiguous."""
+    post = PostProcess.from_opts(opts)
+    by_video = {}
+    for video, s, e in ambiguous:
+        by_video.setdefault(video, []).append((s, e))
+    ambiguous = by_video
     model.eval()
     classifier.eval()
     found, video_scores = [], []
@@ -150,9 +157,9 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
         else:
             scores = attention_scores(a, c)
         found.append(detect_video(
-            b["names"][0], scores, v, cls_threshold=opts.cls_threshold,
-            loc_threshold=opts.loc_threshold, snippet_seconds=opts.snippet_seconds,
-            duration=b["durations"][0], classes=classes))
+            b["names"][0], scores, v, post, snippet_seconds=opts.snippet_seconds,
+            duration=b["durations"][0], classes=classes,
+            ambiguous=ambiguous.get(b["names"][0], ())))
         video_scores.append(v)
     found = [f for f in found if len(f)]
     detections = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=COLUMNS)
@@ -260,7 +267,7 @@ def run_pipeline(opts, checkpoint=None):
 
     # detect on the test split (used only here: no model selection on it)
     detections, video_scores = localise(model, classifier, test_set, data.classes, opts, device,
-                                        show_progress=show)
+                                        show_progress=show, ambiguous=data.ambiguous)
     write_results_json(os.path.join(opts.output_dir, "results.json"), detections)
     test_gt = ground_truth(data.split("test"), data.classes, data.ambiguous)
     if opts.thumos_ids:

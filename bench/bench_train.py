@@ -18,11 +18,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset import SnippetDataset, Video, collate  # noqa: E402
-from detection import detect_video, localisation_scores  # noqa: E402
+from detection import PostProcess, detect_video, localisation_scores  # noqa: E402
 from em_trainer import ClassifierTrainer, EMTrainer, Phase, reference_epoch  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
 
 K, D, H = 20, 1024, 256
+POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
 
 
 def make_videos(n, rng, split):
@@ -90,7 +91,7 @@ def test_pass(model, clf, videos, device):
         vs = clf(rgb, flow, mask)[0].cpu().numpy()
         q, p = model(rgb, flow)
         detect_video(v.name, localisation_scores(q[0].cpu().numpy(), p[0].cpu().numpy(), 0.8),
-                     vs, cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
+                     vs, POST, snippet_seconds=0.64,
                      duration=v.duration, classes=[str(c) for c in range(K)])
 
 

@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 
 from dataset import snippets_to_seconds
-from detection import (attention_scores, detect_video, find_runs, localisation_scores, normalise_released,
+from detection import (PostProcess, attention_scores, detect_video, nms, run_scores, find_runs, localisation_scores, normalise_released,
                        select_classes)
+
+
+POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
 
 
 def runs_by_loop(active):
@@ -48,8 +51,8 @@ def test_hand_made_curve_with_run_touching_the_end():
     np.testing.assert_allclose(s[:, 0], 0.2 * p[:, 0])
     norm = normalise_released(s)                                # (s - mean) / range
     np.testing.assert_allclose(norm[:, 0], (p[:, 0] - p[:, 0].mean()) / 1.0)
-    det = detect_video("vid", s, np.array([0.9]), cls_threshold=0.15,
-                       loc_threshold=0.05, snippet_seconds=0.64, duration=8 * 0.64 - 0.1,
+    det = detect_video("vid", s, np.array([0.9]), POST,
+                       snippet_seconds=0.64, duration=8 * 0.64 - 0.1,
                        classes=["Jump"])
     assert det["label"].tolist() == ["Jump", "Jump"]
     np.testing.assert_allclose(det["start"], [0.64, 6 * 0.64])
@@ -61,7 +64,7 @@ def test_hand_made_curve_with_run_touching_the_end():
 
 def test_flat_curve_gives_no_division_by_zero():
     s = localisation_scores(np.full(5, 0.5), np.full((5, 2), 0.5), 0.8)
-    det = detect_video("v", s, np.array([0.9, 0.01]), cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=1.0,
+    det = detect_video("v", s, np.array([0.9, 0.01]), POST, snippet_seconds=1.0,
                        duration=5.0, classes=["a", "b"])
     assert len(det) == 0
 
@@ -69,7 +72,7 @@ def test_flat_curve_gives_no_division_by_zero():
 def test_confidences_are_not_constant():
     rng = np.random.default_rng(1)
     s = localisation_scores(rng.random(60), rng.random((60, 3)), 0.8)
-    det = detect_video("v", s, np.array([0.5, 0.3, 0.2]), cls_threshold=0.15, loc_threshold=0.05, snippet_seconds=0.64,
+    det = detect_video("v", s, np.array([0.5, 0.3, 0.2]), POST, snippet_seconds=0.64,
                        duration=60 * 0.64, classes=["a", "b", "c"])
     assert len(det) > 3 and det["score"].nunique() > 1
     assert ((det["score"] > 0) & (det["score"] <= 1)).all()
@@ -78,7 +81,7 @@ def test_confidences_are_not_constant():
 
 def test_only_selected_classes_are_localised():
     s = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
-    det = detect_video("v", s, np.array([0.1, 0.9]), cls_threshold=0.15, loc_threshold=0.05,
+    det = detect_video("v", s, np.array([0.1, 0.9]), POST,
                        snippet_seconds=1.0, duration=3.0, classes=["a", "b"])
     assert det["label"].tolist() == ["b"] and det[["start", "end"]].values.tolist() == [[1.0, 2.0]]
 
@@ -93,3 +96,49 @@ def test_attention_scores_baseline():
 def test_lambda_is_used(lam):
     q, p = np.array([0.0, 1.0]), np.array([[1.0], [0.0]])
     np.testing.assert_allclose(localisation_scores(q, p, lam)[:, 0], [1 - lam, lam])
+
+
+def test_oic_score_hand_worked():
+    # one curve: 0 0 1 1 0 0 ; run [2, 4): inner mean 1; margin 0.5 -> one snippet each side
+    s = np.array([[0.0], [0.2], [1.0], [1.0], [0.4], [0.0]])
+    col, start, end = np.array([0]), np.array([2]), np.array([4])
+    np.testing.assert_allclose(run_scores(s, col, start, end, "mean", 0.5), [1.0])
+    np.testing.assert_allclose(run_scores(s, col, start, end, "oic", 0.5), [1.0 - 0.3])
+
+
+def test_hard_and_soft_nms_hand_worked():
+    starts, ends = np.array([0.0, 1.0, 10.0]), np.array([10.0, 10.0, 12.0])
+    scores = np.array([0.9, 0.8, 0.5])
+    kept, new = nms(starts, ends, scores, "hard", 0.5, 0.3)       # tIoU(0, 1) = 0.9 > 0.5
+    assert kept.tolist() == [0, 2] and new.tolist() == [0.9, 0.5]
+    kept, new = nms(starts, ends, scores, "soft", 0.5, 0.3)
+    assert kept.tolist() == [0, 2, 1]          # 0.8 decays to 0.054, below 0.5
+    np.testing.assert_allclose(new, [0.9, 0.5, 0.8 * np.exp(-0.81 / 0.3)])
+
+
+def test_threshold_sweep_pools_runs_and_merges_duplicates():
+    p = np.array([[0.0], [0.5], [1.0], [1.0], [0.5], [0.0], [0.0], [0.0]])
+    s = localisation_scores(np.zeros(8), p, 0.0)
+    one = detect_video("v", s, np.array([1.0]), POST, snippet_seconds=1.0, duration=8.0,
+                       classes=["a"])
+    sweep = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05, 0.5, 0.6))
+    many = detect_video("v", s, np.array([1.0]), sweep, snippet_seconds=1.0, duration=8.0,
+                        classes=["a"])
+    # norm = p - 0.375: 0.05 -> [1, 5); 0.5 and 0.6 -> [2, 4) once
+    assert one[["start", "end"]].values.tolist() == [[1.0, 5.0]]
+    assert sorted(many[["start", "end"]].values.tolist()) == [[1.0, 5.0], [2.0, 4.0]]
+    hard = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05, 0.5), nms="hard", nms_iou=0.4)
+    merged = detect_video("v", s, np.array([1.0]), hard, snippet_seconds=1.0, duration=8.0,
+                          classes=["a"])
+    assert merged[["start", "end"]].values.tolist() == [[2.0, 4.0]]   # higher mean wins
+
+
+def test_drop_ambiguous():
+    p = np.array([[1.0], [0.0], [0.0], [1.0], [0.0]])
+    drop = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,), drop_ambiguous=True)
+    det = detect_video("v", p, np.array([1.0]), drop, snippet_seconds=1.0, duration=5.0,
+                       classes=["a"], ambiguous=[(3.5, 3.8)])
+    assert det[["start", "end"]].values.tolist() == [[0.0, 1.0]]
+    keep = detect_video("v", p, np.array([1.0]), POST, snippet_seconds=1.0, duration=5.0,
+                        classes=["a"], ambiguous=[(3.5, 3.8)])
+    assert len(keep) == 2
