@@ -102,9 +102,9 @@ class LazyFeatures:
 
 
 def _float32_tensor(x):
-    if torch.is_tensor(x):
-        return x.float()
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not torch.is_tensor(x):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    return x.float()                        # no copy when already float32; fast from float16
 
 
 def video_streams(features):
@@ -508,10 +508,8 @@ def load_wtalc(root, bundle, train_subset, test_subset, max_videos=None, *, drop
 
     max_videos: keep only the first n train and n test videos (for --dry-run).
     drop_empty: False (here) raises for an empty video; load_dataset drops them with a warning.
+    memory: 'float32' or 'float16' (the bundle cannot be streamed).
     """
-    if memory == "stream":
-        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
-                         f"streamed; convert it to HDF5 (python dataset.py convert)")
     classes, entries, source, ambiguous = wtalc_entries(root, bundle, train_subset, test_subset)
     return assemble(entries, classes, source, layout="wtalc",
                     snippet_seconds=DEFAULT_SNIPPET_SECONDS, memory=memory,
@@ -790,9 +788,12 @@ def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset=""
     a temporary file in the same folder, renamed to `path` only when complete."""
     dtype = np.float16 if fp16 else np.float32
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
+        os.close(fd)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
     text = h5py.string_dtype()
     try:
         with h5py.File(tmp, "w") as f:
@@ -821,9 +822,11 @@ def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset=""
                                          f"float16 range; convert without --fp16")
                     g.create_dataset(stream, data=x)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):              # disk full, permissions, ...
+            raise InputError(f"{path}: cannot write ({e})") from None
         raise
 
 
@@ -1000,6 +1003,8 @@ def build_parser():
         s.add_argument("--features", default=None, choices=sorted(FEATURE_PRESETS),
                        help="feature rate preset (default: the HDF5 file's, else i3d)")
     convert = sub.choices["convert"]
+    convert.epilog = HDF5_SCHEMA
+    convert.formatter_class = argparse.RawDescriptionHelpFormatter
     convert.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "OUT"),
                          help="output format (hdf5) and file")
     convert.add_argument("--fp16", action="store_true", help="store features as float16")
