@@ -334,18 +334,19 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     assert h5py.is_hdf5(str(out))
 
 
-def test_cli_errors_are_one_line_exit_2(tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "dataset.py"), *args],
-                              capture_output=True, text=True, cwd=ROOT, timeout=120)
-    r = run("summary", "--data-root", str(tmp_path / "nope"))
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "dataset.py"), "summary",
+                        "--data-root", str(tmp_path / "nope")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
     assert "annotation folder not found" in r.stderr
-    r = run("summary", "--layout", "zip", "--data-root", str(tmp_path))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    r = run("convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv")
-    assert r.returncode == 2 and "only hdf5" in r.stderr
+    with pytest.raises(SystemExit) as e:
+        ds.cli(["summary", "--layout", "zip", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert ds.cli(["convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv"]) == 2
+    assert "only hdf5" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------
@@ -593,3 +594,19 @@ def test_unknown_layout_and_memory(tmp_path):
         load(tmp_path, layout="zip")
     with pytest.raises(InputError, match="memory="):
         load(tmp_path, memory="gpu")
+
+
+def test_max_videos_keeps_the_first_of_each_split(tmp_path):
+    for layout, root in write_all(tmp_path).items():
+        data = load(root, max_videos=1)
+        assert [v.name for v in data.videos] == ["video_validation_1", "video_test_1"], layout
+
+
+def test_run_py_dry_run_on_the_folders_layout(tmp_path):
+    root = write_all(tmp_path)["folders"]
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--dataset", "thumos14",
+                        "--data-root", root, "--dry-run", "--threads", "1",
+                        "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "metrics.json").is_file()
