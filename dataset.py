@@ -821,6 +821,9 @@ def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset=""
                         raise InputError(f"video {v.name}: {stream} features exceed the "
                                          f"float16 range; convert without --fp16")
                     g.create_dataset(stream, data=x)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp made it private
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

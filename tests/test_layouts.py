@@ -610,3 +610,37 @@ def test_run_py_dry_run_on_the_folders_layout(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_real_thumos_annotations_clip_30_segments(tmp_path):
+    root = tmp_path / "t"
+    feat_path, ann = wtalc_paths(str(root), "Thumos14reduced")
+    shutil.copytree(os.path.join(ROOT, "data", "thumos14", "Thumos14reduced-Annotations"), ann)
+    _save_py2_style(feat_path, [np.ones((2, 2048), np.float32)] * 412)
+    data = load(root)
+    assert data.warnings[0] == ("30 segments reach outside their video and were clipped to "
+                                "[0, duration]")
+    assert data.warnings[1].startswith("1 videos have an empty label set")
+    assert all(0 <= s <= e <= v.duration for v in data.videos for _, s, e in v.segments)
+
+
+def test_real_basnet_ground_truth_in_the_folders_layout(tmp_path):
+    real = os.path.join(ROOT, "data", "thumos14")
+    root = tmp_path / "b"
+    root.mkdir()
+    shutil.copy(os.path.join(real, "gt_basnet_210.json"), root / "gt.json")
+    shutil.copy(os.path.join(real, "split_train.txt"), root / "split_train.txt")
+    shutil.copy(os.path.join(real, "split_test_210.txt"), root / "split_test.txt")
+    for split in ("train", "test"):
+        (root / "features" / split).mkdir(parents=True)
+        for name in (root / f"split_{split}.txt").read_text().split():
+            np.save(root / "features" / split / f"{name}.npy", np.ones((2, 2048), np.float32))
+    classes, table = ds.read_gt_json(str(root / "gt.json"))
+    assert table["video_test_0000896"][1][0] == ("HighJump", 18.6, 24.8)   # from strings
+    data = load(root)
+    wtalc = ds.read_wtalc_annotations(os.path.join(real, "Thumos14reduced-Annotations"))
+    assert data.classes == classes == wtalc["classes"]
+    assert len(data.split("train")) == 200 and len(data.split("test")) == 210
+    v = next(v for v in data.videos if v.name == "video_test_0000896")
+    assert v.duration == pytest.approx(2 * 0.64)              # gt.json has no duration
+    assert len(v.segments) == 7
