@@ -737,6 +737,9 @@ def _h5_attr(obj, key, where):
 def hdf5_info(path):
     """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset)."""
     f = open_hdf5(path)
+    if int(f.attrs.get("version", 1)) > 1:
+        raise InputError(f"{path}: {HDF5_FORMAT} version {f.attrs['version']} is newer than this "
+                         f"reader (version 1)")
     return {"classes": [_as_str(c) for c in _h5_attr(f, "classes", path)],
             "snippet_seconds": float(_h5_attr(f, "snippet_seconds", path)),
             "dataset": _as_str(f.attrs.get("dataset", ""))}
