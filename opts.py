@@ -81,6 +81,9 @@ def build_parser():
                    help="feature layout under --data-root (auto: detected; see README)")
     g.add_argument("--annotations", default=None,
                    help="ground truth for the emmil layout: a gt.json or a W-TALC *-Annotations folder")
+    g.add_argument("--memory", default="auto", choices=["auto", "float32", "float16", "stream"],
+                   help="where features live: auto = W-TALC in RAM, other layouts streamed from"
+                        " disk; float32 / float16 = in RAM (float16: half the size); stream")
     g.add_argument("--features", default="i3d", choices=sorted(FEATURE_PRESETS),
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
                         " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s)")

@@ -60,7 +60,8 @@ def load_data(opts, log):
         root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
     max_videos = DRY_RUN_VIDEOS if opts.dry_run else None
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
-                        opts.annotations, max_videos)
+                        opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
+                        memory=opts.memory)
     if len(data.classes) != opts.num_classes:
         log(f"note: {len(data.classes)} classes in the annotations "
             f"(preset {opts.dataset} expects {opts.num_classes})")
