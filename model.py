@@ -39,7 +39,8 @@ class EMMIL(nn.Module):
 
     @staticmethod
     def _branch(trunk, tail, x):
-        h = trunk(x.transpose(1, 2))             # (B, D, T) -> (B, H, T)
+        # one explicit transposing copy: the conv would otherwise make it twice (fwd and bwd)
+        h = trunk(x.transpose(1, 2).contiguous())    # (B, D, T) -> (B, H, T)
         return tail(h.transpose(1, 2))           # (B, T, H) -> (B, T, out)
 
     def key_branches(self):
