@@ -8,6 +8,11 @@ import torch
 import torch.nn as nn
 
 
+def channels_first(x):
+    """(B, T, D) -> (B, D, T) contiguous, the layout Conv1d wants."""
+    return x.transpose(1, 2).contiguous()
+
+
 def _trunk(in_dim, hidden):
     # Sequential so that the conv is '<name>.0' as released
     return nn.Sequential(nn.Conv1d(in_dim, hidden, kernel_size=3, stride=1, padding=1))
@@ -38,9 +43,9 @@ class EMMIL(nn.Module):
         self.cls_tail_flow = _tail(hidden_dim, num_classes)
 
     @staticmethod
-    def _branch(trunk, tail, x):
-        # one explicit transposing copy: the conv would otherwise make it twice (fwd and bwd)
-        h = trunk(x.transpose(1, 2).contiguous())    # (B, D, T) -> (B, H, T)
+    def _branch(trunk, tail, x_t):
+        """x_t: (B, D, T) contiguous -> (B, T, out)."""
+        h = trunk(x_t)                           # (B, D, T) -> (B, H, T)
         return tail(h.transpose(1, 2))           # (B, T, H) -> (B, T, out)
 
     def key_branches(self):
@@ -55,21 +60,28 @@ class EMMIL(nn.Module):
     def cls_parameters(self):
         return [p for m in self.cls_branches() for p in m.parameters()]
 
-    def key_streams(self, rgb, flow):
-        """q per stream: two tensors (B, T)."""
+    def key_streams(self, rgb, flow, transposed=False):
+        """q per stream: two tensors (B, T). rgb, flow: (B, T, D), or (B, D, T) contiguous
+        when transposed (one transposing copy per stream, shared by both branches and by
+        the backward pass, instead of one inside every conv call)."""
+        if not transposed:
+            rgb, flow = channels_first(rgb), channels_first(flow)
         q_rgb = self._branch(self.key_rgb, self.key_tail_rgb, rgb)[..., 0]
         q_flow = self._branch(self.key_flow, self.key_tail_flow, flow)[..., 0]
         return q_rgb, q_flow
 
-    def cls_streams(self, rgb, flow):
-        """p per stream: two tensors (B, T, K)."""
+    def cls_streams(self, rgb, flow, transposed=False):
+        """p per stream: two tensors (B, T, K); inputs as in key_streams."""
+        if not transposed:
+            rgb, flow = channels_first(rgb), channels_first(flow)
         return (self._branch(self.cls_rgb, self.cls_tail_rgb, rgb),
                 self._branch(self.cls_flow, self.cls_tail_flow, flow))
 
     def forward(self, rgb, flow):
-        """Stream-averaged scores: q (B, T) and p (B, T, K)."""
-        q_rgb, q_flow = self.key_streams(rgb, flow)
-        p_rgb, p_flow = self.cls_streams(rgb, flow)
+        """Stream-averaged scores: q (B, T) and p (B, T, K). rgb, flow: (B, T, D)."""
+        rgb, flow = channels_first(rgb), channels_first(flow)
+        q_rgb, q_flow = self.key_streams(rgb, flow, transposed=True)
+        p_rgb, p_flow = self.cls_streams(rgb, flow, transposed=True)
         return (q_rgb + q_flow) / 2, (p_rgb + p_flow) / 2
 
 
