@@ -128,9 +128,8 @@ def overlaps_any(starts, ends, spans):
     return (inter > 0).any(axis=1)
 
 
-def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
-                 ambiguous=()):
-    """Segments of one video as a DataFrame (video, label, start, end, score).
+def detect_arrays(scores, video_scores, post, *, snippet_seconds, duration, ambiguous=()):
+    """Segments of one video as arrays: dict(label_index, start, end, score), each (N,).
 
     scores: (T, K) localisation score of every class (EM-MIL: localisation_scores(q, p, lam));
     video_scores: (K,); post: PostProcess; ambiguous: [(start, end)] of this video.
@@ -162,13 +161,28 @@ def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration,
             order.append(idx[kept])
         order = np.concatenate(order) if order else np.zeros(0, dtype=int)
         col, t0, t1, conf = col[order], t0[order], t1[order], conf[order]
+    return {"label_index": chosen[col], "start": t0, "end": t1, "score": conf}
+
+
+def segments_frame(names, found, classes):
+    """One DataFrame (video, label, start, end, score) from detect_arrays results per video."""
+    counts = [len(f["start"]) for f in found]
+    cat = (lambda key: np.concatenate([f[key] for f in found])) if found else \
+        (lambda key: np.zeros(0))
     return pd.DataFrame({
-        "video": name,
-        "label": [classes[i] for i in chosen[col]],
-        "start": t0,
-        "end": t1,
-        "score": conf,
+        "video": np.repeat(np.asarray(names, dtype=object), counts),
+        "label": np.asarray(classes, dtype=object)[cat("label_index").astype(int)],
+        "start": cat("start"), "end": cat("end"), "score": cat("score"),
     }, columns=COLUMNS)
+
+
+def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
+                 ambiguous=()):
+    """Segments of one video as a DataFrame (video, label, start, end, score); see
+    detect_arrays."""
+    found = detect_arrays(scores, video_scores, post, snippet_seconds=snippet_seconds,
+                          duration=duration, ambiguous=ambiguous)
+    return segments_frame([name], [found], classes)
 
 
 def write_results_json(path, detections):

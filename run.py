@@ -18,8 +18,8 @@ import torch
 import evaluate
 import synthetic
 from dataset import SnippetDataset, collate, load_dataset
-from detection import (COLUMNS, PostProcess, attention_scores, detect_video,
-                       localisation_scores, write_results_json, write_results_txt)
+from detection import (PostProcess, attention_scores, detect_arrays, localisation_scores,
+                       segments_frame, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
                         parse_schedule, progress)
 from model import EMMIL, UntrimmedNetClassifier
@@ -143,7 +143,7 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
     ambiguous = by_video
     model.eval()
     classifier.eval()
-    found, video_scores = [], []
+    found, names, video_scores = [], [], []
     for i in progress(range(len(dataset)), len(dataset), "detection", show_progress):
         b = collate([dataset[i]])
         rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
@@ -157,14 +157,12 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
                                          p[0].double().cpu().numpy(), opts.lam)
         else:
             scores = attention_scores(a, c)
-        found.append(detect_video(
-            b["names"][0], scores, v, post, snippet_seconds=opts.snippet_seconds,
-            duration=b["durations"][0], classes=classes,
+        found.append(detect_arrays(
+            scores, v, post, snippet_seconds=opts.snippet_seconds, duration=b["durations"][0],
             ambiguous=ambiguous.get(b["names"][0], ())))
+        names.append(b["names"][0])
         video_scores.append(v)
-    found = [f for f in found if len(f)]
-    detections = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=COLUMNS)
-    return detections, np.stack(video_scores)
+    return segments_frame(names, found, classes), np.stack(video_scores)
 
 
 # 5. evaluation ----------------------------------------------------------------
