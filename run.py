@@ -110,9 +110,22 @@ def save_checkpoint(opts, position, model, classifier, em, cls):
     state = {"position": position, "model": model.state_dict(),
              "classifier": classifier.state_dict(), "em_trainer": em.state_dict() if em else None,
              "cls_trainer": cls.state_dict(), "rng": rng_state(), "opts": vars(opts)}
-    atomic_torch_save(state, os.path.join(opts.output_dir, LAST))
+    last = os.path.join(opts.output_dir, LAST)
     if opts.save_every and position % opts.save_every == 0:
-        atomic_torch_save(state, os.path.join(opts.output_dir, f"checkpoint_{position:04d}.pt"))
+        # the numbered copy first, then `last` as a hard link to it: a kill in between
+        # leaves `last` one epoch behind, and that epoch is redone (identically) on resume
+        kept = os.path.join(opts.output_dir, f"checkpoint_{position:04d}.pt")
+        atomic_torch_save(state, kept)
+        tmp = last + ".link"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            os.link(kept, tmp)
+            os.replace(tmp, last)
+        except OSError:                      # a file system without hard links
+            atomic_torch_save(state, last)
+    else:
+        atomic_torch_save(state, last)
 
 
 def load_checkpoint(folder):
