@@ -101,23 +101,25 @@ def _masked_time_mean(x, mask):
     return (x * m).sum(dim=1) / m.sum(dim=1)
 
 
-def m_step_loss(p_rgb, p_flow, targets, mask):
-    """p_rgb, p_flow, targets: (B, T, K); mask (B, T). Sum over videos, streams and classes
-    of the mean BCE over time (torch's BCELoss, as released, clamps log at -100)."""
+def streams_loss(streams, targets, mask):
+    """Sum over videos, streams and classes of the mean BCE over each video's real snippets
+    (torch's BCE, as the released BCELoss, clamps log at -100). streams: predictions of the
+    same shape as targets, (B, T, K) or (B, T); mask (B, T)."""
     loss = 0.0
-    for p in (p_rgb, p_flow):
-        bce = F.binary_cross_entropy(p, targets, reduction="none")   # (B, T, K)
+    for pred in streams:
+        bce = F.binary_cross_entropy(pred, targets, reduction="none")
         loss = loss + _masked_time_mean(bce, mask).sum()
     return loss
+
+
+def m_step_loss(p_rgb, p_flow, targets, mask):
+    """Classifier loss: p_rgb, p_flow, targets (B, T, K)."""
+    return streams_loss((p_rgb, p_flow), targets, mask)
 
 
 def e_step_loss(q_rgb, q_flow, targets, mask):
-    """q_rgb, q_flow, targets: (B, T). Sum over videos and streams of the mean BCE over time."""
-    loss = 0.0
-    for q in (q_rgb, q_flow):
-        bce = F.binary_cross_entropy(q, targets, reduction="none")   # (B, T)
-        loss = loss + _masked_time_mean(bce, mask).sum()
-    return loss
+    """Key-instance loss: q_rgb, q_flow, targets (B, T)."""
+    return streams_loss((q_rgb, q_flow), targets, mask)
 
 
 # ---------------------------------------------------------------------------
@@ -250,12 +252,6 @@ class EMTrainer:
         self.cache.pop("E" if step == "M" else "M", None)
         return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1),
                 "lr": self.lr * phase.lr_mult}
-
-    def fit(self, phases):
-        for phase in phases:
-            t0 = time.time()
-            stats = self.train_epoch(phase)
-            self.log(describe_epoch(phase, len(phases), stats, time.time() - t0))
 
 
 def describe_epoch(phase, n_epochs, stats, seconds):
