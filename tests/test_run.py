@@ -84,3 +84,23 @@ def test_help_lists_every_option_with_its_default():
                  "--cls-epochs", "--dry-run", "--gamma", "--lam", "--eval-protocol"):
         assert flag in r.stdout
     assert "M1:10,E:10,M2:10,alt:35" in r.stdout and "(default: 0.15)" in r.stdout
+
+
+def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
+    """The real W-TALC THUMOS14 annotation files (Python-2 pickles) with tiny features."""
+    import shutil
+    from test_dataset import REAL_ANN, _save_py2_style
+    from dataset import wtalc_paths
+    feat_path, ann = wtalc_paths(str(tmp_path / "data"), "Thumos14reduced")
+    shutil.copytree(REAL_ANN, ann)
+    rng = np.random.default_rng(0)
+    _save_py2_style(feat_path, [rng.random((6, 2048)).astype(np.float32) for _ in range(412)])
+    out = tmp_path / "out"
+    r = run("--dataset", "thumos14", "--data-root", str(tmp_path / "data"), "--dry-run",
+            "--output-dir", str(out), "--no-tensorboard", "--eval-protocol", "thumos14")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "thumos14" and len(m["mAP"]) == 9
+    rows = [line.split() for line in (out / "results.txt").read_text().splitlines()]
+    assert rows and all(r[0].startswith("video_test_") for r in rows)
+    assert {int(r[3]) for r in rows} <= UCF_IDS
