@@ -72,10 +72,11 @@ def snippets_to_seconds(index, snippet_seconds, duration=None):
     """The one conversion from snippet index (or boundary) to seconds.
 
     Snippet t covers [t * snippet_seconds, (t + 1) * snippet_seconds); a run of
-    snippets [s, e) therefore spans [s, e] * snippet_seconds. Clamped to [0, duration].
+    snippets [s, e) therefore spans [s, e] * snippet_seconds. Clamped to [0, duration]
+    (duration: a number, or an array matching index).
     """
     seconds = np.asarray(index, dtype=np.float64) * snippet_seconds
-    upper = np.inf if duration is None else float(duration)
+    upper = np.inf if duration is None else np.asarray(duration, dtype=np.float64)
     return np.clip(seconds, 0.0, upper)
 
 

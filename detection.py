@@ -37,8 +37,7 @@ def attention_scores(attention, class_probs):
 def normalise_released(s):
     """(s - mean) / (max - min) over time, per class, as the released test code.
     s: (T, C). A flat curve gives zeros."""
-    spread = s.max(axis=0) - s.min(axis=0)
-    return (s - s.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    return normalise_columns(s, np.full(s.shape[1], s.shape[0]))
 
 
 def find_runs(active):
@@ -74,13 +73,14 @@ class PostProcess:
                    opts.nms, opts.nms_iou, opts.soft_sigma, opts.drop_ambiguous)
 
 
-def run_scores(s, col, start, end, kind, margin):
+def run_scores(s, col, start, end, kind, margin, lengths=None):
     """Score of each run (col, [start, end)) of the curves s (T, C).
 
     mean: mean of s over the run. oic: that mean minus the mean over the outer region,
-    `margin` x the run's length on each side (clipped to the video), as in AutoLoc.
+    `margin` x the run's length on each side (clipped to the curve's length, `lengths` (C,)
+    when the columns are padded), as in AutoLoc.
     """
-    T = s.shape[0]
+    T = s.shape[0] if lengths is None else lengths[col]
     cumsum = np.vstack([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])  # (T + 1, C)
     inner = (cumsum[end, col] - cumsum[start, col]) / (end - start)
     if kind == "mean":
@@ -128,61 +128,92 @@ def overlaps_any(starts, ends, spans):
     return (inter > 0).any(axis=1)
 
 
-def detect_arrays(scores, video_scores, post, *, snippet_seconds, duration, ambiguous=()):
-    """Segments of one video as arrays: dict(label_index, start, end, score), each (N,).
+def stack_columns(curves):
+    """Curves of different lengths [(T_i,)] -> (max T, n) array, zero beyond each length."""
+    lengths = np.array([len(c) for c in curves], dtype=int)
+    out = np.zeros((lengths.max(initial=1), len(curves)))
+    for j, c in enumerate(curves):
+        out[:len(c), j] = c
+    return out, lengths
 
-    scores: (T, K) localisation score of every class (EM-MIL: localisation_scores(q, p, lam));
-    video_scores: (K,); post: PostProcess; ambiguous: [(start, end)] of this video.
-    Only the classes chosen by select_classes are localised. Confidence of a run (default
-    'mean') = mean of the raw localisation score s_c over the run's snippets times the video
-    score of c: in [0, 1], it ranks runs within and across videos.
+
+def normalise_columns(s, lengths):
+    """normalise_released for padded columns: statistics over each column's real length."""
+    real = np.arange(s.shape[0])[:, None] < lengths[None, :]              # (T, n)
+    mean = s.sum(axis=0) / np.maximum(lengths, 1)
+    spread = np.where(real, s, -np.inf).max(axis=0) - np.where(real, s, np.inf).min(axis=0)
+    norm = (s - mean) / np.where(spread > 0, spread, 1.0)
+    return np.where(real, norm, -np.inf)                                  # padding never fires
+
+
+def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambiguous=None):
+    """Segments of many videos at once, as arrays (video_index, label_index, start, end, score).
+
+    scores: [(T_i, K)] localisation score of every class of each video (EM-MIL:
+    localisation_scores(q, p, lam)); video_scores: (N, K); durations: (N,) seconds;
+    ambiguous: {video_index: [(start, end)]} (used with post.drop_ambiguous).
+    Per video, only the classes chosen by select_classes are localised; every chosen
+    (video, class) curve becomes one column and runs are found in all columns together.
+    Confidence of a run (default 'mean') = mean of the raw localisation score s_c over the
+    run's snippets times the video score of c: in [0, 1], it ranks runs across videos.
     """
-    chosen = select_classes(video_scores, post.cls_threshold)          # (C,)
-    s = scores[:, chosen]                                              # (T, C)
-    norm = normalise_released(s)
+    chosen = [select_classes(v, post.cls_threshold) for v in video_scores]
+    col_video = np.repeat(np.arange(len(scores)), [len(c) for c in chosen]).astype(int)
+    col_class = np.concatenate(chosen).astype(int) if chosen else np.zeros(0, dtype=int)
+    s, lengths = stack_columns([scores[v][:, c] for v, c in zip(col_video, col_class)])
+    norm = normalise_columns(s, lengths)                                  # (T, n)
     runs = [find_runs(norm > t) for t in post.loc_thresholds]
     col, start, end = (np.concatenate(x) for x in zip(*runs))
     if len(post.loc_thresholds) > 1:                                   # same run, several thresholds
         _, first = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
         col, start, end = col[first], start[first], end[first]
-    conf = run_scores(s, col, start, end, post.score, post.oic_margin) * video_scores[chosen[col]]
+    video, label = col_video[col], col_class[col]
+    conf = run_scores(s, col, start, end, post.score, post.oic_margin, lengths) * \
+        video_scores[video, label]
+    duration = np.asarray(durations, dtype=float)[video]
     t0 = snippets_to_seconds(start, snippet_seconds, duration)
     t1 = snippets_to_seconds(end, snippet_seconds, duration)
     keep = t1 > t0                      # a run entirely past the annotated duration is empty
-    if post.drop_ambiguous:
-        keep &= ~overlaps_any(t0, t1, ambiguous)
-    col, t0, t1, conf = col[keep], t0[keep], t1[keep], conf[keep]
-    if post.nms != "none":
-        order = []
-        for c in np.unique(col):                                       # classes of this video
-            idx = np.flatnonzero(col == c)
-            kept, new = nms(t0[idx], t1[idx], conf[idx], post.nms, post.nms_iou, post.soft_sigma)
-            conf[idx[kept]] = new
-            order.append(idx[kept])
-        order = np.concatenate(order) if order else np.zeros(0, dtype=int)
-        col, t0, t1, conf = col[order], t0[order], t1[order], conf[order]
-    return {"label_index": chosen[col], "start": t0, "end": t1, "score": conf}
+    if post.drop_ambiguous and ambiguous:
+        for v, spans in ambiguous.items():
+            here = np.flatnonzero(video == v)
+            keep[here] &= ~overlaps_any(t0[here], t1[here], spans)
+    out = {"video_index": video[keep], "label_index": label[keep], "start": t0[keep],
+           "end": t1[keep], "score": conf[keep]}
+    return apply_nms(out, post) if post.nms != "none" else out
+
+
+def apply_nms(found, post):
+    """Per video and class NMS of detect_batch's arrays (a loop over the groups)."""
+    key = found["video_index"] * (found["label_index"].max(initial=0) + 1) + found["label_index"]
+    score = found["score"].copy()
+    order = []
+    for k in np.unique(key):
+        idx = np.flatnonzero(key == k)
+        kept, new = nms(found["start"][idx], found["end"][idx], score[idx], post.nms,
+                        post.nms_iou, post.soft_sigma)
+        score[idx[kept]] = new
+        order.append(idx[kept])
+    order = np.concatenate(order) if order else np.zeros(0, dtype=int)
+    return {**{k: v[order] for k, v in found.items()}, "score": score[order]}
 
 
 def segments_frame(names, found, classes):
-    """One DataFrame (video, label, start, end, score) from detect_arrays results per video."""
-    counts = [len(f["start"]) for f in found]
-    cat = (lambda key: np.concatenate([f[key] for f in found])) if found else \
-        (lambda key: np.zeros(0))
+    """detect_batch's arrays as one DataFrame (video, label, start, end, score)."""
     return pd.DataFrame({
-        "video": np.repeat(np.asarray(names, dtype=object), counts),
-        "label": np.asarray(classes, dtype=object)[cat("label_index").astype(int)],
-        "start": cat("start"), "end": cat("end"), "score": cat("score"),
+        "video": np.asarray(names, dtype=object)[found["video_index"]],
+        "label": np.asarray(classes, dtype=object)[found["label_index"]],
+        "start": found["start"], "end": found["end"], "score": found["score"],
     }, columns=COLUMNS)
 
 
 def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
                  ambiguous=()):
     """Segments of one video as a DataFrame (video, label, start, end, score); see
-    detect_arrays."""
-    found = detect_arrays(scores, video_scores, post, snippet_seconds=snippet_seconds,
-                          duration=duration, ambiguous=ambiguous)
-    return segments_frame([name], [found], classes)
+    detect_batch. scores: (T, K); video_scores: (K,); ambiguous: [(start, end)]."""
+    found = detect_batch([scores], video_scores[None], post, snippet_seconds=snippet_seconds,
+                         durations=[duration], ambiguous={0: list(ambiguous)})
+    return segments_frame([name], found, classes)
 
 
 def write_results_json(path, detections):

@@ -18,7 +18,7 @@ import torch
 import evaluate
 import synthetic
 from dataset import SnippetDataset, collate, load_dataset
-from detection import (PostProcess, attention_scores, detect_arrays, localisation_scores,
+from detection import (PostProcess, attention_scores, detect_batch, localisation_scores,
                        segments_frame, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
                         parse_schedule, progress)
@@ -150,13 +150,14 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
     """Detections of every video of `dataset` (DataFrame) and the video scores (N, K).
     ambiguous: [(video, start, end)], used with --drop-ambiguous."""
     post = PostProcess.from_opts(opts)
-    by_video = {}
+    index = {v.name: i for i, v in enumerate(dataset.videos)}
+    spans = {}
     for video, s, e in ambiguous:
-        by_video.setdefault(video, []).append((s, e))
-    ambiguous = by_video
+        if video in index:
+            spans.setdefault(index[video], []).append((s, e))
     model.eval()
     classifier.eval()
-    found, names, video_scores = [], [], []
+    all_scores, video_scores = [], []
     for i in progress(range(len(dataset)), len(dataset), "detection", show_progress):
         b = collate([dataset[i]])
         rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
@@ -164,18 +165,16 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
             a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
             q, p = model(rgb, flow) if opts.method == "emmil" else (None, None)
         a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
-        v = (a[:, None] * c).sum(axis=0)                                   # (K,) video scores
+        video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
         if opts.method == "emmil":
-            scores = localisation_scores(q[0].double().cpu().numpy(),
-                                         p[0].double().cpu().numpy(), opts.lam)
+            all_scores.append(localisation_scores(q[0].double().cpu().numpy(),
+                                                  p[0].double().cpu().numpy(), opts.lam))
         else:
-            scores = attention_scores(a, c)
-        found.append(detect_arrays(
-            scores, v, post, snippet_seconds=opts.snippet_seconds, duration=b["durations"][0],
-            ambiguous=ambiguous.get(b["names"][0], ())))
-        names.append(b["names"][0])
-        video_scores.append(v)
-    return segments_frame(names, found, classes), np.stack(video_scores)
+            all_scores.append(attention_scores(a, c))
+    video_scores = np.stack(video_scores)                                  # (N, K)
+    found = detect_batch(all_scores, video_scores, post, snippet_seconds=opts.snippet_seconds,
+                         durations=[v.duration for v in dataset.videos], ambiguous=spans)
+    return segments_frame([v.name for v in dataset.videos], found, classes), video_scores
 
 
 # 5. evaluation ----------------------------------------------------------------

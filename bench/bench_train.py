@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset import SnippetDataset, Video, collate  # noqa: E402
-from detection import (PostProcess, detect_arrays, detect_video, localisation_scores,  # noqa: E402
+from detection import (PostProcess, detect_batch, detect_video, localisation_scores,  # noqa: E402
                        segments_frame)
 from em_trainer import ClassifierTrainer, EMTrainer, Phase, reference_epoch  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
@@ -125,8 +125,9 @@ def time_detection(videos, rng):
              for v in videos]
     names = [str(c) for c in range(K)]
     t0 = time.perf_counter()
-    found = [detect_arrays(s, vs, POST, snippet_seconds=0.64, duration=d) for s, vs, d in cases]
-    n_vec = len(segments_frame(["v"] * len(found), found, names))
+    found = detect_batch([c[0] for c in cases], np.stack([c[1] for c in cases]), POST,
+                         snippet_seconds=0.64, durations=[c[2] for c in cases])
+    n_vec = len(segments_frame([f"v{i}" for i in range(len(cases))], found, names))
     t_vec = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_loop = sum(len(detect_loop(s, vs, 0.15, 0.05, 0.64, d)) for s, vs, d in cases)

@@ -1,5 +1,6 @@
 """Detection on hand-made score curves; vectorised runs against a simple loop."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from dataset import snippets_to_seconds
@@ -142,3 +143,28 @@ def test_drop_ambiguous():
     keep = detect_video("v", p, np.array([1.0]), POST, snippet_seconds=1.0, duration=5.0,
                         classes=["a"], ambiguous=[(3.5, 3.8)])
     assert len(keep) == 2
+
+
+@pytest.mark.parametrize("post", [
+    PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,)),
+    PostProcess(cls_threshold=0.3, loc_thresholds=(0.0, 0.1), score="oic", nms="hard"),
+    PostProcess(cls_threshold=0.2, loc_thresholds=(0.05,), nms="soft", drop_ambiguous=True)])
+def test_batch_over_videos_equals_one_video_at_a_time(post):
+    from detection import detect_batch, segments_frame
+    rng = np.random.default_rng(4)
+    lengths = [7, 40, 1, 23, 60]
+    scores = [rng.random((T, 4)) for T in lengths]
+    vscores = rng.dirichlet(np.ones(4), size=len(lengths))
+    durations = [T * 0.64 - 0.2 for T in lengths]
+    amb = {1: [(3.0, 5.0)], 4: [(10.0, 12.0)]}
+    names, classes = [f"v{i}" for i in range(5)], list("abcd")
+    batch = segments_frame(names, detect_batch(scores, vscores, post, snippet_seconds=0.64,
+                                               durations=durations, ambiguous=amb), classes)
+    single = pd.concat([detect_video(names[i], scores[i], vscores[i], post, snippet_seconds=0.64,
+                                     duration=durations[i], classes=classes,
+                                     ambiguous=amb.get(i, ())) for i in range(5)])
+    key = ["video", "label", "start", "end"]
+    a = batch.sort_values(key).reset_index(drop=True)
+    b = single.sort_values(key).reset_index(drop=True)
+    assert len(a) > 5
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, check_dtype=False)
