@@ -146,13 +146,34 @@ def normalise_columns(s, lengths):
     return np.where(real, norm, -np.inf)                                  # padding never fires
 
 
-def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambiguous=None):
+def _runs_of_columns(curves, post, chunk=64):
+    """Runs and their scores in many curves [(T_j,)]: (column, start, end, score) arrays.
+    Curves are sorted by length and handled `chunk` at a time, so padding stays small."""
+    order = np.argsort([len(c) for c in curves], kind="stable")
+    parts = []
+    for group in np.array_split(order, max(1, -(-len(order) // chunk))):
+        s, lengths = stack_columns([curves[j] for j in group])          # (T, n)
+        norm = normalise_columns(s, lengths)
+        runs = [find_runs(norm > t) for t in post.loc_thresholds]
+        col, start, end = (np.concatenate(x) for x in zip(*runs))
+        if len(post.loc_thresholds) > 1:                               # same run, several thresholds
+            _, first = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
+            col, start, end = col[first], start[first], end[first]
+        score = run_scores(s, col, start, end, post.score, post.oic_margin, lengths)
+        parts.append((group[col], start, end, score))
+    if not parts:
+        return (np.zeros(0, dtype=int),) * 3 + (np.zeros(0),)
+    return tuple(np.concatenate(x) for x in zip(*parts))
+
+
+def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambiguous=None,
+                 chunk=64):
     """Segments of many videos at once, as arrays (video_index, label_index, start, end, score).
 
     scores: [(T_i, K)] localisation score of every class of each video (EM-MIL:
     localisation_scores(q, p, lam)); video_scores: (N, K); durations: (N,) seconds;
-    ambiguous: {video_index: [(start, end)]} (used with post.drop_ambiguous).
-    Per video, only the classes chosen by select_classes are localised; every chosen
+    ambiguous: {video_index: [(start, end)]} (used with post.drop_ambiguous); chunk: curves
+    handled together (sorted by length). Per video, only the classes chosen by select_classes are localised; every chosen
     (video, class) curve becomes one column and runs are found in all columns together.
     Confidence of a run (default 'mean') = mean of the raw localisation score s_c over the
     run's snippets times the video score of c: in [0, 1], it ranks runs across videos.
@@ -160,16 +181,10 @@ def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambi
     chosen = [select_classes(v, post.cls_threshold) for v in video_scores]
     col_video = np.repeat(np.arange(len(scores)), [len(c) for c in chosen]).astype(int)
     col_class = np.concatenate(chosen).astype(int) if chosen else np.zeros(0, dtype=int)
-    s, lengths = stack_columns([scores[v][:, c] for v, c in zip(col_video, col_class)])
-    norm = normalise_columns(s, lengths)                                  # (T, n)
-    runs = [find_runs(norm > t) for t in post.loc_thresholds]
-    col, start, end = (np.concatenate(x) for x in zip(*runs))
-    if len(post.loc_thresholds) > 1:                                   # same run, several thresholds
-        _, first = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
-        col, start, end = col[first], start[first], end[first]
+    curves = [scores[v][:, c] for v, c in zip(col_video, col_class)]
+    col, start, end, run_score = _runs_of_columns(curves, post, chunk)
     video, label = col_video[col], col_class[col]
-    conf = run_scores(s, col, start, end, post.score, post.oic_margin, lengths) * \
-        video_scores[video, label]
+    conf = run_score * video_scores[video, label]
     duration = np.asarray(durations, dtype=float)[video]
     t0 = snippets_to_seconds(start, snippet_seconds, duration)
     t1 = snippets_to_seconds(end, snippet_seconds, duration)

@@ -159,7 +159,8 @@ def test_batch_over_videos_equals_one_video_at_a_time(post):
     amb = {1: [(3.0, 5.0)], 4: [(10.0, 12.0)]}
     names, classes = [f"v{i}" for i in range(5)], list("abcd")
     batch = segments_frame(names, detect_batch(scores, vscores, post, snippet_seconds=0.64,
-                                               durations=durations, ambiguous=amb), classes)
+                                               durations=durations, ambiguous=amb, chunk=3),
+                           classes)
     single = pd.concat([detect_video(names[i], scores[i], vscores[i], post, snippet_seconds=0.64,
                                      duration=durations[i], classes=classes,
                                      ambiguous=amb.get(i, ())) for i in range(5)])
