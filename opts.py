@@ -10,6 +10,7 @@ time, edit `DATA_ROOTS` just below.
 import argparse
 import json
 import os
+import re
 import time
 
 # ----------------------------------------------------------------------------
@@ -59,6 +60,16 @@ def snippet_seconds(feature_fps, frames_per_snippet):
     return frames_per_snippet / feature_fps
 
 
+def dry_run_schedule(schedule):
+    """The same schedule with one epoch per phase (two for 'alt'): M1:10,E:10 -> M1:1,E:1."""
+    def shorten(part):
+        m = re.match(r"^\s*(\w+):(\d+)\s*$", part)
+        if not m:
+            return part                       # left for parse_schedule to report
+        return f"{m.group(1)}:{min(int(m.group(2)), 2 if m.group(1) == 'alt' else 1)}"
+    return ",".join(shorten(p) for p in schedule.split(","))
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="run.py",
@@ -69,8 +80,10 @@ def build_parser():
     g.add_argument("--dataset", default="synthetic", choices=sorted(PRESETS),
                    help="dataset preset (classes, snippet rate, tIoUs, splits)")
     g.add_argument("--data-root", default=None,
-                   help="folder holding <bundle>-I3D-JOINTFeatures.npy and <bundle>-Annotations/;"
-                        " default: DATA_ROOTS[dataset] at the top of opts.py")
+                   help="the features: a folder in one of the layouts (W-TALC: holding"
+                        " <bundle>-I3D-JOINTFeatures.npy and <bundle>-Annotations/) or an .h5 file;"
+                        " default: DATA_ROOTS[dataset] at the top of opts.py (for synthetic, the"
+                        " folder where the embedded default is generated on first use)")
     g.add_argument("--synthetic-videos", type=int, default=120,
                    help="synthetic data: number of videos (half train, half test);"
                         " 0 = the full 412-video THUMOS14 scale")
@@ -83,7 +96,8 @@ def build_parser():
                    help="ground truth for the emmil layout: a gt.json or a W-TALC *-Annotations folder")
     g.add_argument("--memory", default="auto", choices=["auto", "float32", "float16", "stream"],
                    help="where features live: auto = W-TALC in RAM, other layouts streamed from"
-                        " disk; float32 / float16 = in RAM (float16: half the size); stream")
+                        " disk; float32 / float16 = in RAM (float16: half the size); stream ="
+                        " read from disk at every use")
     g.add_argument("--features", default="i3d", choices=sorted(FEATURE_PRESETS),
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
                         " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s)")
@@ -173,9 +187,12 @@ def build_parser():
                    help="bfloat16 autocast for the networks' forward passes (CPU or CUDA)")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="write TensorBoard event files into the output folder")
-    g.add_argument("--quiet", action="store_true", help="no progress bars, no console log")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no console log (log.txt is still written; warnings"
+                        " still go to stderr)")
     g.add_argument("--dry-run", action="store_true",
-                   help="smoke test: a few videos, one epoch per phase, one classifier epoch")
+                   help="smoke test: 4 train and 4 test videos, the --schedule cut to one epoch"
+                        " per phase (two for alt), one classifier epoch")
     return p
 
 
@@ -184,6 +201,8 @@ def resolve(args):
     preset = PRESETS[args.dataset]
     r = argparse.Namespace(**vars(args))
     r.data_root = args.data_root or DATA_ROOTS[args.dataset]
+    # the embedded default is generated only in its own folder, never into a --data-root
+    r.generate_synthetic = args.dataset == "synthetic" and not args.data_root
     r.bundle = preset["bundle"]
     r.num_classes = preset["num_classes"]
     r.train_subset = preset["train_subset"]
@@ -199,7 +218,7 @@ def resolve(args):
         r.averages = dict(preset["averages"])
     r.thumos_ids = preset["thumos_ids"]
     if args.dry_run:
-        r.schedule = "M1:1,E:1,M2:1,alt:2"
+        r.schedule = dry_run_schedule(args.schedule)
         r.cls_epochs = 1
     r.output_dir = args.output_dir or os.path.join(
         "runs", f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -56,7 +56,7 @@ def setup_torch(opts):
 
 def load_data(opts, log):
     root = opts.data_root
-    if opts.dataset == "synthetic":
+    if opts.generate_synthetic:
         root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
     max_videos = DRY_RUN_VIDEOS if opts.dry_run else None
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
@@ -65,7 +65,7 @@ def load_data(opts, log):
     if len(data.classes) != opts.num_classes:
         log(f"note: {len(data.classes)} classes in the annotations "
             f"(preset {opts.dataset} expects {opts.num_classes})")
-    return data
+    return root, data
 
 
 def split_validation(videos, fraction, seed):
@@ -206,7 +206,7 @@ def run_pipeline(opts, checkpoint=None):
     t_start = time.time()
 
     # data (read and checked before anything is written)
-    data = load_data(opts, log)
+    root, data = load_data(opts, log)
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, opts.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), opts.snippet_seconds)
@@ -214,7 +214,7 @@ def run_pipeline(opts, checkpoint=None):
     log.open(os.path.join(opts.output_dir, "log.txt"))
     if checkpoint is None:
         save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
-    log(f"data: {opts.dataset} from {opts.data_root}: {len(train_set)} train"
+    log(f"data: {opts.dataset} from {root}: {len(train_set)} train"
         f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
         f" videos, {len(data.classes)} classes, {opts.snippet_seconds:g} s per snippet;"
         f" device {device}; method {opts.method}")
@@ -239,8 +239,11 @@ def run_pipeline(opts, checkpoint=None):
             em.load_state_dict(checkpoint["em_trainer"])
         set_rng_state(checkpoint["rng"])
         position = checkpoint["position"]
-        log(f"resumed from {LAST} after epoch {position}")
+        log(f"resumed from {LAST} after {position} of {opts.cls_epochs} classifier + "
+            f"{len(schedule) if em else 0} EM epochs")
     total = opts.cls_epochs + (len(schedule) if em else 0)
+    if checkpoint is not None and position >= total:
+        log("training was already complete: detecting and evaluating again")
     writer = open_tensorboard(opts, position)
     val_gt = ground_truth(val_videos, data.classes, data.ambiguous) if val_videos else None
 

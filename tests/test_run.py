@@ -104,3 +104,15 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
     rows = [line.split() for line in (out / "results.txt").read_text().splitlines()]
     assert rows and all(r[0].startswith("video_test_") for r in rows)
     assert {int(r[3]) for r in rows} <= UCF_IDS
+
+
+def test_dry_run_checks_and_shortens_the_given_schedule(tmp_path):
+    from opts import dry_run_schedule
+    assert dry_run_schedule("M1:10,E:10,M2:10,alt:35") == "M1:1,E:1,M2:1,alt:2"
+    r = run("--dry-run", "--schedule", "M3:10", "--output-dir", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--schedule" in r.stderr
+
+
+def test_synthetic_preset_never_generates_into_a_given_data_root(tmp_path):
+    r = run("--data-root", str(tmp_path / "nope"), "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert r.returncode == 2 and not (tmp_path / "nope").exists()
