@@ -116,6 +116,15 @@ def video_streams(features):
     return features[:, :STREAM_DIM].float(), features[:, STREAM_DIM:].float()
 
 
+def stream_pair(features):
+    """(2, T, 1024) float32: RGB and flow of a video stacked, stream first. A view without
+    a copy when the features are float32 in RAM (row stride 2 * 1024)."""
+    if isinstance(features, LazyFeatures):
+        return torch.stack(features.read())
+    x = features.float()
+    return x.reshape(x.shape[0], 2, STREAM_DIM).transpose(0, 1)
+
+
 @dataclass
 class Video:
     name: str

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset import collate
+from dataset import collate, stream_pair
+from fast_step import PackedBranch
 from model import video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
 from utils import InputError
@@ -191,7 +192,16 @@ class EMTrainer:
         self.model, self.lr, self.gamma = model, lr, gamma
         self.batch_size, self.device, self.log = batch_size, device, log
         self.amp, self.show_progress = amp, show_progress
-        self.opt = {"M": adam(model.cls_parameters(), lr), "E": adam(model.key_parameters(), lr)}
+        # one video per step in float32 (the default): the hand-written step of fast_step.py
+        # on packed copies of the weights; otherwise autograd on padded batches
+        self.fast = batch_size == 1 and not amp
+        if self.fast:
+            self.packed = {"M": PackedBranch(model, "cls"), "E": PackedBranch(model, "key")}
+            self.opt = {k: adam(b.params(), lr) for k, b in self.packed.items()}
+            self.inputs = self._device_inputs()
+        else:
+            self.opt = {"M": adam(model.cls_parameters(), lr),
+                        "E": adam(model.key_parameters(), lr)}
         self.generator = torch.Generator().manual_seed(seed)
         # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p. Not saved in
         # checkpoints: recomputed from the same weights, they are bit-identical.
@@ -207,9 +217,65 @@ class EMTrainer:
         self.generator.set_state(state["generator"])
         self.cache = {}
 
+    def _device_inputs(self):
+        """Per video, (2, T, D) features on the device: held there once on a GPU; on the CPU
+        None (views of the features in RAM, or read from disk, at every step)."""
+        if torch.device(self.device).type == "cpu":
+            return None
+        return [stream_pair(v.features).to(self.device) for v in self.dataset.videos]
+
+    def _input(self, i):
+        if self.inputs is not None:
+            return self.inputs[i]
+        return stream_pair(self.dataset.videos[i].features)       # (2, T, D)
+
     def train_epoch(self, phase):
         """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
         of real snippets that are positive targets, lr)."""
+        for g in self.opt[phase.step].param_groups:
+            g["lr"] = self.lr * phase.lr_mult
+        stats = self._fast_epoch(phase) if self.fast else self._batched_epoch(phase)
+        # this step's branch moved: the other step's frozen outputs are stale
+        self.cache.pop("E" if phase.step == "M" else "M", None)
+        stats["lr"] = self.lr * phase.lr_mult
+        return stats
+
+    def _fast_epoch(self, phase):
+        """One video per step with the hand-written step (fast_step.py)."""
+        step, dev = phase.step, self.device
+        for branch in self.packed.values():
+            branch.load()                  # the module may have been loaded from a checkpoint
+        trained = self.packed[step]
+        frozen_branch = self.packed["E" if step == "M" else "M"]
+        if (step == "E" or phase.stage == 2) and step not in self.cache:
+            self.cache[step] = [frozen_branch.mean_scores(self._input(i))
+                                for i in range(len(self.dataset))]    # q (T, 1) or p (T, K)
+        frozen = self.cache.get(step)
+        opt = self.opt[step]
+        order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        total = torch.zeros((), device=dev)
+        pos, n_snip = torch.zeros((), device=dev), 0
+        for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
+            xs = self._input(i)                                       # (2, T, D)
+            T = xs.shape[1]
+            mask = torch.ones(1, T, dtype=torch.bool, device=dev)
+            labels = self.dataset.videos[i].labels.to(dev)[None]      # (1, K)
+            if step == "M":
+                q = frozen[i][None, :, 0] if phase.stage == 2 else None  # (1, T)
+                target = m_step_targets(labels, mask, phase.stage, q, self.gamma)[0]  # (T, K)
+                positive = target.amax(dim=1)
+            else:
+                target = e_step_targets(frozen[i][None], labels, mask)[0][:, None]  # (T, 1)
+                positive = target
+            total += trained.loss_and_grad(xs, target)
+            opt.step()
+            pos += positive.sum()
+            n_snip += T
+        trained.store()
+        return {"loss": total.item() / max(len(order), 1), "positive": pos.item() / max(n_snip, 1)}
+
+    def _batched_epoch(self, phase):
+        """Padded batches of videos through autograd (--batch-size > 1 or --amp)."""
         model, dev, step = self.model, self.device, phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
             with autocast(dev, self.amp):
@@ -217,8 +283,6 @@ class EMTrainer:
                                     frozen_outputs(model, self.dataset, step, dev)]
         frozen = self.cache.get(step)
         opt = self.opt[step]
-        for g in opt.param_groups:
-            g["lr"] = self.lr * phase.lr_mult
         model.train()
         total, n_videos, pos, n_snip = 0.0, 0, 0.0, 0
         n_batches = -(-len(self.dataset) // self.batch_size)
@@ -248,10 +312,7 @@ class EMTrainer:
             n_videos += len(b["names"])
             pos += float(positive.sum())
             n_snip += int(mask.sum())
-        # this step's branch moved: the other step's frozen outputs are stale
-        self.cache.pop("E" if step == "M" else "M", None)
-        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1),
-                "lr": self.lr * phase.lr_mult}
+        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
 
 
 def describe_epoch(phase, n_epochs, stats, seconds):

@@ -1,0 +1,108 @@
+"""The EM step of one video, by hand: a few batched matrix products and nothing else.
+
+With one video per step (the paper's and the released code's setting), autograd and
+Conv1d spend a third of the time on things the step does not need: padding copies,
+transposing copies, a general convolution backward, and graph bookkeeping. Here both
+streams of a branch run as batched products over the feature rows exactly as they are
+stored, and the backward pass computes only the weight gradients Adam needs (features
+need none). The kernel-3 convolution is three shifted products:
+
+    z[t] = b + W0 x[t-1] + W1 x[t] + W2 x[t+1]        (x[-1] = x[T] = 0, as Conv1d pads)
+
+`PackedBranch` holds a branch's weights laid out for these products (stream first);
+`load` and `store` copy them from and to the nn.Module, whose layout is the released
+code's. The gradients equal autograd's through Conv1d, ReLU, Linear, Sigmoid and torch's
+BCE (its saturation included); tests/test_fast_step.py checks that to 1e-6.
+"""
+import torch
+import torch.nn.functional as F
+
+BRANCH_MODULES = {"cls": ("cls_rgb", "cls_flow", "cls_tail_rgb", "cls_tail_flow"),
+                  "key": ("key_rgb", "key_flow", "key_tail_rgb", "key_tail_flow")}
+BCE_EPS = 1e-12       # torch's BCE backward divides by max(y (1 - y), 1e-12)
+
+
+class PackedBranch:
+    """One branch (classifier p or key-instance q) of both streams.
+
+    W (3, 2, D, H): conv weight [tap, stream, in, out]; b (2, 1, H); V (2, H, O): the
+    Linear weight transposed; c (2, 1, O). Gradients go to preallocated .grad tensors.
+    """
+
+    def __init__(self, model, kind):
+        trunk_rgb, trunk_flow, tail_rgb, tail_flow = (getattr(model, n)
+                                                      for n in BRANCH_MODULES[kind])
+        self.convs = [trunk_rgb[0], trunk_flow[0]]
+        self.linears = [tail_rgb[1], tail_flow[1]]
+        H, D, _ = self.convs[0].weight.shape
+        O = self.linears[0].weight.shape[0]
+        like = self.convs[0].weight
+        self.W = like.new_zeros(3, 2, D, H)
+        self.b = like.new_zeros(2, 1, H)
+        self.V = like.new_zeros(2, H, O)
+        self.c = like.new_zeros(2, 1, O)
+        for p in self.params():
+            p.grad = torch.zeros_like(p)
+        self.load()
+
+    def params(self):
+        return [self.W, self.b, self.V, self.c]
+
+    @torch.no_grad()
+    def load(self):
+        """Module -> packed (after a checkpoint was loaded into the module, for instance)."""
+        for s, (conv, lin) in enumerate(zip(self.convs, self.linears)):
+            self.W[:, s].copy_(conv.weight.permute(2, 1, 0))       # (H, D, 3) -> (3, D, H)
+            self.b[s, 0].copy_(conv.bias)
+            self.V[s].copy_(lin.weight.t())                        # (O, H) -> (H, O)
+            self.c[s, 0].copy_(lin.bias)
+
+    @torch.no_grad()
+    def store(self):
+        """Packed -> module."""
+        for s, (conv, lin) in enumerate(zip(self.convs, self.linears)):
+            conv.weight.copy_(self.W[:, s].permute(2, 1, 0))
+            conv.bias.copy_(self.b[s, 0])
+            lin.weight.copy_(self.V[s].t())
+            lin.bias.copy_(self.c[s, 0])
+
+    def forward(self, xs):
+        """xs (2, T, D): RGB and flow rows of one video (any row stride).
+        Returns z (2, T, H) before the ReLU, a = relu(z), y (2, T, O) after the sigmoid."""
+        z = torch.baddbmm(self.b, xs, self.W[1])                   # (2, T, H)
+        if xs.shape[1] > 1:
+            z[:, 1:].baddbmm_(xs[:, :-1], self.W[0])               # W0 x[t-1]
+            z[:, :-1].baddbmm_(xs[:, 1:], self.W[2])               # W2 x[t+1]
+        a = z.clamp_min(0)
+        y = torch.baddbmm(self.c, a, self.V).sigmoid_()            # (2, T, O)
+        return z, a, y
+
+    @torch.no_grad()
+    def mean_scores(self, xs):
+        """Stream-averaged output (T, O) of the branch, e.g. the frozen p or q."""
+        return self.forward(xs)[2].mean(dim=0)
+
+    @torch.no_grad()
+    def loss_and_grad(self, xs, target):
+        """Sum over streams and outputs of the mean BCE over the T snippets, and its
+        gradients into .grad. xs (2, T, D); target (T, O). Returns the loss (0-d tensor)."""
+        z, a, y = self.forward(xs)
+        T = xs.shape[1]
+        target = target.expand_as(y)
+        loss = F.binary_cross_entropy(y, target, reduction="sum") / T
+        # d loss / d logit: (y - t) / T, times torch's saturation factor s / max(s, eps)
+        s = y * (1 - y)
+        dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T        # (2, T, O)
+        torch.bmm(a.transpose(1, 2), dl, out=self.V.grad)          # (2, H, O)
+        torch.sum(dl, dim=1, keepdim=True, out=self.c.grad)        # (2, 1, O)
+        dz = torch.bmm(dl, self.V.transpose(1, 2)).mul_(z > 0)     # (2, T, H)
+        torch.sum(dz, dim=1, keepdim=True, out=self.b.grad)        # (2, 1, H)
+        gW = self.W.grad
+        torch.bmm(xs.transpose(1, 2), dz, out=gW[1])               # (2, D, H)
+        if T > 1:
+            torch.bmm(xs[:, :-1].transpose(1, 2), dz[:, 1:], out=gW[0])
+            torch.bmm(xs[:, 1:].transpose(1, 2), dz[:, :-1], out=gW[2])
+        else:
+            gW[0].zero_()
+            gW[2].zero_()
+        return loss

@@ -1,0 +1,86 @@
+"""The hand-written step against autograd through the nn.Module (the second implementation)."""
+import numpy as np
+import pytest
+import torch
+
+from em_trainer import e_step_loss, m_step_loss
+from fast_step import PackedBranch
+from model import EMMIL
+
+
+def _features(T, D, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, 2 * D, generator=g)              # (T, 2D): RGB then flow, as stored
+
+
+def _module_grads(model, kind, x, target):
+    """Loss and gradients by autograd through Conv1d, ReLU, Linear, Sigmoid, BCE."""
+    model.zero_grad(set_to_none=True)
+    D = x.shape[1] // 2
+    rgb, flow = x[None, :, :D], x[None, :, D:]
+    mask = torch.ones(1, x.shape[0], dtype=torch.bool)
+    if kind == "cls":
+        loss = m_step_loss(*model.cls_streams(rgb, flow), target[None], mask)
+        mods = model.cls_branches()
+    else:
+        loss = e_step_loss(*model.key_streams(rgb, flow), target[None, :, 0], mask)
+        mods = model.key_branches()
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for m in mods for n, p in m.named_parameters()}, mods
+
+
+@pytest.mark.parametrize("kind", ["cls", "key"])
+@pytest.mark.parametrize("T", [1, 2, 37])
+def test_loss_and_gradients_equal_autograd(kind, T):
+    torch.manual_seed(T)
+    D, K = 16, 5
+    model = EMMIL(K, feature_dim=D, hidden_dim=8)
+    x = _features(T, D, seed=T)
+    O = K if kind == "cls" else 1
+    target = (torch.rand(T, O) > 0.5).float()
+    loss_ref, grads, mods = _module_grads(model, kind, x, target)
+
+    packed = PackedBranch(model, kind)
+    xs = x.view(T, 2, D).transpose(0, 1)                   # (2, T, D) view, no copy
+    loss = packed.loss_and_grad(xs, target)
+    assert abs(loss.item() - loss_ref) < 1e-6 * max(1.0, loss_ref)
+    trunk_rgb, trunk_flow, tail_rgb, tail_flow = mods
+    for s, (trunk, tail) in enumerate([(trunk_rgb, tail_rgb), (trunk_flow, tail_flow)]):
+        conv, lin = trunk[0], tail[1]
+        np.testing.assert_allclose(packed.W.grad[:, s].permute(2, 1, 0).numpy(),
+                                   conv.weight.grad.numpy(), atol=1e-6)
+        np.testing.assert_allclose(packed.b.grad[s, 0].numpy(), conv.bias.grad.numpy(), atol=1e-6)
+        np.testing.assert_allclose(packed.V.grad[s].t().numpy(), lin.weight.grad.numpy(), atol=1e-6)
+        np.testing.assert_allclose(packed.c.grad[s, 0].numpy(), lin.bias.grad.numpy(), atol=1e-6)
+
+
+def test_saturated_sigmoid_gradient_vanishes_as_in_torch_bce():
+    """Where y (1 - y) underflows, torch's BCE-after-sigmoid gives no gradient; so do we."""
+    model = EMMIL(2, feature_dim=4, hidden_dim=3)
+    with torch.no_grad():
+        model.cls_tail_rgb[1].bias.fill_(40.0)             # y == 1.0 in float32 on RGB
+    x = _features(6, 4, seed=0)
+    target = torch.zeros(6, 2)
+    loss_ref, grads, mods = _module_grads(model, "cls", x, target)
+    packed = PackedBranch(model, "cls")
+    loss = packed.loss_and_grad(x.view(6, 2, 4).transpose(0, 1), target)
+    assert loss.item() == pytest.approx(loss_ref, rel=1e-6)
+    assert loss_ref > 100                                  # the clamped log(0) = -100 counted
+    assert torch.all(packed.c.grad[0] == 0)                # no gradient through y == 1
+    np.testing.assert_allclose(packed.c.grad[0, 0].numpy(),
+                               mods[2][1].bias.grad.numpy(), atol=1e-7)
+    np.testing.assert_allclose(packed.c.grad[1, 0].numpy(),
+                               mods[3][1].bias.grad.numpy(), atol=1e-6)
+
+
+def test_store_and_load_round_trip_the_module_layout():
+    torch.manual_seed(0)
+    model, other = EMMIL(3, feature_dim=8, hidden_dim=4), EMMIL(3, feature_dim=8, hidden_dim=4)
+    PackedBranch(model, "key").store()                      # no change
+    packed = PackedBranch(model, "cls")
+    packed.convs, packed.linears = ([other.cls_rgb[0], other.cls_flow[0]],
+                                    [other.cls_tail_rgb[1], other.cls_tail_flow[1]])
+    packed.store()                                         # model's cls weights -> other
+    for a, b in zip(model.cls_parameters(), other.cls_parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(model.key_rgb[0].weight, other.key_rgb[0].weight)
