@@ -174,6 +174,21 @@ def progress(iterable, total, desc, enabled):
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=None if enabled else True)
 
 
+class VideoInputs:
+    """Per video, its (2, T, D) float32 features on the device. On a GPU they are copied
+    there once; on the CPU they are views of the features in RAM (or read from disk when
+    streamed) at every access."""
+
+    def __init__(self, videos, device):
+        self.videos = videos
+        self.held = None
+        if torch.device(device).type != "cpu":
+            self.held = [stream_pair(v.features).to(device) for v in videos]
+
+    def __getitem__(self, i):
+        return self.held[i] if self.held is not None else stream_pair(self.videos[i].features)
+
+
 def adam(params, lr):
     """Adam with the fused kernel (one pass over the parameters instead of several)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
@@ -198,7 +213,7 @@ class EMTrainer:
         if self.fast:
             self.packed = {"M": PackedBranch(model, "cls"), "E": PackedBranch(model, "key")}
             self.opt = {k: adam(b.params(), lr) for k, b in self.packed.items()}
-            self.inputs = self._device_inputs()
+            self.inputs = VideoInputs(self.dataset.videos, device)
         else:
             self.opt = {"M": adam(model.cls_parameters(), lr),
                         "E": adam(model.key_parameters(), lr)}
@@ -216,18 +231,6 @@ class EMTrainer:
         self.opt["E"].load_state_dict(state["opt_E"])
         self.generator.set_state(state["generator"])
         self.cache = {}
-
-    def _device_inputs(self):
-        """Per video, (2, T, D) features on the device: held there once on a GPU; on the CPU
-        None (views of the features in RAM, or read from disk, at every step)."""
-        if torch.device(self.device).type == "cpu":
-            return None
-        return [stream_pair(v.features).to(self.device) for v in self.dataset.videos]
-
-    def _input(self, i):
-        if self.inputs is not None:
-            return self.inputs[i]
-        return stream_pair(self.dataset.videos[i].features)       # (2, T, D)
 
     def train_epoch(self, phase):
         """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
@@ -248,7 +251,7 @@ class EMTrainer:
         trained = self.packed[step]
         frozen_branch = self.packed["E" if step == "M" else "M"]
         if (step == "E" or phase.stage == 2) and step not in self.cache:
-            self.cache[step] = [frozen_branch.mean_scores(self._input(i))
+            self.cache[step] = [frozen_branch.mean_scores(self.inputs[i])
                                 for i in range(len(self.dataset))]    # q (T, 1) or p (T, K)
         frozen = self.cache.get(step)
         opt = self.opt[step]
@@ -256,7 +259,7 @@ class EMTrainer:
         total = torch.zeros((), device=dev)
         pos, n_snip = torch.zeros((), device=dev), 0
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
-            xs = self._input(i)                                       # (2, T, D)
+            xs = self.inputs[i]                                       # (2, T, D)
             T = xs.shape[1]
             mask = torch.ones(1, T, dtype=torch.bool, device=dev)
             labels = self.dataset.videos[i].labels.to(dev)[None]      # (1, K)
@@ -330,6 +333,7 @@ class ClassifierTrainer:
         self.amp, self.show_progress = amp, show_progress
         self.opt = adam(model.parameters(), lr)
         self.generator = torch.Generator().manual_seed(seed)
+        self.inputs = VideoInputs(dataset.videos, device) if batch_size == 1 else None
 
     def state_dict(self):
         return {"opt": self.opt.state_dict(), "generator": self.generator.get_state()}
@@ -342,21 +346,35 @@ class ClassifierTrainer:
         total, n = 0.0, 0
         self.model.train()
         n_batches = -(-len(self.dataset) // self.batch_size)
-        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
-                              f"classifier epoch {epoch}", self.show_progress):
-            b = _to(batch, self.device)
-            keep = b["labels"].sum(dim=1) > 0
-            if not keep.any():
+        for b in progress(self._batches(), n_batches, f"classifier epoch {epoch}",
+                          self.show_progress):
+            keep = b["labels"].sum(dim=1) > 0                 # videos with a label
+            n_keep = int(keep.sum())
+            if n_keep == 0:
                 continue
+            if n_keep < len(keep):                             # (a copy: only when needed)
+                b = {k: b[k][keep] for k in ("rgb", "flow", "mask", "labels")}
             self.opt.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
-                scores = self.model(b["rgb"][keep], b["flow"][keep], b["mask"][keep])  # (B, K)
-            loss = video_classifier_loss(scores.float(), b["labels"][keep])
+                scores = self.model(b["rgb"], b["flow"], b["mask"])             # (B, K)
+            loss = video_classifier_loss(scores.float(), b["labels"])
             loss.backward()
             self.opt.step()
-            total += loss.item()
-            n += int(keep.sum())
-        return {"loss": total / max(n, 1)}
+            total += loss.detach()
+            n += n_keep
+        return {"loss": float(total) / max(n, 1)}
+
+    def _batches(self):
+        """Batches on the device; one video: views of its features, no padding copy."""
+        if self.inputs is None:
+            for batch in batches(self.dataset, self.batch_size, self.generator):
+                yield _to(batch, self.device)
+            return
+        for i in torch.randperm(len(self.dataset), generator=self.generator).tolist():
+            xs = self.inputs[i]                                          # (2, T, D)
+            yield {"rgb": xs[0][None], "flow": xs[1][None],              # (1, T, D)
+                   "mask": torch.ones(1, xs.shape[1], dtype=torch.bool, device=self.device),
+                   "labels": self.dataset.videos[i].labels[None].to(self.device)}
 
 
 def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):

@@ -29,7 +29,7 @@ class PackedBranch:
     Linear weight transposed; c (2, 1, O). Gradients go to preallocated .grad tensors.
     """
 
-    def __init__(self, model, kind):
+    def __init__(self, model, kind, grads=True):
         trunk_rgb, trunk_flow, tail_rgb, tail_flow = (getattr(model, n)
                                                       for n in BRANCH_MODULES[kind])
         self.convs = [trunk_rgb[0], trunk_flow[0]]
@@ -41,8 +41,9 @@ class PackedBranch:
         self.b = like.new_zeros(2, 1, H)
         self.V = like.new_zeros(2, H, O)
         self.c = like.new_zeros(2, 1, O)
-        for p in self.params():
-            p.grad = torch.zeros_like(p)
+        if grads:
+            for p in self.params():
+                p.grad = torch.zeros_like(p)
         self.load()
 
     def params(self):
@@ -106,3 +107,17 @@ class PackedBranch:
             gW[0].zero_()
             gW[2].zero_()
         return loss
+
+
+class PackedModel:
+    """Test-time scores of an EMMIL model from packed copies of its weights (a snapshot:
+    build a new one after the weights change)."""
+
+    def __init__(self, model):
+        self.key = PackedBranch(model, "key", grads=False)
+        self.cls = PackedBranch(model, "cls", grads=False)
+
+    @torch.no_grad()
+    def __call__(self, xs):
+        """xs (2, T, D) -> stream-averaged q (T,) and p (T, K), as EMMIL.forward."""
+        return self.key.mean_scores(xs)[:, 0], self.cls.mean_scores(xs)

@@ -17,11 +17,12 @@ import torch
 
 import evaluate
 import synthetic
-from dataset import SnippetDataset, collate, load_dataset
+from dataset import SnippetDataset, load_dataset, stream_pair
 from detection import (PostProcess, attention_scores, detect_batch, localisation_scores,
                        segments_frame, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
                         parse_schedule, progress)
+from fast_step import PackedModel
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts, resume_opts, save_opts
 from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, resolve_device,
@@ -145,6 +146,37 @@ def load_checkpoint(folder):
 # 4. detection -----------------------------------------------------------------
 
 @torch.no_grad()
+@torch.no_grad()
+def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=False,
+                 show_progress=False):
+    """The test pass: per video its localisation scores (T, K) (numpy float64) and the
+    video scores (N, K). One video at a time, its features read once (a view in RAM)."""
+    classifier.eval()
+    packed = PackedModel(model) if method == "emmil" and not amp else None
+    model.eval()
+    curves, video_scores = [], []
+    for v in progress(videos, len(videos), "detection", show_progress):
+        xs = stream_pair(v.features).to(device)                           # (2, T, D)
+        rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
+        mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
+            if method != "emmil":
+                q = p = None
+            elif packed is not None:
+                q, p = packed(xs)                                          # (T,), (T, K)
+            else:
+                q, p = (x[0] for x in model(rgb, flow))
+        a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
+        video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
+        if method == "emmil":
+            curves.append(localisation_scores(q.double().cpu().numpy(),
+                                              p.double().cpu().numpy(), lam))
+        else:
+            curves.append(attention_scores(a, c))
+    return curves, np.stack(video_scores)
+
+
 def localise(model, classifier, dataset, classes, opts, device, show_progress=False,
              ambiguous=()):
     """Detections of every video of `dataset` (DataFrame) and the video scores (N, K).
@@ -155,24 +187,10 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
     for video, s, e in ambiguous:
         if video in index:
             spans.setdefault(index[video], []).append((s, e))
-    model.eval()
-    classifier.eval()
-    all_scores, video_scores = [], []
-    for i in progress(range(len(dataset)), len(dataset), "detection", show_progress):
-        b = collate([dataset[i]])
-        rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=opts.amp):
-            a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
-            q, p = model(rgb, flow) if opts.method == "emmil" else (None, None)
-        a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
-        video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
-        if opts.method == "emmil":
-            all_scores.append(localisation_scores(q[0].double().cpu().numpy(),
-                                                  p[0].double().cpu().numpy(), opts.lam))
-        else:
-            all_scores.append(attention_scores(a, c))
-    video_scores = np.stack(video_scores)                                  # (N, K)
-    found = detect_batch(all_scores, video_scores, post, snippet_seconds=opts.snippet_seconds,
+    curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=opts.lam,
+                                        method=opts.method, amp=opts.amp,
+                                        show_progress=show_progress)
+    found = detect_batch(curves, video_scores, post, snippet_seconds=opts.snippet_seconds,
                          durations=[v.duration for v in dataset.videos], ambiguous=spans)
     return segments_frame([v.name for v in dataset.videos], found, classes), video_scores
 

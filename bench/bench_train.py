@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dataset import SnippetDataset, Video, collate  # noqa: E402
-from detection import (PostProcess, detect_batch, detect_video, localisation_scores,  # noqa: E402
-                       segments_frame)
+from dataset import SnippetDataset, Video  # noqa: E402
+from detection import PostProcess, detect_batch, segments_frame  # noqa: E402
 from em_trainer import ClassifierTrainer, EMTrainer, Phase, reference_epoch  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
+from run import score_videos  # noqa: E402
 
 K, D, H = 20, 1024, 256
 POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
@@ -67,7 +67,7 @@ def needed_flops(phase, snippets):
     elif phase == "M2":
         per = 2 * (2 * CONV + 3 * 2 * H * K) + 2 * (CONV + 2 * H)       # + frozen q, once
     elif phase == "cls":
-        per = 2 * 3 * 2 * D * (K + 1)
+        per = 2 * 2 * 2 * D * (K + 1)           # forward + weight gradient, both streams
     else:   # test pass: all four branches and the classifier, forward only
         per = 2 * (2 * CONV + 2 * H * (K + 1)) + 2 * 2 * D * (K + 1)
     return per * snippets
@@ -83,17 +83,11 @@ def timed(fn, device):
     return time.perf_counter() - t0
 
 
-@torch.no_grad()
 def test_pass(model, clf, videos, device):
-    for v in videos:
-        b = collate([{"rgb": v.features[:, :D], "flow": v.features[:, D:], "labels": v.labels,
-                      "name": v.name, "index": 0, "duration": v.duration}])
-        rgb, flow, mask = b["rgb"].to(device), b["flow"].to(device), b["mask"].to(device)
-        vs = clf(rgb, flow, mask)[0].cpu().numpy()
-        q, p = model(rgb, flow)
-        detect_video(v.name, localisation_scores(q[0].cpu().numpy(), p[0].cpu().numpy(), 0.8),
-                     vs, POST, snippet_seconds=0.64,
-                     duration=v.duration, classes=[str(c) for c in range(K)])
+    """run.py's test pass: the networks (score_videos), then detection across videos."""
+    curves, video_scores = score_videos(model, clf, videos, device, lam=0.8)
+    detect_batch(curves, video_scores, POST, snippet_seconds=0.64,
+                 durations=[v.duration for v in videos])
 
 
 def detect_loop(scores, video_scores, cls_threshold, loc_threshold, snippet_seconds, duration):
