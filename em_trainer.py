@@ -177,13 +177,14 @@ def progress(iterable, total, desc, enabled):
 class VideoInputs:
     """Per video, its (2, T, D) float32 features on the device. On a GPU they are copied
     there once; on the CPU they are views of the features in RAM (or read from disk when
-    streamed) at every access."""
+    streamed) at every access. `labels[i]`: the (K,) label on the device."""
 
     def __init__(self, videos, device):
         self.videos = videos
         self.held = None
         if torch.device(device).type != "cpu":
             self.held = [stream_pair(v.features).to(device) for v in videos]
+        self.labels = [v.labels.to(device) for v in videos]
 
     def __getitem__(self, i):
         return self.held[i] if self.held is not None else stream_pair(self.videos[i].features)
@@ -262,7 +263,7 @@ class EMTrainer:
             xs = self.inputs[i]                                       # (2, T, D)
             T = xs.shape[1]
             mask = torch.ones(1, T, dtype=torch.bool, device=dev)
-            labels = self.dataset.videos[i].labels.to(dev)[None]      # (1, K)
+            labels = self.inputs.labels[i][None]                      # (1, K)
             if step == "M":
                 q = frozen[i][None, :, 0] if phase.stage == 2 else None  # (1, T)
                 target = m_step_targets(labels, mask, phase.stage, q, self.gamma)[0]  # (T, K)
@@ -346,13 +347,13 @@ class ClassifierTrainer:
         total, n = 0.0, 0
         self.model.train()
         n_batches = -(-len(self.dataset) // self.batch_size)
-        for b in progress(self._batches(), n_batches, f"classifier epoch {epoch}",
-                          self.show_progress):
-            keep = b["labels"].sum(dim=1) > 0                 # videos with a label
-            n_keep = int(keep.sum())
+        for b, keep in progress(self._batches(), n_batches, f"classifier epoch {epoch}",
+                                self.show_progress):
+            n_keep = int(keep.sum())                           # videos with a label
             if n_keep == 0:
                 continue
             if n_keep < len(keep):                             # (a copy: only when needed)
+                keep = keep.to(self.device)
                 b = {k: b[k][keep] for k in ("rgb", "flow", "mask", "labels")}
             self.opt.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
@@ -365,16 +366,18 @@ class ClassifierTrainer:
         return {"loss": float(total) / max(n, 1)}
 
     def _batches(self):
-        """Batches on the device; one video: views of its features, no padding copy."""
+        """(batch on the device, keep (B,) bool on the CPU: the videos with a label). One
+        video per batch: views of its features, no padding copy."""
         if self.inputs is None:
             for batch in batches(self.dataset, self.batch_size, self.generator):
-                yield _to(batch, self.device)
+                yield _to(batch, self.device), batch["labels"].sum(dim=1) > 0
             return
         for i in torch.randperm(len(self.dataset), generator=self.generator).tolist():
             xs = self.inputs[i]                                          # (2, T, D)
-            yield {"rgb": xs[0][None], "flow": xs[1][None],              # (1, T, D)
-                   "mask": torch.ones(1, xs.shape[1], dtype=torch.bool, device=self.device),
-                   "labels": self.dataset.videos[i].labels[None].to(self.device)}
+            yield ({"rgb": xs[0][None], "flow": xs[1][None],             # (1, T, D)
+                    "mask": torch.ones(1, xs.shape[1], dtype=torch.bool, device=self.device),
+                    "labels": self.inputs.labels[i][None]},              # (1, K)
+                   self.dataset.videos[i].labels[None].sum(dim=1) > 0)
 
 
 def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):
