@@ -122,7 +122,7 @@ def stream_pair(features):
     if isinstance(features, LazyFeatures):
         return torch.stack(features.read())
     x = features.float()
-    return x.reshape(x.shape[0], 2, STREAM_DIM).transpose(0, 1)
+    return x.reshape(x.shape[0], 2, x.shape[1] // 2).transpose(0, 1)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset import collate, stream_pair
-from fast_step import PackedBranch
+from fast_step import PackedBranch, PackedClassifier
 from model import video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
 from utils import InputError
@@ -326,15 +326,21 @@ def describe_epoch(phase, n_epochs, stats, seconds):
 
 
 class ClassifierTrainer:
-    """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label."""
+    """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label.
+    One video per step in float32 (the default) uses the hand-written step of fast_step.py."""
 
     def __init__(self, model, dataset, lr, batch_size, device, seed, amp=False,
                  show_progress=False):
         self.model, self.dataset, self.batch_size, self.device = model, dataset, batch_size, device
         self.amp, self.show_progress = amp, show_progress
-        self.opt = adam(model.parameters(), lr)
+        self.fast = batch_size == 1 and not amp
+        if self.fast:
+            self.packed = PackedClassifier(model)
+            self.opt = adam(self.packed.params(), lr)
+            self.inputs = VideoInputs(dataset.videos, device)
+        else:
+            self.opt = adam(model.parameters(), lr)
         self.generator = torch.Generator().manual_seed(seed)
-        self.inputs = VideoInputs(dataset.videos, device) if batch_size == 1 else None
 
     def state_dict(self):
         return {"opt": self.opt.state_dict(), "generator": self.generator.get_state()}
@@ -344,40 +350,43 @@ class ClassifierTrainer:
         self.generator.set_state(state["generator"])
 
     def train_epoch(self, epoch=0):
+        """One epoch; returns dict(loss=mean loss per labelled video)."""
+        desc = f"classifier epoch {epoch}"
+        if not self.fast:
+            return self._batched_epoch(desc)
+        self.packed.load()                 # the module may have been loaded from a checkpoint
+        total, n = torch.zeros((), device=self.device), 0
+        order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        for i in progress(order, len(order), desc, self.show_progress):
+            if self.dataset.videos[i].labels.sum() <= 0:         # no label: nothing to learn
+                continue
+            total += self.packed.loss_and_grad(self.inputs[i], self.inputs.labels[i])
+            self.opt.step()
+            n += 1
+        self.packed.store()
+        return {"loss": total.item() / max(n, 1)}
+
+    def _batched_epoch(self, desc):
+        """Padded batches through autograd (--batch-size > 1 or --amp)."""
         total, n = 0.0, 0
         self.model.train()
         n_batches = -(-len(self.dataset) // self.batch_size)
-        for b, keep in progress(self._batches(), n_batches, f"classifier epoch {epoch}",
-                                self.show_progress):
-            n_keep = int(keep.sum())                           # videos with a label
-            if n_keep == 0:
+        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
+                              desc, self.show_progress):
+            keep = batch["labels"].sum(dim=1) > 0                # videos with a label
+            if not keep.any():
                 continue
-            if n_keep < len(keep):                             # (a copy: only when needed)
-                keep = keep.to(self.device)
-                b = {k: b[k][keep] for k in ("rgb", "flow", "mask", "labels")}
+            b = _to({k: batch[k][keep] for k in ("rgb", "flow", "mask", "labels")},
+                    self.device)
             self.opt.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
                 scores = self.model(b["rgb"], b["flow"], b["mask"])             # (B, K)
             loss = video_classifier_loss(scores.float(), b["labels"])
             loss.backward()
             self.opt.step()
-            total += loss.detach()
-            n += n_keep
-        return {"loss": float(total) / max(n, 1)}
-
-    def _batches(self):
-        """(batch on the device, keep (B,) bool on the CPU: the videos with a label). One
-        video per batch: views of its features, no padding copy."""
-        if self.inputs is None:
-            for batch in batches(self.dataset, self.batch_size, self.generator):
-                yield _to(batch, self.device), batch["labels"].sum(dim=1) > 0
-            return
-        for i in torch.randperm(len(self.dataset), generator=self.generator).tolist():
-            xs = self.inputs[i]                                          # (2, T, D)
-            yield ({"rgb": xs[0][None], "flow": xs[1][None],             # (1, T, D)
-                    "mask": torch.ones(1, xs.shape[1], dtype=torch.bool, device=self.device),
-                    "labels": self.inputs.labels[i][None]},              # (1, K)
-                   self.dataset.videos[i].labels[None].sum(dim=1) > 0)
+            total += loss.item()
+            n += int(keep.sum())
+        return {"loss": total / max(n, 1)}
 
 
 def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):

@@ -121,3 +121,69 @@ class PackedModel:
     def __call__(self, xs):
         """xs (2, T, D) -> stream-averaged q (T,) and p (T, K), as EMMIL.forward."""
         return self.key.mean_scores(xs)[:, 0], self.cls.mean_scores(xs)
+
+
+class PackedClassifier:
+    """The UntrimmedNet-style video classifier, by hand, for one video per step.
+
+    Both streams' attention and class layers are one product: W (2, D, 1 + K) [stream, in,
+    (attention, classes)], b (2, 1, 1 + K). Layout of the module: att_<s>.0, cls_<s>.0.
+    """
+
+    def __init__(self, classifier):
+        self.model = classifier
+        self.pairs = [(classifier.att_rgb[0], classifier.cls_rgb[0]),
+                      (classifier.att_flow[0], classifier.cls_flow[0])]
+        K, D = self.pairs[0][1].weight.shape
+        like = self.pairs[0][1].weight
+        self.W = like.new_zeros(2, D, 1 + K)
+        self.b = like.new_zeros(2, 1, 1 + K)
+        for p in self.params():
+            p.grad = torch.zeros_like(p)
+        self.load()
+
+    def params(self):
+        return [self.W, self.b]
+
+    @torch.no_grad()
+    def load(self):
+        for s, (att, cls) in enumerate(self.pairs):
+            self.W[s, :, 0].copy_(att.weight[0])
+            self.W[s, :, 1:].copy_(cls.weight.t())
+            self.b[s, 0, 0].copy_(att.bias[0])
+            self.b[s, 0, 1:].copy_(cls.bias)
+
+    @torch.no_grad()
+    def store(self):
+        for s, (att, cls) in enumerate(self.pairs):
+            att.weight[0].copy_(self.W[s, :, 0])
+            cls.weight.copy_(self.W[s, :, 1:].t())
+            att.bias[0].copy_(self.b[s, 0, 0])
+            cls.bias.copy_(self.b[s, 0, 1:])
+
+    @torch.no_grad()
+    def loss_and_grad(self, xs, labels):
+        """-sum_k y_k log(score_k) of one video (y: the L1-normalised label (K,)) and its
+        gradients into .grad. xs (2, T, D). Returns the loss (0-d tensor)."""
+        blend = self.model.blend
+        w = torch.tensor([blend, 1 - blend], dtype=xs.dtype, device=xs.device)   # (2,)
+        u = torch.baddbmm(self.b, xs, self.W)                      # (2, T, 1 + K)
+        a_s = torch.softmax(u[:, :, 0], dim=1)                     # (2, T) over time
+        c_s = torch.softmax(u[:, :, 1:], dim=2)                    # (2, T, K) over classes
+        a = w @ a_s                                                # (T,)
+        c = torch.einsum("s,stk->tk", w, c_s)                      # (T, K)
+        score = a @ c                                              # (K,)
+        y = labels / labels.sum().clamp_min(1e-12)
+        loss = -(y * torch.log(score.clamp_min(1e-12))).sum()
+        g = -y / score * (score >= 1e-12)                          # d loss / d score (K,)
+        da_s = w[:, None] * (c @ g)[None]                          # (2, T)
+        dc_s = w[:, None, None] * (a[:, None] * g[None])[None]     # (2, T, K)
+        du = torch.empty_like(u)                                   # softmax backward
+        du[:, :, 0] = a_s * (da_s - (a_s * da_s).sum(dim=1, keepdim=True))
+        du[:, :, 1:] = c_s * (dc_s - (c_s * dc_s).sum(dim=2, keepdim=True))
+        torch.bmm(xs.transpose(1, 2), du, out=self.W.grad)         # (2, D, 1 + K)
+        torch.sum(du, dim=1, keepdim=True, out=self.b.grad)        # (2, 1, 1 + K)
+        # a softmax over time ignores a constant: the attention bias's gradient is exactly 0
+        # (autograd leaves rounding noise there, which Adam would blow up to lr-sized steps)
+        self.b.grad[:, 0, 0] = 0
+        return loss

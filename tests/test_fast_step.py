@@ -123,3 +123,82 @@ def test_cuda_training_follows_cpu_training():
         assert abs(a["positive"] - b["positive"]) < 0.05, phase       # a snippet or two
     for (name, x), y in zip(cpu.state_dict().items(), gpu.state_dict().values()):
         np.testing.assert_allclose(x.numpy(), y.cpu().numpy(), atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("labels", [[1, 0, 0, 1], [0, 0, 1, 0]])
+def test_classifier_loss_and_gradients_equal_autograd(labels):
+    from fast_step import PackedClassifier
+    from model import UntrimmedNetClassifier, video_classifier_loss
+    torch.manual_seed(0)
+    D, T = 16, 23
+    clf = UntrimmedNetClassifier(4, feature_dim=D)
+    x = _features(T, D, seed=5)
+    y = torch.tensor(labels, dtype=torch.float32)
+    scores = clf(x[None, :, :D], x[None, :, D:], torch.ones(1, T, dtype=torch.bool))
+    loss_ref = video_classifier_loss(scores, y[None])
+    loss_ref.backward()
+    packed = PackedClassifier(clf)
+    loss = packed.loss_and_grad(x.view(T, 2, D).transpose(0, 1), y)
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
+    for s, (att, cls) in enumerate(packed.pairs):
+        np.testing.assert_allclose(packed.W.grad[s, :, 0].numpy(), att.weight.grad[0].numpy(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(packed.W.grad[s, :, 1:].t().numpy(), cls.weight.grad.numpy(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(packed.b.grad[s, 0, 0].item(), att.bias.grad[0].item(),
+                                   atol=1e-6)
+        np.testing.assert_allclose(packed.b.grad[s, 0, 1:].numpy(), cls.bias.grad.numpy(),
+                                   atol=1e-6)
+    packed.W.add_(1.0)
+    packed.store()
+    np.testing.assert_allclose(clf.cls_flow[0].weight.detach().numpy(),
+                               packed.W[1, :, 1:].t().numpy())
+
+
+def test_classifier_trainer_equals_a_plain_autograd_loop():
+    """Two epochs of the hand-written classifier step = the plain loop (same video order)."""
+    import copy
+    from dataset import SnippetDataset, Video
+    from em_trainer import ClassifierTrainer
+    from model import UntrimmedNetClassifier, video_classifier_loss
+    g = torch.Generator().manual_seed(2)
+    D = 16
+    videos = [Video(f"v{i}", "train", torch.randn(T, 2 * D, generator=g),
+                    torch.tensor(lab, dtype=torch.float32), T * 0.64)
+              for i, (T, lab) in enumerate([(7, [1, 0, 0]), (12, [0, 1, 1]), (3, [0, 0, 0]),
+                                            (20, [0, 0, 1])])]
+    data = SnippetDataset(videos, 0.64)
+    torch.manual_seed(0)
+    ours = UntrimmedNetClassifier(3, feature_dim=D)
+    ref = copy.deepcopy(ours)
+    start = copy.deepcopy(ours.state_dict())
+    trainer = ClassifierTrainer(ours, data, 1e-3, 1, "cpu", seed=4)
+    assert trainer.fast
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    order_gen = torch.Generator().manual_seed(4)
+    for epoch in range(2):
+        stats = trainer.train_epoch(epoch)
+        losses = []
+        for i in torch.randperm(len(videos), generator=order_gen).tolist():
+            v = videos[i]
+            if v.labels.sum() == 0:
+                continue
+            opt.zero_grad()
+            mask = torch.ones(1, v.features.shape[0], dtype=torch.bool)
+            loss = video_classifier_loss(ref(v.features[None, :, :D], v.features[None, :, D:],
+                                             mask), v.labels[None])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert stats["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        if name.startswith("att_") and name.endswith("bias"):
+            # no effect on any output (softmax over time); its true gradient is 0, which we
+            # keep exactly, while autograd's rounding noise moves it by Adam-sized steps
+            assert torch.equal(a, start[name])
+            continue
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=name)
+    x = videos[1].features[None]
+    mask = torch.ones(1, x.shape[1], dtype=torch.bool)
+    np.testing.assert_allclose(ours(x[..., :D], x[..., D:], mask).detach().numpy(),
+                               ref(x[..., :D], x[..., D:], mask).detach().numpy(), atol=1e-6)
