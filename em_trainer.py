@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset import collate, stream_pair
-from fast_step import PackedBranch, PackedClassifier
+from fast_step import PackedBranch, PackedClassifier, compute_dtype
 from model import video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
 from utils import InputError
@@ -208,11 +208,13 @@ class EMTrainer:
         self.model, self.lr, self.gamma = model, lr, gamma
         self.batch_size, self.device, self.log = batch_size, device, log
         self.amp, self.show_progress = amp, show_progress
-        # one video per step in float32 (the default): the hand-written step of fast_step.py
-        # on packed copies of the weights; otherwise autograd on padded batches
-        self.fast = batch_size == 1 and not amp
+        # one video per step (the default): the hand-written step of fast_step.py on packed
+        # copies of the weights; several videos per step: autograd on padded batches
+        self.fast = batch_size == 1
         if self.fast:
-            self.packed = {"M": PackedBranch(model, "cls"), "E": PackedBranch(model, "key")}
+            dt = compute_dtype(amp)
+            self.packed = {"M": PackedBranch(model, "cls", dtype=dt),
+                           "E": PackedBranch(model, "key", dtype=dt)}
             self.opt = {k: adam(b.params(), lr) for k, b in self.packed.items()}
             self.inputs = VideoInputs(self.dataset.videos, device)
         else:
@@ -279,7 +281,7 @@ class EMTrainer:
         return {"loss": total.item() / max(len(order), 1), "positive": pos.item() / max(n_snip, 1)}
 
     def _batched_epoch(self, phase):
-        """Padded batches of videos through autograd (--batch-size > 1 or --amp)."""
+        """Padded batches of videos through autograd (--batch-size > 1)."""
         model, dev, step = self.model, self.device, phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
             with autocast(dev, self.amp):
@@ -327,15 +329,15 @@ def describe_epoch(phase, n_epochs, stats, seconds):
 
 class ClassifierTrainer:
     """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label.
-    One video per step in float32 (the default) uses the hand-written step of fast_step.py."""
+    One video per step (the default) uses the hand-written step of fast_step.py."""
 
     def __init__(self, model, dataset, lr, batch_size, device, seed, amp=False,
                  show_progress=False):
         self.model, self.dataset, self.batch_size, self.device = model, dataset, batch_size, device
         self.amp, self.show_progress = amp, show_progress
-        self.fast = batch_size == 1 and not amp
+        self.fast = batch_size == 1
         if self.fast:
-            self.packed = PackedClassifier(model)
+            self.packed = PackedClassifier(model, compute_dtype(amp))
             self.opt = adam(self.packed.params(), lr)
             self.inputs = VideoInputs(dataset.videos, device)
         else:
@@ -367,7 +369,7 @@ class ClassifierTrainer:
         return {"loss": total.item() / max(n, 1)}
 
     def _batched_epoch(self, desc):
-        """Padded batches through autograd (--batch-size > 1 or --amp)."""
+        """Padded batches through autograd (--batch-size > 1)."""
         total, n = 0.0, 0
         self.model.train()
         n_batches = -(-len(self.dataset) // self.batch_size)

@@ -11,7 +11,8 @@ need none). The kernel-3 convolution is three shifted products:
 
 `PackedBranch` holds a branch's weights laid out for these products (stream first);
 `load` and `store` copy them from and to the nn.Module, whose layout is the released
-code's. The gradients equal autograd's through Conv1d, ReLU, Linear, Sigmoid and torch's
+code's. With --amp the products run in bfloat16 (weights, gradients and Adam stay float32,
+as with autocast); the sigmoid, the loss and its gradient are float32 always. The gradients equal autograd's through Conv1d, ReLU, Linear, Sigmoid and torch's
 BCE (its saturation included); tests/test_fast_step.py checks that to 1e-6.
 """
 import torch
@@ -22,6 +23,19 @@ BRANCH_MODULES = {"cls": ("cls_rgb", "cls_flow", "cls_tail_rgb", "cls_tail_flow"
 BCE_EPS = 1e-12       # torch's BCE backward divides by max(y (1 - y), 1e-12)
 
 
+def compute_dtype(amp):
+    """The matrix products' dtype: bfloat16 with --amp (as autocast), else float32."""
+    return torch.bfloat16 if amp else torch.float32
+
+
+def _bmm_into(out, a, b):
+    """out = a @ b (batched), written into the float32 `out` (a, b may be bfloat16)."""
+    if a.dtype == out.dtype:
+        torch.bmm(a, b, out=out)
+    else:
+        out.copy_(torch.bmm(a, b))
+
+
 class PackedBranch:
     """One branch (classifier p or key-instance q) of both streams.
 
@@ -29,7 +43,7 @@ class PackedBranch:
     Linear weight transposed; c (2, 1, O). Gradients go to preallocated .grad tensors.
     """
 
-    def __init__(self, model, kind, grads=True):
+    def __init__(self, model, kind, grads=True, dtype=torch.float32):
         trunk_rgb, trunk_flow, tail_rgb, tail_flow = (getattr(model, n)
                                                       for n in BRANCH_MODULES[kind])
         self.convs = [trunk_rgb[0], trunk_flow[0]]
@@ -37,6 +51,7 @@ class PackedBranch:
         H, D, _ = self.convs[0].weight.shape
         O = self.linears[0].weight.shape[0]
         like = self.convs[0].weight
+        self.dtype = dtype                 # of the matrix products
         self.W = like.new_zeros(3, 2, D, H)
         self.b = like.new_zeros(2, 1, H)
         self.V = like.new_zeros(2, H, O)
@@ -70,12 +85,14 @@ class PackedBranch:
     def forward(self, xs):
         """xs (2, T, D): RGB and flow rows of one video (any row stride).
         Returns z (2, T, H) before the ReLU, a = relu(z), y (2, T, O) after the sigmoid."""
-        z = torch.baddbmm(self.b, xs, self.W[1])                   # (2, T, H)
+        dt = self.dtype
+        xs, W = xs.to(dt), self.W.to(dt)                           # no copy in float32
+        z = torch.baddbmm(self.b.to(dt), xs, W[1])                 # (2, T, H)
         if xs.shape[1] > 1:
-            z[:, 1:].baddbmm_(xs[:, :-1], self.W[0])               # W0 x[t-1]
-            z[:, :-1].baddbmm_(xs[:, 1:], self.W[2])               # W2 x[t+1]
+            z[:, 1:].baddbmm_(xs[:, :-1], W[0])                    # W0 x[t-1]
+            z[:, :-1].baddbmm_(xs[:, 1:], W[2])                    # W2 x[t+1]
         a = z.clamp_min(0)
-        y = torch.baddbmm(self.c, a, self.V).sigmoid_()            # (2, T, O)
+        y = torch.baddbmm(self.c.to(dt), a, self.V.to(dt)).float().sigmoid_()  # (2, T, O)
         return z, a, y
 
     @torch.no_grad()
@@ -94,15 +111,16 @@ class PackedBranch:
         # d loss / d logit: (y - t) / T, times torch's saturation factor s / max(s, eps)
         s = y * (1 - y)
         dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T        # (2, T, O)
-        torch.bmm(a.transpose(1, 2), dl, out=self.V.grad)          # (2, H, O)
         torch.sum(dl, dim=1, keepdim=True, out=self.c.grad)        # (2, 1, O)
-        dz = torch.bmm(dl, self.V.transpose(1, 2)).mul_(z > 0)     # (2, T, H)
-        torch.sum(dz, dim=1, keepdim=True, out=self.b.grad)        # (2, 1, H)
-        gW = self.W.grad
-        torch.bmm(xs.transpose(1, 2), dz, out=gW[1])               # (2, D, H)
+        dl = dl.to(self.dtype)
+        _bmm_into(self.V.grad, a.transpose(1, 2), dl)              # (2, H, O)
+        dz = torch.bmm(dl, self.V.to(self.dtype).transpose(1, 2)).mul_(z > 0)  # (2, T, H)
+        torch.sum(dz, dim=1, keepdim=True, dtype=torch.float32, out=self.b.grad)  # (2, 1, H)
+        gW, xs = self.W.grad, xs.to(self.dtype)
+        _bmm_into(gW[1], xs.transpose(1, 2), dz)                   # (2, D, H)
         if T > 1:
-            torch.bmm(xs[:, :-1].transpose(1, 2), dz[:, 1:], out=gW[0])
-            torch.bmm(xs[:, 1:].transpose(1, 2), dz[:, :-1], out=gW[2])
+            _bmm_into(gW[0], xs[:, :-1].transpose(1, 2), dz[:, 1:])
+            _bmm_into(gW[2], xs[:, 1:].transpose(1, 2), dz[:, :-1])
         else:
             gW[0].zero_()
             gW[2].zero_()
@@ -113,9 +131,9 @@ class PackedModel:
     """Test-time scores of an EMMIL model from packed copies of its weights (a snapshot:
     build a new one after the weights change)."""
 
-    def __init__(self, model):
-        self.key = PackedBranch(model, "key", grads=False)
-        self.cls = PackedBranch(model, "cls", grads=False)
+    def __init__(self, model, dtype=torch.float32):
+        self.key = PackedBranch(model, "key", grads=False, dtype=dtype)
+        self.cls = PackedBranch(model, "cls", grads=False, dtype=dtype)
 
     @torch.no_grad()
     def __call__(self, xs):
@@ -130,8 +148,8 @@ class PackedClassifier:
     (attention, classes)], b (2, 1, 1 + K). Layout of the module: att_<s>.0, cls_<s>.0.
     """
 
-    def __init__(self, classifier):
-        self.model = classifier
+    def __init__(self, classifier, dtype=torch.float32):
+        self.model, self.dtype = classifier, dtype
         self.pairs = [(classifier.att_rgb[0], classifier.cls_rgb[0]),
                       (classifier.att_flow[0], classifier.cls_flow[0])]
         K, D = self.pairs[0][1].weight.shape
@@ -167,7 +185,8 @@ class PackedClassifier:
         gradients into .grad. xs (2, T, D). Returns the loss (0-d tensor)."""
         blend = self.model.blend
         w = torch.tensor([blend, 1 - blend], dtype=xs.dtype, device=xs.device)   # (2,)
-        u = torch.baddbmm(self.b, xs, self.W)                      # (2, T, 1 + K)
+        dt = self.dtype
+        u = torch.baddbmm(self.b.to(dt), xs.to(dt), self.W.to(dt)).float()  # (2, T, 1 + K)
         a_s = torch.softmax(u[:, :, 0], dim=1)                     # (2, T) over time
         c_s = torch.softmax(u[:, :, 1:], dim=2)                    # (2, T, K) over classes
         a = w @ a_s                                                # (T,)
@@ -181,7 +200,7 @@ class PackedClassifier:
         du = torch.empty_like(u)                                   # softmax backward
         du[:, :, 0] = a_s * (da_s - (a_s * da_s).sum(dim=1, keepdim=True))
         du[:, :, 1:] = c_s * (dc_s - (c_s * dc_s).sum(dim=2, keepdim=True))
-        torch.bmm(xs.transpose(1, 2), du, out=self.W.grad)         # (2, D, 1 + K)
+        _bmm_into(self.W.grad, xs.to(dt).transpose(1, 2), du.to(dt))  # (2, D, 1 + K)
         torch.sum(du, dim=1, keepdim=True, out=self.b.grad)        # (2, 1, 1 + K)
         # a softmax over time ignores a constant: the attention bias's gradient is exactly 0
         # (autograd leaves rounding noise there, which Adam would blow up to lr-sized steps)

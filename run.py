@@ -22,7 +22,7 @@ from detection import (PostProcess, attention_scores, detect_batch, localisation
                        segments_frame, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
                         parse_schedule, progress)
-from fast_step import PackedModel
+from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts, resume_opts, save_opts
 from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, resolve_device,
@@ -152,8 +152,7 @@ def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
     video scores (N, K). One video at a time, its features read once (a view in RAM)."""
     classifier.eval()
-    packed = PackedModel(model) if method == "emmil" and not amp else None
-    model.eval()
+    packed = PackedModel(model, compute_dtype(amp)) if method == "emmil" else None
     curves, video_scores = [], []
     for v in progress(videos, len(videos), "detection", show_progress):
         xs = stream_pair(v.features).to(device)                           # (2, T, D)
@@ -161,12 +160,7 @@ def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=
         mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
             a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
-            if method != "emmil":
-                q = p = None
-            elif packed is not None:
-                q, p = packed(xs)                                          # (T,), (T, K)
-            else:
-                q, p = (x[0] for x in model(rgb, flow))
+            q, p = packed(xs) if packed else (None, None)                  # (T,), (T, K)
         a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
         video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
         if method == "emmil":
