@@ -337,7 +337,7 @@ class ClassifierTrainer:
         self.amp, self.show_progress = amp, show_progress
         self.fast = batch_size == 1
         if self.fast:
-            self.packed = PackedClassifier(model, compute_dtype(amp))
+            self.packed = PackedClassifier(model)
             self.opt = adam(self.packed.params(), lr)
             self.inputs = VideoInputs(dataset.videos, device)
         else:

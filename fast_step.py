@@ -3,17 +3,20 @@
 With one video per step (the paper's and the released code's setting), autograd and
 Conv1d spend a third of the time on things the step does not need: padding copies,
 transposing copies, a general convolution backward, and graph bookkeeping. Here both
-streams of a branch run as batched products over the feature rows exactly as they are
-stored, and the backward pass computes only the weight gradients Adam needs (features
-need none). The kernel-3 convolution is three shifted products:
+streams of a branch run as batched products over the feature rows as they are stored, and
+the backward pass computes only the weight gradients Adam needs (features need none).
 
-    z[t] = b + W0 x[t-1] + W1 x[t] + W2 x[t+1]        (x[-1] = x[T] = 0, as Conv1d pads)
+The kernel-3 convolution z[t] = b + W0 x[t-1] + W1 x[t] + W2 x[t+1] (x[-1] = x[T] = 0, as
+Conv1d pads) is one product per stream with the three taps side by side, Z = x [W0|W1|W2]
+(T, 3H), then a shifted sum: z[t] = b + Z[t-1, tap 0] + Z[t, tap 1] + Z[t+1, tap 2]. Its
+weight gradient is one product too: x^T [dz[t+1] | dz[t] | dz[t-1]] (D, 3H).
 
 `PackedBranch` holds a branch's weights laid out for these products (stream first);
 `load` and `store` copy them from and to the nn.Module, whose layout is the released
-code's. With --amp the products run in bfloat16 (weights, gradients and Adam stay float32,
-as with autocast); the sigmoid, the loss and its gradient are float32 always. The gradients equal autograd's through Conv1d, ReLU, Linear, Sigmoid and torch's
-BCE (its saturation included); tests/test_fast_step.py checks that to 1e-6.
+code's. With --amp the products run in bfloat16; weights, gradients, Adam, the shifted sum,
+the sigmoid and the loss stay float32. In float32 the gradients equal autograd's through
+Conv1d, ReLU, Linear, Sigmoid and torch's BCE (its saturation included) to 1e-6
+(tests/test_fast_step.py).
 """
 import torch
 import torch.nn.functional as F
@@ -39,7 +42,7 @@ def _bmm_into(out, a, b):
 class PackedBranch:
     """One branch (classifier p or key-instance q) of both streams.
 
-    W (3, 2, D, H): conv weight [tap, stream, in, out]; b (2, 1, H); V (2, H, O): the
+    W (2, D, 3H): conv weight [stream, in, (tap, out)]; b (2, 1, H); V (2, H, O): the
     Linear weight transposed; c (2, 1, O). Gradients go to preallocated .grad tensors.
     """
 
@@ -52,7 +55,7 @@ class PackedBranch:
         O = self.linears[0].weight.shape[0]
         like = self.convs[0].weight
         self.dtype = dtype                 # of the matrix products
-        self.W = like.new_zeros(3, 2, D, H)
+        self.W = like.new_zeros(2, D, 3 * H)
         self.b = like.new_zeros(2, 1, H)
         self.V = like.new_zeros(2, H, O)
         self.c = like.new_zeros(2, 1, O)
@@ -68,7 +71,8 @@ class PackedBranch:
     def load(self):
         """Module -> packed (after a checkpoint was loaded into the module, for instance)."""
         for s, (conv, lin) in enumerate(zip(self.convs, self.linears)):
-            self.W[:, s].copy_(conv.weight.permute(2, 1, 0))       # (H, D, 3) -> (3, D, H)
+            H, D, _ = conv.weight.shape                            # (H, D, 3) -> (D, 3, H)
+            self.W[s].view(D, 3, H).copy_(conv.weight.permute(1, 2, 0))
             self.b[s, 0].copy_(conv.bias)
             self.V[s].copy_(lin.weight.t())                        # (O, H) -> (H, O)
             self.c[s, 0].copy_(lin.bias)
@@ -77,22 +81,30 @@ class PackedBranch:
     def store(self):
         """Packed -> module."""
         for s, (conv, lin) in enumerate(zip(self.convs, self.linears)):
-            conv.weight.copy_(self.W[:, s].permute(2, 1, 0))
+            H, D, _ = conv.weight.shape
+            conv.weight.copy_(self.W[s].view(D, 3, H).permute(2, 0, 1))
             conv.bias.copy_(self.b[s, 0])
             lin.weight.copy_(self.V[s].t())
             lin.bias.copy_(self.c[s, 0])
 
+    def _operand(self, xs):
+        """xs in the products' dtype; a bfloat16 copy is made contiguous (bfloat16 products
+        on strided rows are slow), float32 rows are used as they are."""
+        if self.dtype == xs.dtype:
+            return xs
+        return xs.to(self.dtype, memory_format=torch.contiguous_format)
+
     def forward(self, xs):
         """xs (2, T, D): RGB and flow rows of one video (any row stride).
         Returns z (2, T, H) before the ReLU, a = relu(z), y (2, T, O) after the sigmoid."""
-        dt = self.dtype
-        xs, W = xs.to(dt), self.W.to(dt)                           # no copy in float32
-        z = torch.baddbmm(self.b.to(dt), xs, W[1])                 # (2, T, H)
-        if xs.shape[1] > 1:
-            z[:, 1:].baddbmm_(xs[:, :-1], W[0])                    # W0 x[t-1]
-            z[:, :-1].baddbmm_(xs[:, 1:], W[2])                    # W2 x[t+1]
+        H = self.b.shape[2]
+        Z = torch.bmm(self._operand(xs), self.W.to(self.dtype)).float()   # (2, T, 3H)
+        z = Z[:, :, H:2 * H] + self.b                              # W1 x[t]
+        z[:, 1:] += Z[:, :-1, :H]                                  # W0 x[t-1]
+        z[:, :-1] += Z[:, 1:, 2 * H:]                              # W2 x[t+1]
         a = z.clamp_min(0)
-        y = torch.baddbmm(self.c.to(dt), a, self.V.to(dt)).float().sigmoid_()  # (2, T, O)
+        y = torch.baddbmm(self.c.to(self.dtype), a.to(self.dtype),
+                          self.V.to(self.dtype)).float().sigmoid_()  # (2, T, O)
         return z, a, y
 
     @torch.no_grad()
@@ -113,17 +125,15 @@ class PackedBranch:
         dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T        # (2, T, O)
         torch.sum(dl, dim=1, keepdim=True, out=self.c.grad)        # (2, 1, O)
         dl = dl.to(self.dtype)
-        _bmm_into(self.V.grad, a.transpose(1, 2), dl)              # (2, H, O)
+        _bmm_into(self.V.grad, a.to(self.dtype).transpose(1, 2), dl)  # (2, H, O)
         dz = torch.bmm(dl, self.V.to(self.dtype).transpose(1, 2)).mul_(z > 0)  # (2, T, H)
         torch.sum(dz, dim=1, keepdim=True, dtype=torch.float32, out=self.b.grad)  # (2, 1, H)
-        gW, xs = self.W.grad, xs.to(self.dtype)
-        _bmm_into(gW[1], xs.transpose(1, 2), dz)                   # (2, D, H)
-        if T > 1:
-            _bmm_into(gW[0], xs[:, :-1].transpose(1, 2), dz[:, 1:])
-            _bmm_into(gW[2], xs[:, 1:].transpose(1, 2), dz[:, :-1])
-        else:
-            gW[0].zero_()
-            gW[2].zero_()
+        H = dz.shape[2]
+        dZ = dz.new_zeros(2, T, 3 * H)                             # what x[t] fed, per tap
+        dZ[:, :-1, :H] = dz[:, 1:]                                 # tap 0 fed z[t+1]
+        dZ[:, :, H:2 * H] = dz                                     # tap 1 fed z[t]
+        dZ[:, 1:, 2 * H:] = dz[:, :-1]                             # tap 2 fed z[t-1]
+        _bmm_into(self.W.grad, self._operand(xs).transpose(1, 2), dZ)  # (2, D, 3H)
         return loss
 
 
@@ -144,12 +154,13 @@ class PackedModel:
 class PackedClassifier:
     """The UntrimmedNet-style video classifier, by hand, for one video per step.
 
-    Both streams' attention and class layers are one product: W (2, D, 1 + K) [stream, in,
+    Float32 always (its products are small: bfloat16 does not pay). Both streams'
+    attention and class layers are one product: W (2, D, 1 + K) [stream, in,
     (attention, classes)], b (2, 1, 1 + K). Layout of the module: att_<s>.0, cls_<s>.0.
     """
 
-    def __init__(self, classifier, dtype=torch.float32):
-        self.model, self.dtype = classifier, dtype
+    def __init__(self, classifier):
+        self.model = classifier
         self.pairs = [(classifier.att_rgb[0], classifier.cls_rgb[0]),
                       (classifier.att_flow[0], classifier.cls_flow[0])]
         K, D = self.pairs[0][1].weight.shape
@@ -185,8 +196,7 @@ class PackedClassifier:
         gradients into .grad. xs (2, T, D). Returns the loss (0-d tensor)."""
         blend = self.model.blend
         w = torch.tensor([blend, 1 - blend], dtype=xs.dtype, device=xs.device)   # (2,)
-        dt = self.dtype
-        u = torch.baddbmm(self.b.to(dt), xs.to(dt), self.W.to(dt)).float()  # (2, T, 1 + K)
+        u = torch.baddbmm(self.b, xs, self.W)                      # (2, T, 1 + K)
         a_s = torch.softmax(u[:, :, 0], dim=1)                     # (2, T) over time
         c_s = torch.softmax(u[:, :, 1:], dim=2)                    # (2, T, K) over classes
         a = w @ a_s                                                # (T,)
@@ -200,7 +210,7 @@ class PackedClassifier:
         du = torch.empty_like(u)                                   # softmax backward
         du[:, :, 0] = a_s * (da_s - (a_s * da_s).sum(dim=1, keepdim=True))
         du[:, :, 1:] = c_s * (dc_s - (c_s * dc_s).sum(dim=2, keepdim=True))
-        _bmm_into(self.W.grad, xs.to(dt).transpose(1, 2), du.to(dt))  # (2, D, 1 + K)
+        torch.bmm(xs.transpose(1, 2), du, out=self.W.grad)         # (2, D, 1 + K)
         torch.sum(du, dim=1, keepdim=True, out=self.b.grad)        # (2, 1, 1 + K)
         # a softmax over time ignores a constant: the attention bias's gradient is exactly 0
         # (autograd leaves rounding noise there, which Adam would blow up to lr-sized steps)

@@ -158,9 +158,8 @@ def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=
         xs = stream_pair(v.features).to(device)                           # (2, T, D)
         rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
         mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            a, c = classifier.attention_and_classes(rgb, flow, mask)      # (1, T), (1, T, K)
-            q, p = packed(xs) if packed else (None, None)                  # (T,), (T, K)
+        a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
+        q, p = packed(xs) if packed else (None, None)                      # (T,), (T, K)
         a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
         video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
         if method == "emmil":

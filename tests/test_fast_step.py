@@ -13,6 +13,12 @@ def _features(T, D, seed):
     return torch.randn(T, 2 * D, generator=g)              # (T, 2D): RGB then flow, as stored
 
 
+def _conv_layout(w):
+    """Packed (D, 3H) [in, (tap, out)] -> Conv1d's (H, D, 3)."""
+    D, H = w.shape[0], w.shape[1] // 3
+    return w.view(D, 3, H).permute(2, 0, 1)
+
+
 def _module_grads(model, kind, x, target):
     """Loss and gradients by autograd through Conv1d, ReLU, Linear, Sigmoid, BCE."""
     model.zero_grad(set_to_none=True)
@@ -47,7 +53,7 @@ def test_loss_and_gradients_equal_autograd(kind, T):
     trunk_rgb, trunk_flow, tail_rgb, tail_flow = mods
     for s, (trunk, tail) in enumerate([(trunk_rgb, tail_rgb), (trunk_flow, tail_flow)]):
         conv, lin = trunk[0], tail[1]
-        np.testing.assert_allclose(packed.W.grad[:, s].permute(2, 1, 0).numpy(),
+        np.testing.assert_allclose(_conv_layout(packed.W.grad[s]).numpy(),
                                    conv.weight.grad.numpy(), atol=1e-6)
         np.testing.assert_allclose(packed.b.grad[s, 0].numpy(), conv.bias.grad.numpy(), atol=1e-6)
         np.testing.assert_allclose(packed.V.grad[s].t().numpy(), lin.weight.grad.numpy(), atol=1e-6)
@@ -98,7 +104,7 @@ def test_cuda_step_equals_cpu_autograd():
     packed = PackedBranch(model.cuda(), "cls")
     loss = packed.loss_and_grad(x.cuda().view(T, 2, D).transpose(0, 1), target.cuda())
     assert abs(loss.item() - loss_ref) < 1e-5 * max(1.0, loss_ref)
-    np.testing.assert_allclose(packed.W.grad[:, 0].permute(2, 1, 0).cpu().numpy(),
+    np.testing.assert_allclose(_conv_layout(packed.W.grad[0]).cpu().numpy(),
                                ref_grad.numpy(), atol=1e-5)
 
 
