@@ -87,6 +87,18 @@ class PackedBranch:
             lin.weight.copy_(self.V[s].t())
             lin.bias.copy_(self.c[s, 0])
 
+    def _weights(self):
+        """W, V, b, c in the products' dtype. A bfloat16 copy is kept while the float32
+        weights do not change (their version counter moves on every in-place update), so a
+        frozen branch is converted once, not once per video."""
+        if self.dtype == self.W.dtype:
+            return self.W, self.V, self.b, self.c
+        version = tuple(p._version for p in self.params())
+        if getattr(self, "_low_version", None) != version:
+            self._low = [p.to(self.dtype) for p in (self.W, self.V, self.b, self.c)]
+            self._low_version = version
+        return self._low
+
     def _operand(self, xs):
         """xs in the products' dtype; a bfloat16 copy is made contiguous (bfloat16 products
         on strided rows are slow), float32 rows are used as they are."""
@@ -95,28 +107,30 @@ class PackedBranch:
         return xs.to(self.dtype, memory_format=torch.contiguous_format)
 
     def forward(self, xs):
-        """xs (2, T, D): RGB and flow rows of one video (any row stride).
-        Returns z (2, T, H) before the ReLU, a = relu(z), y (2, T, O) after the sigmoid."""
+        """xs (2, T, D): RGB and flow rows of one video (any row stride). Returns x, the
+        rows in the products' dtype; z (2, T, H) before the ReLU (float32); a = relu(z) in
+        the products' dtype; y (2, T, O) after the sigmoid (float32)."""
         H = self.b.shape[2]
-        Z = torch.bmm(self._operand(xs), self.W.to(self.dtype)).float()   # (2, T, 3H)
+        W, V, _, c = self._weights()
+        x = self._operand(xs)
+        Z = torch.bmm(x, W).float()                                # (2, T, 3H)
         z = Z[:, :, H:2 * H] + self.b                              # W1 x[t]
         z[:, 1:] += Z[:, :-1, :H]                                  # W0 x[t-1]
         z[:, :-1] += Z[:, 1:, 2 * H:]                              # W2 x[t+1]
-        a = z.clamp_min(0)
-        y = torch.baddbmm(self.c.to(self.dtype), a.to(self.dtype),
-                          self.V.to(self.dtype)).float().sigmoid_()  # (2, T, O)
-        return z, a, y
+        a = z.clamp_min(0).to(self.dtype)
+        y = torch.baddbmm(c, a, V).float().sigmoid_()              # (2, T, O)
+        return x, z, a, y
 
     @torch.no_grad()
     def mean_scores(self, xs):
         """Stream-averaged output (T, O) of the branch, e.g. the frozen p or q."""
-        return self.forward(xs)[2].mean(dim=0)
+        return self.forward(xs)[3].mean(dim=0)
 
     @torch.no_grad()
     def loss_and_grad(self, xs, target):
         """Sum over streams and outputs of the mean BCE over the T snippets, and its
         gradients into .grad. xs (2, T, D); target (T, O). Returns the loss (0-d tensor)."""
-        z, a, y = self.forward(xs)
+        x, z, a, y = self.forward(xs)
         T = xs.shape[1]
         target = target.expand_as(y)
         loss = F.binary_cross_entropy(y, target, reduction="sum") / T
@@ -125,15 +139,15 @@ class PackedBranch:
         dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T        # (2, T, O)
         torch.sum(dl, dim=1, keepdim=True, out=self.c.grad)        # (2, 1, O)
         dl = dl.to(self.dtype)
-        _bmm_into(self.V.grad, a.to(self.dtype).transpose(1, 2), dl)  # (2, H, O)
-        dz = torch.bmm(dl, self.V.to(self.dtype).transpose(1, 2)).mul_(z > 0)  # (2, T, H)
+        _bmm_into(self.V.grad, a.transpose(1, 2), dl)              # (2, H, O)
+        dz = torch.bmm(dl, self._weights()[1].transpose(1, 2)).mul_(z > 0)     # (2, T, H)
         torch.sum(dz, dim=1, keepdim=True, dtype=torch.float32, out=self.b.grad)  # (2, 1, H)
         H = dz.shape[2]
         dZ = dz.new_zeros(2, T, 3 * H)                             # what x[t] fed, per tap
         dZ[:, :-1, :H] = dz[:, 1:]                                 # tap 0 fed z[t+1]
         dZ[:, :, H:2 * H] = dz                                     # tap 1 fed z[t]
         dZ[:, 1:, 2 * H:] = dz[:, :-1]                             # tap 2 fed z[t-1]
-        _bmm_into(self.W.grad, self._operand(xs).transpose(1, 2), dZ)  # (2, D, 3H)
+        _bmm_into(self.W.grad, x.transpose(1, 2), dZ)              # (2, D, 3H)
         return loss
 
 
