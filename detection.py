@@ -36,23 +36,10 @@ def attention_scores(attention, class_probs):
 
 def normalise_released(s):
     """(s - mean) / (max - min) over time, per class, as the released test code.
-    s: (T, C). A flat curve gives zeros."""
-    return normalise_columns(s, np.full(s.shape[1], s.shape[0]))
-
-
-def find_runs(active):
-    """Maximal runs of True along time, for every column at once.
-
-    active: (T, C) bool. Returns (column, start, end) int arrays, end exclusive,
-    ordered by column then start. A run reaching the last snippet ends at T.
-    """
-    T, C = active.shape
-    padded = np.zeros((C, T + 2), dtype=np.int8)
-    padded[:, 1:-1] = active.T
-    change = np.diff(padded, axis=1)                # (C, T + 1): +1 opens, -1 closes
-    col_s, start = np.nonzero(change == 1)
-    _, end = np.nonzero(change == -1)
-    return col_s, start, end
+    s: (T, C). A flat curve gives zeros. (detect_batch computes the same on curves laid end
+    to end; a test checks the two against each other.)"""
+    spread = s.max(axis=0) - s.min(axis=0)
+    return (s - s.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
 
 @dataclass(frozen=True)
@@ -71,26 +58,6 @@ class PostProcess:
     def from_opts(cls, opts):
         return cls(opts.cls_threshold, tuple(opts.loc_threshold), opts.score, opts.oic_margin,
                    opts.nms, opts.nms_iou, opts.soft_sigma, opts.drop_ambiguous)
-
-
-def run_scores(s, col, start, end, kind, margin, lengths=None):
-    """Score of each run (col, [start, end)) of the curves s (T, C).
-
-    mean: mean of s over the run. oic: that mean minus the mean over the outer region,
-    `margin` x the run's length on each side (clipped to the curve's length, `lengths` (C,)
-    when the columns are padded), as in AutoLoc.
-    """
-    T = s.shape[0] if lengths is None else lengths[col]
-    cumsum = np.vstack([np.zeros((1, s.shape[1])), np.cumsum(s, axis=0)])  # (T + 1, C)
-    inner = (cumsum[end, col] - cumsum[start, col]) / (end - start)
-    if kind == "mean":
-        return inner
-    pad = np.maximum(1, np.round(margin * (end - start))).astype(int)
-    lo, hi = np.maximum(start - pad, 0), np.minimum(end + pad, T)
-    outer_sum = (cumsum[hi, col] - cumsum[lo, col]) - (cumsum[end, col] - cumsum[start, col])
-    outer_len = (hi - lo) - (end - start)
-    outer = np.where(outer_len > 0, outer_sum / np.maximum(outer_len, 1), 0.0)
-    return inner - outer
 
 
 def segment_iou(starts, ends):
@@ -128,52 +95,71 @@ def overlaps_any(starts, ends, spans):
     return (inter > 0).any(axis=1)
 
 
-def stack_columns(curves):
-    """Curves of different lengths [(T_i,)] -> (max T, n) array, zero beyond each length."""
+def _runs_of_columns(curves, post):
+    """Runs and their scores in many curves [(T_j,)], found in one pass over all of them laid
+    end to end (no padding, no loop over curves). Returns (column, start, end, score) arrays,
+    ordered by column, then start."""
     lengths = np.array([len(c) for c in curves], dtype=int)
-    out = np.zeros((lengths.max(initial=1), len(curves)))
-    for j, c in enumerate(curves):
-        out[:len(c), j] = c
-    return out, lengths
-
-
-def normalise_columns(s, lengths):
-    """normalise_released for padded columns: statistics over each column's real length."""
-    real = np.arange(s.shape[0])[:, None] < lengths[None, :]              # (T, n)
-    mean = s.sum(axis=0) / np.maximum(lengths, 1)
-    spread = np.where(real, s, -np.inf).max(axis=0) - np.where(real, s, np.inf).min(axis=0)
-    norm = (s - mean) / np.where(spread > 0, spread, 1.0)
-    return np.where(real, norm, -np.inf)                                  # padding never fires
-
-
-def _runs_of_columns(curves, post, chunk=64):
-    """Runs and their scores in many curves [(T_j,)]: (column, start, end, score) arrays.
-    Curves are sorted by length and handled `chunk` at a time, so padding stays small."""
-    order = np.argsort([len(c) for c in curves], kind="stable")
-    parts = []
-    for group in np.array_split(order, max(1, -(-len(order) // chunk))):
-        s, lengths = stack_columns([curves[j] for j in group])          # (T, n)
-        norm = normalise_columns(s, lengths)
-        runs = [find_runs(norm > t) for t in post.loc_thresholds]
-        col, start, end = (np.concatenate(x) for x in zip(*runs))
-        if len(post.loc_thresholds) > 1:                               # same run, several thresholds
-            _, first = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
-            col, start, end = col[first], start[first], end[first]
-        score = run_scores(s, col, start, end, post.score, post.oic_margin, lengths)
-        parts.append((group[col], start, end, score))
-    if not parts:
+    live = np.flatnonzero(lengths > 0)                        # an empty curve has no runs
+    if live.size == 0:
         return (np.zeros(0, dtype=int),) * 3 + (np.zeros(0),)
-    return tuple(np.concatenate(x) for x in zip(*parts))
+    flat = np.concatenate([curves[j] for j in live]).astype(float)      # (N,)
+    n = lengths[live]
+    first = np.concatenate([[0], np.cumsum(n)[:-1]])          # where each curve starts in flat
+    which = np.repeat(np.arange(live.size), n)                # (N,) its curve
+    # the released normalisation, (s - mean) / (max - min), per curve
+    mean = np.add.reduceat(flat, first) / n
+    spread = np.maximum.reduceat(flat, first) - np.minimum.reduceat(flat, first)
+    norm = (flat - mean[which]) / np.where(spread > 0, spread, 1.0)[which]
+    # one inactive slot before every curve and after the last keeps runs inside their curve
+    slot = np.arange(flat.size) + which + 1                   # (N,) position with the gaps
+    base = first + np.arange(live.size) + 1                   # slot of each curve's first snippet
+    col, start, end = [], [], []
+    for threshold in post.loc_thresholds:
+        active = np.zeros(flat.size + live.size + 1, dtype=np.int8)
+        active[slot] = norm > threshold
+        change = np.diff(active)                              # +1 opens a run, -1 closes it
+        opens, closes = np.flatnonzero(change == 1) + 1, np.flatnonzero(change == -1) + 1
+        j = np.searchsorted(base, opens, side="right") - 1
+        col.append(j)
+        start.append(opens - base[j])
+        end.append(closes - base[j])
+    col, start, end = (np.concatenate(x) for x in (col, start, end))
+    if len(post.loc_thresholds) > 1:                         # same run, several thresholds
+        _, keep = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
+        col, start, end = col[keep], start[keep], end[keep]
+    score = flat_run_scores(flat, first, n, col, start, end, post.score, post.oic_margin)
+    return live[col], start, end, score
 
 
-def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambiguous=None,
-                 chunk=64):
+def flat_run_scores(flat, first, n, col, start, end, kind, margin):
+    """Score of each run (col, [start, end)) of curves laid end to end (curve j is
+    flat[first[j]:first[j] + n[j]]). mean: mean of the curve over the run. oic: that mean minus
+    the mean over the outer region, `margin` x the run's length on each side (clipped to the
+    curve), as in AutoLoc."""
+    cumsum = np.concatenate([[0.0], np.cumsum(flat)])
+    at = first[col]
+
+    def total(lo, hi):
+        return cumsum[at + hi] - cumsum[at + lo]
+
+    inner = total(start, end) / (end - start)
+    if kind == "mean":
+        return inner
+    pad = np.maximum(1, np.round(margin * (end - start))).astype(int)
+    lo, hi = np.maximum(start - pad, 0), np.minimum(end + pad, n[col])
+    outer_len = (hi - lo) - (end - start)
+    outer_sum = total(lo, hi) - total(start, end)
+    outer = np.where(outer_len > 0, outer_sum / np.maximum(outer_len, 1), 0.0)
+    return inner - outer
+
+
+def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambiguous=None):
     """Segments of many videos at once, as arrays (video_index, label_index, start, end, score).
 
     scores: [(T_i, K)] localisation score of every class of each video (EM-MIL:
     localisation_scores(q, p, lam)); video_scores: (N, K); durations: (N,) seconds;
-    ambiguous: {video_index: [(start, end)]} (used with post.drop_ambiguous); chunk: curves
-    handled together (sorted by length). Per video, only the classes chosen by select_classes are localised; every chosen
+    ambiguous: {video_index: [(start, end)]} (used with post.drop_ambiguous). Per video, only the classes chosen by select_classes are localised; every chosen
     (video, class) curve becomes one column and runs are found in all columns together.
     Confidence of a run (default 'mean') = mean of the raw localisation score s_c over the
     run's snippets times the video score of c: in [0, 1], it ranks runs across videos.
@@ -182,7 +168,7 @@ def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambi
     col_video = np.repeat(np.arange(len(scores)), [len(c) for c in chosen]).astype(int)
     col_class = np.concatenate(chosen).astype(int) if chosen else np.zeros(0, dtype=int)
     curves = [scores[v][:, c] for v, c in zip(col_video, col_class)]
-    col, start, end, run_score = _runs_of_columns(curves, post, chunk)
+    col, start, end, run_score = _runs_of_columns(curves, post)
     video, label = col_video[col], col_class[col]
     conf = run_score * video_scores[video, label]
     duration = np.asarray(durations, dtype=float)[video]

@@ -55,6 +55,7 @@ class PackedBranch:
         O = self.linears[0].weight.shape[0]
         like = self.convs[0].weight
         self.dtype = dtype                 # of the matrix products
+        self._low = None                   # the weights in that dtype, see _weights
         self.W = like.new_zeros(2, D, 3 * H)
         self.b = like.new_zeros(2, 1, H)
         self.V = like.new_zeros(2, H, O)
@@ -70,6 +71,7 @@ class PackedBranch:
     @torch.no_grad()
     def load(self):
         """Module -> packed (after a checkpoint was loaded into the module, for instance)."""
+        self._low = None
         for s, (conv, lin) in enumerate(zip(self.convs, self.linears)):
             H, D, _ = conv.weight.shape                            # (H, D, 3) -> (D, 3, H)
             self.W[s].view(D, 3, H).copy_(conv.weight.permute(1, 2, 0))
@@ -88,15 +90,14 @@ class PackedBranch:
             lin.bias.copy_(self.c[s, 0])
 
     def _weights(self):
-        """W, V, b, c in the products' dtype. A bfloat16 copy is kept while the float32
-        weights do not change (their version counter moves on every in-place update), so a
-        frozen branch is converted once, not once per video."""
+        """W, V, b, c in the products' dtype. A bfloat16 copy is kept until load() or
+        loss_and_grad() (an optimizer step follows it) drops it, so a frozen branch is
+        converted once, not once per video. (Tensor version counters cannot tell: the fused
+        Adam step updates weights in place without moving them.)"""
         if self.dtype == self.W.dtype:
             return self.W, self.V, self.b, self.c
-        version = tuple(p._version for p in self.params())
-        if getattr(self, "_low_version", None) != version:
+        if self._low is None:
             self._low = [p.to(self.dtype) for p in (self.W, self.V, self.b, self.c)]
-            self._low_version = version
         return self._low
 
     def _operand(self, xs):
@@ -148,6 +149,7 @@ class PackedBranch:
         dZ[:, :, H:2 * H] = dz                                     # tap 1 fed z[t]
         dZ[:, 1:, 2 * H:] = dz[:, :-1]                             # tap 2 fed z[t-1]
         _bmm_into(self.W.grad, x.transpose(1, 2), dZ)              # (2, D, 3H)
+        self._low = None                   # the weights are about to change
         return loss
 
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from dataset import snippets_to_seconds
-from detection import (PostProcess, attention_scores, detect_video, nms, run_scores, find_runs, localisation_scores, normalise_released,
+from detection import (PostProcess, _runs_of_columns, attention_scores, detect_video,
+                       flat_run_scores, localisation_scores, nms, normalise_released,
                        select_classes)
 
 
@@ -27,11 +28,21 @@ def runs_by_loop(active):
     return out
 
 
-def test_find_runs_matches_loop_on_random_masks():
+def test_runs_of_many_curves_match_the_loop_curve_by_curve():
+    """Curves of many lengths (0 and 1 included) laid end to end: the runs are those of the
+    snippet loop over each curve's released normalisation, none crossing into the next."""
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        active = rng.random((rng.integers(1, 40), rng.integers(1, 5))) > 0.5
-        assert list(zip(*[a.tolist() for a in find_runs(active)])) == runs_by_loop(active)
+    for threshold in (0.05, -0.2, 0.3):
+        curves = [np.cumsum(rng.normal(size=T)) for T in rng.integers(0, 40, size=30)]
+        curves[3] = np.ones(12)                                 # flat: normalised to 0
+        col, start, end, _ = _runs_of_columns(curves, PostProcess(0.1, (threshold,)))
+        expected = []
+        for j, c in enumerate(curves):
+            if len(c):
+                active = normalise_released(c[:, None]) > threshold
+                expected += [(j, s, e) for _, s, e in runs_by_loop(active)]
+        assert list(zip(col.tolist(), start.tolist(), end.tolist())) == expected
+        assert len(expected) > 20
 
 
 def test_seconds_conversion_and_clamp():
@@ -101,10 +112,17 @@ def test_lambda_is_used(lam):
 
 def test_oic_score_hand_worked():
     # one curve: 0 0 1 1 0 0 ; run [2, 4): inner mean 1; margin 0.5 -> one snippet each side
-    s = np.array([[0.0], [0.2], [1.0], [1.0], [0.4], [0.0]])
-    col, start, end = np.array([0]), np.array([2]), np.array([4])
-    np.testing.assert_allclose(run_scores(s, col, start, end, "mean", 0.5), [1.0])
-    np.testing.assert_allclose(run_scores(s, col, start, end, "oic", 0.5), [1.0 - 0.3])
+    # laid after another curve of 3 snippets, which must not count as the outer region
+    flat = np.array([9.0, 9.0, 9.0, 0.0, 0.2, 1.0, 1.0, 0.4, 0.0])
+    first, n = np.array([0, 3]), np.array([3, 6])
+    col, start, end = np.array([1]), np.array([2]), np.array([4])
+    np.testing.assert_allclose(flat_run_scores(flat, first, n, col, start, end, "mean", 0.5),
+                               [1.0])
+    np.testing.assert_allclose(flat_run_scores(flat, first, n, col, start, end, "oic", 0.5),
+                               [1.0 - 0.3])
+    # a run at a curve's start: the outer region is clipped to the curve (right side only)
+    np.testing.assert_allclose(flat_run_scores(flat, first, n, np.array([1]), np.array([0]),
+                                               np.array([2]), "oic", 0.5), [0.1 - 1.0])
 
 
 def test_hard_and_soft_nms_hand_worked():
@@ -159,7 +177,7 @@ def test_batch_over_videos_equals_one_video_at_a_time(post):
     amb = {1: [(3.0, 5.0)], 4: [(10.0, 12.0)]}
     names, classes = [f"v{i}" for i in range(5)], list("abcd")
     batch = segments_frame(names, detect_batch(scores, vscores, post, snippet_seconds=0.64,
-                                               durations=durations, ambiguous=amb, chunk=3),
+                                               durations=durations, ambiguous=amb),
                            classes)
     single = pd.concat([detect_video(names[i], scores[i], vscores[i], post, snippet_seconds=0.64,
                                      duration=durations[i], classes=classes,

@@ -226,3 +226,24 @@ def test_bfloat16_products_stay_close_to_float32():
         err = (p16.grad - p32.grad).norm() / p32.grad.norm()
         # rounded, but the same gradient (autocast through the module errs up to 0.11 here)
         assert 0 < err < 0.1
+
+
+def test_bfloat16_weights_follow_every_optimizer_step():
+    """After each step the products use the updated weights (the fused Adam step changes
+    them in place without moving their version counter, so no cache may rely on it)."""
+    torch.manual_seed(0)
+    D, K, T = 32, 3, 20
+    model = EMMIL(K, feature_dim=D, hidden_dim=16)
+    xs = _features(T, D, seed=4).view(T, 2, D).transpose(0, 1)
+    target = torch.ones(T, K)
+    trained = PackedBranch(model, "cls", dtype=torch.bfloat16)
+    opt = torch.optim.Adam(trained.params(), lr=0.05, fused=True)
+    before = trained.mean_scores(xs)
+    for _ in range(3):
+        trained.loss_and_grad(xs, target)
+        opt.step()
+    trained.store()
+    fresh = PackedBranch(model, "cls", dtype=torch.bfloat16)      # from the stored weights
+    after = trained.mean_scores(xs)
+    assert torch.equal(after, fresh.mean_scores(xs))
+    assert (after - before).abs().max() > 0.05                     # the steps did move p
