@@ -222,7 +222,7 @@ def run_pipeline(opts, checkpoint=None):
     train_set = SnippetDataset(train_videos, opts.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), opts.snippet_seconds)
     os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"))
+    log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
     if checkpoint is None:
         save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
     log(f"data: {opts.dataset} from {root}: {len(train_set)} train"

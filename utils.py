@@ -75,8 +75,9 @@ class Logger:
         self.quiet = quiet
         self.file = None
 
-    def open(self, path):
-        self.file = open(path, "a", encoding="utf-8")
+    def open(self, path, append=False):
+        """Start the log file (append=True continues it, as on --resume)."""
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
 
     def __call__(self, *parts):
         line = " ".join(str(p) for p in parts)

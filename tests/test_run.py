@@ -52,6 +52,14 @@ def test_non_empty_output_dir_is_refused(tmp_path):
     assert os.listdir(tmp_path) == ["keep.txt"]
 
 
+def test_overwrite_starts_a_new_log(tmp_path):
+    out = str(tmp_path / "out")
+    assert run("--dry-run", "--output-dir", out).returncode == 0
+    r = run("--dry-run", "--output-dir", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert open(os.path.join(out, "log.txt")).read().count("wall time") == 1
+
+
 def test_bad_features_exit_2_and_nothing_written(tmp_path):
     data = write_tiny_bundle(tmp_path / "data", width=1000)
     out = tmp_path / "out"
