@@ -95,57 +95,79 @@ def overlaps_any(starts, ends, spans):
     return (inter > 0).any(axis=1)
 
 
-def _runs_of_columns(curves, post):
-    """Runs and their scores in many curves [(T_j,)], found in one pass over all of them laid
-    end to end (no padding, no loop over curves). Returns (column, start, end, score) arrays,
-    ordered by column, then start."""
-    lengths = np.array([len(c) for c in curves], dtype=int)
-    live = np.flatnonzero(lengths > 0)                        # an empty curve has no runs
-    if live.size == 0:
+def lay_end_to_end(scores, chosen):
+    """The chosen class columns of every video's scores, one curve after another.
+
+    scores: [(T_i, K)]; chosen: [class indices] per video. Returns flat (N,) float64 and the
+    curve lengths n (C,), curves ordered by video, then by class as chosen."""
+    n = np.repeat([len(s) for s in scores], [len(c) for c in chosen]).astype(int)
+    flat = np.empty(n.sum())
+    at = 0
+    for s, c in zip(scores, chosen):
+        size = len(s) * len(c)
+        flat[at:at + size].reshape(len(c), len(s))[:] = s.T[c]      # (C_v, T_v), one gather
+        at += size
+    return flat, n
+
+
+def runs_end_to_end(flat, n, post):
+    """Runs and their scores in curves laid end to end (lengths n (C,), none empty), found in
+    one pass over all of them: no padding, no loop over curves. Returns (column, start, end,
+    score) arrays, ordered by column, then start; end exclusive."""
+    if n.size == 0:
         return (np.zeros(0, dtype=int),) * 3 + (np.zeros(0),)
-    flat = np.concatenate([curves[j] for j in live]).astype(float)      # (N,)
-    n = lengths[live]
-    first = np.concatenate([[0], np.cumsum(n)[:-1]])          # where each curve starts in flat
-    which = np.repeat(np.arange(live.size), n)                # (N,) its curve
-    # the released normalisation, (s - mean) / (max - min), per curve
+    first = np.zeros(n.size, dtype=int)                       # where each curve starts
+    np.cumsum(n[:-1], out=first[1:])
+    # the released test (s - mean) / (max - min) > threshold, per curve, written as
+    # s > mean + threshold (max - min): one cut-off per curve, one comparison per snippet
     mean = np.add.reduceat(flat, first) / n
     spread = np.maximum.reduceat(flat, first) - np.minimum.reduceat(flat, first)
-    norm = (flat - mean[which]) / np.where(spread > 0, spread, 1.0)[which]
-    # one inactive slot before every curve and after the last keeps runs inside their curve
-    slot = np.arange(flat.size) + which + 1                   # (N,) position with the gaps
-    base = first + np.arange(live.size) + 1                   # slot of each curve's first snippet
-    col, start, end = [], [], []
+    spread[spread <= 0] = 1.0                                  # a flat curve: s - mean = 0
+    edge = np.zeros(flat.size + 1, dtype=bool)                # a curve starts (or all end) here
+    edge[first] = edge[-1] = True
+    runs = []
     for threshold in post.loc_thresholds:
-        active = np.zeros(flat.size + live.size + 1, dtype=np.int8)
-        active[slot] = norm > threshold
-        change = np.diff(active)                              # +1 opens a run, -1 closes it
-        opens, closes = np.flatnonzero(change == 1) + 1, np.flatnonzero(change == -1) + 1
-        j = np.searchsorted(base, opens, side="right") - 1
-        col.append(j)
-        start.append(opens - base[j])
-        end.append(closes - base[j])
-    col, start, end = (np.concatenate(x) for x in (col, start, end))
-    if len(post.loc_thresholds) > 1:                         # same run, several thresholds
+        on = flat > np.repeat(mean + threshold * spread, n)
+        before = np.concatenate([[False], on[:-1]])           # the previous snippet was on
+        after = np.concatenate([on[1:], [False]])             # the next snippet is on
+        opens = np.flatnonzero(on & (edge[:-1] | ~before))    # first snippet of a run
+        closes = np.flatnonzero(on & (edge[1:] | ~after)) + 1 # one past its last snippet
+        j = np.searchsorted(first, opens, side="right") - 1
+        start, end = opens - first[j], closes - first[j]
+        runs.append((j, start, end, flat_run_scores(flat, first, n, j, start, end, post.score,
+                                                    post.oic_margin)))
+    col, start, end, score = (np.concatenate(x) for x in zip(*runs))
+    if len(runs) > 1:                                        # same run, several thresholds
         _, keep = np.unique(np.stack([col, start, end]), axis=1, return_index=True)
-        col, start, end = col[keep], start[keep], end[keep]
-    score = flat_run_scores(flat, first, n, col, start, end, post.score, post.oic_margin)
-    return live[col], start, end, score
+        col, start, end, score = col[keep], start[keep], end[keep], score[keep]
+    return col, start, end, score
+
+
+def run_sums(flat, a, b):
+    """Sums of flat over the runs [a_k, b_k), sorted and disjoint (one reduceat)."""
+    if a.size == 0:
+        return np.zeros(0)
+    bounds = np.empty(2 * a.size, dtype=np.intp)
+    bounds[0::2], bounds[1::2] = a, b
+    if bounds[-1] == flat.size:                               # the last run ends the array
+        bounds = bounds[:-1]
+    return np.add.reduceat(flat, bounds)[0::2]
 
 
 def flat_run_scores(flat, first, n, col, start, end, kind, margin):
     """Score of each run (col, [start, end)) of curves laid end to end (curve j is
-    flat[first[j]:first[j] + n[j]]). mean: mean of the curve over the run. oic: that mean minus
-    the mean over the outer region, `margin` x the run's length on each side (clipped to the
-    curve), as in AutoLoc."""
-    cumsum = np.concatenate([[0.0], np.cumsum(flat)])
+    flat[first[j]:first[j] + n[j]]); the runs sorted and disjoint, as one threshold gives
+    them. mean: mean of the curve over the run. oic: that mean minus the mean over the outer
+    region, `margin` x the run's length on each side (clipped to the curve), as in AutoLoc."""
     at = first[col]
+    inner = run_sums(flat, at + start, at + end) / (end - start)
+    if kind == "mean":
+        return inner
+    cumsum = np.concatenate([[0.0], np.cumsum(flat)])        # outer regions may overlap
 
     def total(lo, hi):
         return cumsum[at + hi] - cumsum[at + lo]
 
-    inner = total(start, end) / (end - start)
-    if kind == "mean":
-        return inner
     pad = np.maximum(1, np.round(margin * (end - start))).astype(int)
     lo, hi = np.maximum(start - pad, 0), np.minimum(end + pad, n[col])
     outer_len = (hi - lo) - (end - start)
@@ -164,11 +186,12 @@ def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambi
     Confidence of a run (default 'mean') = mean of the raw localisation score s_c over the
     run's snippets times the video score of c: in [0, 1], it ranks runs across videos.
     """
-    chosen = [select_classes(v, post.cls_threshold) for v in video_scores]
+    chosen = [select_classes(v, post.cls_threshold) if len(s) else np.zeros(0, dtype=int)
+              for s, v in zip(scores, video_scores)]                # a video without snippets: none
     col_video = np.repeat(np.arange(len(scores)), [len(c) for c in chosen]).astype(int)
     col_class = np.concatenate(chosen).astype(int) if chosen else np.zeros(0, dtype=int)
-    curves = [scores[v][:, c] for v, c in zip(col_video, col_class)]
-    col, start, end, run_score = _runs_of_columns(curves, post)
+    flat, n = lay_end_to_end(scores, chosen)
+    col, start, end, run_score = runs_end_to_end(flat, n, post)
     video, label = col_video[col], col_class[col]
     conf = run_score * video_scores[video, label]
     duration = np.asarray(durations, dtype=float)[video]

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from dataset import snippets_to_seconds
-from detection import (PostProcess, _runs_of_columns, attention_scores, detect_video,
-                       flat_run_scores, localisation_scores, nms, normalise_released,
-                       select_classes)
+from detection import (PostProcess, attention_scores, detect_video, flat_run_scores,
+                       lay_end_to_end, localisation_scores, nms, normalise_released,
+                       runs_end_to_end, select_classes)
 
 
 POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
@@ -35,7 +35,11 @@ def test_runs_of_many_curves_match_the_loop_curve_by_curve():
     for threshold in (0.05, -0.2, 0.3):
         curves = [np.cumsum(rng.normal(size=T)) for T in rng.integers(0, 40, size=30)]
         curves[3] = np.ones(12)                                 # flat: normalised to 0
-        col, start, end, _ = _runs_of_columns(curves, PostProcess(0.1, (threshold,)))
+        videos = [c[:, None] for c in curves]                   # one class per video
+        flat, n = lay_end_to_end(videos, [[0] if len(c) else [] for c in curves])
+        col, start, end, _ = runs_end_to_end(flat, n, PostProcess(0.1, (threshold,)))
+        live = np.flatnonzero([len(c) for c in curves])         # column -> curve
+        col = live[col]
         expected = []
         for j, c in enumerate(curves):
             if len(c):
