@@ -264,18 +264,17 @@ class EMTrainer:
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
             xs = self.inputs[i]                                       # (2, T, D)
             T = xs.shape[1]
-            mask = torch.ones(1, T, dtype=torch.bool, device=dev)
             labels = self.inputs.labels[i][None]                      # (1, K)
-            if step == "M":
+            if step == "M":                  # no padding: mask None
                 q = frozen[i][None, :, 0] if phase.stage == 2 else None  # (1, T)
-                target = m_step_targets(labels, mask, phase.stage, q, self.gamma)[0]  # (T, K)
-                positive = target.amax(dim=1)
+                target = m_step_targets(labels, None, phase.stage, q, self.gamma)[0]
+                # (T, K); stage 1: (1, K), one row standing for all T snippets
+                pos += target.amax(dim=1).sum() * (T // len(target))
             else:
-                target = e_step_targets(frozen[i][None], labels, mask)[0][:, None]  # (T, 1)
-                positive = target
+                target = e_step_targets(frozen[i][None], labels, None)[0][:, None]  # (T, 1)
+                pos += target.sum()
             total += trained.loss_and_grad(xs, target)
             opt.step()
-            pos += positive.sum()
             n_snip += T
         trained.store()
         return {"loss": total.item() / max(len(order), 1), "positive": pos.item() / max(n_snip, 1)}

@@ -72,3 +72,17 @@ def test_batch_of_two_equals_each_alone():
     one = m_step_targets(lab[:1], torch.ones(1, 6, dtype=torch.bool), 2, q1, 0.15)
     two = m_step_targets(lab[1:], torch.ones(1, 3, dtype=torch.bool), 2, q2, 0.15)
     assert torch.equal(both[0], one[0]) and torch.equal(both[1, :3], two[0])
+
+
+def test_no_mask_equals_an_all_true_mask():
+    """mask=None (one video, no padding) gives the masked rules' targets."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    q, p = torch.rand(1, 9, generator=g), torch.rand(1, 9, 4, generator=g)
+    full = torch.ones(1, 9, dtype=torch.bool)
+    for stage in (1, 2):
+        a = m_step_targets(labels, full, stage, q, 0.15)
+        b = m_step_targets(labels, None, stage, q, 0.15)
+        assert torch.equal(a, b.expand_as(a)), stage
+    assert m_step_targets(labels, None, 1).shape == (1, 1, 4)
+    assert torch.equal(e_step_targets(p, labels, full), e_step_targets(p, labels, None))
