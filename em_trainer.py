@@ -127,11 +127,23 @@ def e_step_loss(q_rgb, q_flow, targets, mask):
 # Loops
 # ---------------------------------------------------------------------------
 
+def bucketed_batches(lengths, batch_size, generator, pool=32):
+    """Video indices in batches of similar length, in a random order (a new one every call):
+    shuffle, sort each pool of `pool` batches' worth of videos by length, cut it into
+    batches, shuffle the batches. Every video once; little padding."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    out = []
+    for p in range(0, len(order), pool * batch_size):
+        chunk = sorted(order[p:p + pool * batch_size], key=lambda i: lengths[i])
+        out += [chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size)]
+    return [out[j] for j in torch.randperm(len(out), generator=generator).tolist()]
+
+
 def batches(dataset, batch_size, generator):
-    """Shuffled padded batches of a SnippetDataset (a new order every call)."""
-    order = torch.randperm(len(dataset), generator=generator).tolist()
-    for s in range(0, len(order), batch_size):
-        yield collate([dataset[i] for i in order[s:s + batch_size]])
+    """Padded batches of a SnippetDataset, bucketed by length (see bucketed_batches)."""
+    lengths = [v.num_snippets for v in dataset.videos]
+    for chosen in bucketed_batches(lengths, batch_size, generator):
+        yield collate([dataset[i] for i in chosen])
 
 
 def _to(batch, device):

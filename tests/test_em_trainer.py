@@ -157,3 +157,21 @@ def test_optimised_trainer_equals_the_released_reference_loop():
         assert abs(stats["loss"] - np.mean(losses)) < 1e-5 * max(1.0, np.mean(losses)), phase
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_batches_are_bucketed_by_length_and_cover_every_video_once():
+    from em_trainer import bucketed_batches
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 2000, size=300).tolist()
+    g = torch.Generator().manual_seed(0)
+    epochs = [bucketed_batches(lengths, 8, g) for _ in range(2)]
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(300))
+        assert sorted(len(b) for b in batches) == [4] + [8] * 37     # pools of 256 + 44
+
+    def padding(batches):       # padded snippets / real snippets
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
+                   for b in batches) / sum(lengths)
+    plain = [list(range(s, min(s + 8, 300))) for s in range(0, 300, 8)]   # unsorted batches
+    assert padding(epochs[0]) < 0.25 * padding(plain)
+    assert epochs[0] != epochs[1]                                          # a new order
