@@ -144,10 +144,12 @@ class PackedBranch:
         dz = torch.bmm(dl, self._weights()[1].transpose(1, 2)).mul_(z > 0)     # (2, T, H)
         torch.sum(dz, dim=1, keepdim=True, dtype=torch.float32, out=self.b.grad)  # (2, 1, H)
         H = dz.shape[2]
-        dZ = dz.new_zeros(2, T, 3 * H)                             # what x[t] fed, per tap
+        dZ = dz.new_empty(2, T, 3 * H)                             # what x[t] fed, per tap
         dZ[:, :-1, :H] = dz[:, 1:]                                 # tap 0 fed z[t+1]
+        dZ[:, -1, :H] = 0                                          # (x[T-1] feeds no z[T])
         dZ[:, :, H:2 * H] = dz                                     # tap 1 fed z[t]
         dZ[:, 1:, 2 * H:] = dz[:, :-1]                             # tap 2 fed z[t-1]
+        dZ[:, 0, 2 * H:] = 0                                       # (x[0] feeds no z[-1])
         _bmm_into(self.W.grad, x.transpose(1, 2), dZ)              # (2, D, 3H)
         self._low = None                   # the weights are about to change
         return loss
