@@ -201,6 +201,14 @@ class VideoInputs:
     def __getitem__(self, i):
         return self.held[i] if self.held is not None else stream_pair(self.videos[i].features)
 
+    def subset(self, indices):
+        """The inputs of videos[indices], sharing what is held on the device (no copy)."""
+        sub = VideoInputs([self.videos[i] for i in indices], "cpu")
+        sub.labels = [self.labels[i] for i in indices]
+        if self.held is not None:
+            sub.held = [self.held[i] for i in indices]
+        return sub
+
 
 def adam(params, lr):
     """Adam with the fused kernel (one pass over the parameters instead of several)."""
@@ -211,7 +219,8 @@ class EMTrainer:
     """Trains an EMMIL model on the labelled training videos, one epoch (Phase) at a time."""
 
     def __init__(self, model, dataset, lr, gamma, batch_size, device, seed, log=print,
-                 amp=False, show_progress=False):
+                 amp=False, show_progress=False, inputs=None):
+        """inputs: a VideoInputs of dataset.videos to share (else one is made)."""
         keep = [i for i, v in enumerate(dataset.videos) if v.labels.sum() > 0.1]
         if len(keep) < len(dataset.videos):
             log(f"EM: {len(dataset.videos) - len(keep)} training videos without labels are "
@@ -228,7 +237,8 @@ class EMTrainer:
             self.packed = {"M": PackedBranch(model, "cls", dtype=dt),
                            "E": PackedBranch(model, "key", dtype=dt)}
             self.opt = {k: adam(b.params(), lr) for k, b in self.packed.items()}
-            self.inputs = VideoInputs(self.dataset.videos, device)
+            self.inputs = (inputs if inputs is not None
+                           else VideoInputs(dataset.videos, device)).subset(keep)
         else:
             self.opt = {"M": adam(model.cls_parameters(), lr),
                         "E": adam(model.key_parameters(), lr)}
@@ -343,14 +353,15 @@ class ClassifierTrainer:
     One video per step (the default) uses the hand-written step of fast_step.py."""
 
     def __init__(self, model, dataset, lr, batch_size, device, seed, amp=False,
-                 show_progress=False):
+                 show_progress=False, inputs=None):
+        """inputs: a VideoInputs of dataset.videos to share (else one is made)."""
         self.model, self.dataset, self.batch_size, self.device = model, dataset, batch_size, device
         self.amp, self.show_progress = amp, show_progress
         self.fast = batch_size == 1
         if self.fast:
             self.packed = PackedClassifier(model)
             self.opt = adam(self.packed.params(), lr)
-            self.inputs = VideoInputs(dataset.videos, device)
+            self.inputs = inputs if inputs is not None else VideoInputs(dataset.videos, device)
         else:
             self.opt = adam(model.parameters(), lr)
         self.generator = torch.Generator().manual_seed(seed)

@@ -20,8 +20,8 @@ import synthetic
 from dataset import SnippetDataset, load_dataset, stream_pair
 from detection import (PostProcess, attention_scores, detect_batch, localisation_scores,
                        segments_frame, write_results_json, write_results_txt)
-from em_trainer import (ClassifierTrainer, EMTrainer, describe_epoch, format_schedule,
-                        parse_schedule, progress)
+from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoch,
+                        format_schedule, parse_schedule, progress)
 from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts, resume_opts, save_opts
@@ -146,7 +146,6 @@ def load_checkpoint(folder):
 # 4. detection -----------------------------------------------------------------
 
 @torch.no_grad()
-@torch.no_grad()
 def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=False,
                  show_progress=False):
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
@@ -234,12 +233,15 @@ def run_pipeline(opts, checkpoint=None):
     K = len(data.classes)
     model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
     classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    # one video per step: the training features as the steps read them (on a GPU: copied
+    # there once, shared by both trainers)
+    inputs = VideoInputs(train_set.videos, device) if opts.batch_size == 1 else None
     cls = ClassifierTrainer(classifier, train_set, opts.cls_lr, opts.batch_size, device,
-                            opts.seed, amp=opts.amp, show_progress=show)
+                            opts.seed, amp=opts.amp, show_progress=show, inputs=inputs)
     em = None
     if opts.method == "emmil":
         em = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device, opts.seed,
-                       log=log, amp=opts.amp, show_progress=show)
+                       log=log, amp=opts.amp, show_progress=show, inputs=inputs)
         log(f"schedule: {format_schedule(schedule)}")
     position = 0
     if checkpoint is not None:

@@ -175,3 +175,18 @@ def test_batches_are_bucketed_by_length_and_cover_every_video_once():
     plain = [list(range(s, min(s + 8, 300))) for s in range(0, 300, 8)]   # unsorted batches
     assert padding(epochs[0]) < 0.25 * padding(plain)
     assert epochs[0] != epochs[1]                                          # a new order
+
+
+def test_trainers_share_one_set_of_inputs():
+    from em_trainer import ClassifierTrainer, VideoInputs
+    from model import UntrimmedNetClassifier
+    data = _tiny_set()                                      # 5 labelled videos + 1 without
+    inputs = VideoInputs(data.videos, "cpu")
+    inputs.held = [torch.zeros(2, 1, 1) for _ in data.videos]   # stand-ins for GPU copies
+    em = EMTrainer(EMMIL(4), data, 1e-3, 0.15, 1, "cpu", seed=1, log=lambda *a: None,
+                   inputs=inputs)
+    cls = ClassifierTrainer(UntrimmedNetClassifier(4), data, 1e-3, 1, "cpu", seed=1,
+                            inputs=inputs)
+    assert cls.inputs is inputs
+    assert len(em.inputs.held) == 5                          # the unlabelled video left out
+    assert all(a is b for a, b in zip(em.inputs.held, inputs.held[:5]))
