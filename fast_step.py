@@ -178,13 +178,15 @@ class PackedClassifier:
     """
 
     def __init__(self, classifier):
-        self.model = classifier
         self.pairs = [(classifier.att_rgb[0], classifier.cls_rgb[0]),
                       (classifier.att_flow[0], classifier.cls_flow[0])]
         K, D = self.pairs[0][1].weight.shape
         like = self.pairs[0][1].weight
         self.W = like.new_zeros(2, D, 1 + K)
         self.b = like.new_zeros(2, 1, 1 + K)
+        # the streams' blend weights, made once (on a GPU, a tensor built from Python
+        # numbers in every step would be a host-to-device copy in every step)
+        self.blend = like.new_tensor([classifier.blend, 1 - classifier.blend])     # (2,)
         for p in self.params():
             p.grad = torch.zeros_like(p)
         self.load()
@@ -212,8 +214,7 @@ class PackedClassifier:
     def loss_and_grad(self, xs, labels):
         """-sum_k y_k log(score_k) of one video (y: the L1-normalised label (K,)) and its
         gradients into .grad. xs (2, T, D). Returns the loss (0-d tensor)."""
-        blend = self.model.blend
-        w = torch.tensor([blend, 1 - blend], dtype=xs.dtype, device=xs.device)   # (2,)
+        w = self.blend                                             # (2,)
         u = torch.baddbmm(self.b, xs, self.W)                      # (2, T, 1 + K)
         a_s = torch.softmax(u[:, :, 0], dim=1)                     # (2, T) over time
         c_s = torch.softmax(u[:, :, 1:], dim=2)                    # (2, T, K) over classes
