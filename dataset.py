@@ -58,7 +58,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from opts import FEATURE_PRESETS, PRESETS, snippet_seconds as preset_snippet_seconds
+from opts import FEATURE_PRESETS, LAYOUT_FEATURES, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 
 STREAM_DIM = 1024
@@ -66,6 +66,7 @@ LAYOUTS = ("wtalc", "folders", "emmil", "hdf5")
 MEMORY = ("auto", "float32", "float16", "stream")
 DEFAULT_SNIPPET_SECONDS = preset_snippet_seconds(*FEATURE_PRESETS["i3d"])
 LISTED = 5          # names listed in a counting warning
+RATE_TOLERANCE = 0.2  # warn when features x snippet length and annotated durations differ more
 
 
 def snippets_to_seconds(index, snippet_seconds, duration=None):
@@ -254,6 +255,51 @@ def clip_segments(segments, duration, where, name):
     return out, clipped
 
 
+def snippet_rate_mismatch(lengths, snippet_seconds, tolerance=RATE_TOLERANCE):
+    """A warning when the features' length x snippet_seconds and the annotated durations
+    disagree by more than `tolerance` (median over videos of their ratio); else None.
+    lengths: [(snippets, annotated duration in seconds)]."""
+    pairs = np.array([(t, d) for t, d in lengths if np.isfinite(d) and d > 0], dtype=np.float64)
+    if len(pairs) == 0:
+        return None
+    ratio = float(np.median(pairs[:, 0] * snippet_seconds / pairs[:, 1]))
+    if abs(ratio - 1.0) <= tolerance:
+        return None
+    return (f"the features last {ratio:.2f} x the annotated durations (median over "
+            f"{len(pairs)} videos: {np.median(pairs[:, 0]):g} snippets x {snippet_seconds:g} s = "
+            f"{np.median(pairs[:, 0]) * snippet_seconds:.1f} s against {np.median(pairs[:, 1]):.1f}"
+            f" s annotated); detection times will be off by that factor: set the snippet length"
+            f" with --features, --feature-fps or --frames-per-snippet")
+
+
+def adopt_classes(entries, found, canonical, source):
+    """Entries re-indexed from the class list `found` onto `canonical` (by name).
+
+    A label or segment class not in `canonical` is an InputError naming `source`."""
+    position = {c: i for i, c in enumerate(canonical)}
+    missing = [c for c in found if c not in position]
+    if missing:
+        raise InputError(f"{source}: classes not in the class list ({len(canonical)} classes): "
+                         f"{_named([repr(c) for c in missing])}; pass --classes FILE, or "
+                         f"--classes annotations for the annotations' own labels")
+    to = [position[c] for c in found]
+    for e in entries:
+        e.labels = sorted(to[c] for c in e.labels)
+        e.segments = [(to[c], s, t) for c, s, t in e.segments]
+        yield e
+
+
+def read_class_list(path):
+    """Class names from a text file, one a line, index order (blank lines skipped)."""
+    names = read_lines(path)
+    if not names:
+        raise InputError(f"{path}: no class listed")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{path}: classes listed twice: {_named(twice)}")
+    return names
+
+
 def _named(names):
     shown = ", ".join(names[:LISTED])
     return shown + (f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else "")
@@ -268,6 +314,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     """
     kept = {"train": 0, "test": 0}
     videos, dropped, unlabeled, clipped = [], [], [], 0
+    lengths = []                # (snippets, annotated duration) of videos that have one
     for e in entries:
         if max_videos is not None and kept[e.split] >= max_videos:
             continue
@@ -275,6 +322,8 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
         if drop_empty and (feat.shape[0] == 0 or not feat.any()):
             dropped.append(e.name)
             continue
+        if e.duration is not None:
+            lengths.append((feat.shape[0], e.duration))
         duration = float(e.duration) if e.duration is not None else feat.shape[0] * snippet_seconds
         if not (np.isfinite(duration) and duration > 0):
             raise InputError(f"{source}: video {e.name}: duration {duration} is not a positive number")
@@ -295,6 +344,9 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     if unlabeled:
         log(f"{len(unlabeled)} videos have an empty label set (EM training skips them): "
             f"{_named(unlabeled)}")
+    mismatch = snippet_rate_mismatch(lengths, snippet_seconds)
+    if mismatch:
+        log(mismatch)
     for split in ("train", "test"):
         if kept[split] == 0:
             raise InputError(f"{source}: no video of the {split} split is left")
@@ -638,8 +690,10 @@ def emmil_label_indices(y, path, name, num_classes):
     return np.flatnonzero(y > 0.5).tolist()
 
 
-def emmil_entries(root, annotations):
-    """(classes, entries, source, ambiguous) of the released EM-MIL layout."""
+def emmil_entries(root, annotations, classes=None):
+    """(classes, entries, source, ambiguous) of the released EM-MIL layout.
+
+    classes: the class list the Y_flow label vectors index (None: the annotations' own)."""
     if annotations is None:
         annotations = os.path.join(root, "gt.json")
         if not os.path.isfile(annotations):
@@ -647,7 +701,14 @@ def emmil_entries(root, annotations):
                              f"W-TALC *-Annotations folder)")
     if not os.path.exists(annotations):
         raise InputError(f"{annotations}: annotations not found")
-    classes, table, ambiguous = read_annotations(annotations)
+    found, table, ambiguous = read_annotations(annotations)
+    if classes is None:
+        classes = found
+    elif list(found) != list(classes):
+        adopted = adopt_classes([Entry(v, "", "", None, list(labels), list(segments))
+                                 for v, (labels, segments, _) in table.items()],
+                                found, classes, annotations)
+        table = {e.name: (e.labels, e.segments, table[e.name][2]) for e in adopted}
     entries = []
     for split in ("train", "test"):
         files = emmil_files(root, split)
@@ -867,12 +928,14 @@ def detect_layout(root):
 
 
 def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
-                 max_videos=None, *, snippet_seconds=None, memory="auto", log=warn):
+                 max_videos=None, *, snippet_seconds=None, memory="auto", classes=None, log=warn):
     """Load features and annotations from any layout (see the module docstring).
 
     bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
     name their splits themselves). snippet_seconds: seconds per feature vector (None: the
-    HDF5 file's, else I3D's 0.64 s); it sets the duration of videos that have none.
+    layout's own: the HDF5 file's, the released clips' 1.25 s for emmil, else I3D's
+    0.64 s); it sets the duration of videos that have none. classes: the class list the
+    labels are indexed by (names in index order; None: the annotations' own list).
     memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
     size; SnippetDataset still hands out float32) or 'stream'. Warnings go to `log` once
     each and are kept in VideoSet.warnings.
@@ -896,11 +959,14 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
             log(message)
 
     try:
-        classes, entries, source, ambiguous, rate = read_layout(
-            layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds, note)
-        data = assemble(entries, classes, source, layout=layout, snippet_seconds=rate,
-                        memory=memory, max_videos=max_videos, drop_empty=True,
-                        ambiguous=ambiguous, log=note)
+        found, entries, source, ambiguous, rate = read_layout(
+            layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds, note,
+            classes)
+        if classes is not None and list(found) != list(classes):
+            entries = adopt_classes(entries, found, classes, source)
+        data = assemble(entries, classes if classes is not None else found, source,
+                        layout=layout, snippet_seconds=rate, memory=memory,
+                        max_videos=max_videos, drop_empty=True, ambiguous=ambiguous, log=note)
     except BaseException:
         if layout == "hdf5":
             close_hdf5(root)                    # nothing will stream from it
@@ -911,21 +977,27 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     return data
 
 
+def layout_snippet_seconds(layout):
+    """Seconds per snippet of a layout's features when nothing says otherwise (HDF5 files
+    store theirs)."""
+    return preset_snippet_seconds(*FEATURE_PRESETS[LAYOUT_FEATURES[layout]])
+
+
 def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
-                log):
+                log, classes=None):
     """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout."""
-    rate = DEFAULT_SNIPPET_SECONDS if snippet_seconds is None else float(snippet_seconds)
+    if layout == "hdf5":
+        found, entries, source, ambiguous, stored = hdf5_entries(root, log)
+        if snippet_seconds is not None and not np.isclose(stored, float(snippet_seconds)):
+            raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
+                             f"snippet_seconds) but {float(snippet_seconds):g} s was asked for")
+        return found, entries, source, ambiguous, stored
+    rate = layout_snippet_seconds(layout) if snippet_seconds is None else float(snippet_seconds)
     if layout == "wtalc":
         return (*wtalc_entries(root, bundle, train_subset, test_subset), rate)
     if layout == "folders":
         return (*folders_entries(root), rate)
-    if layout == "emmil":
-        return (*emmil_entries(root, annotations), rate)
-    classes, entries, source, ambiguous, stored = hdf5_entries(root, log)
-    if snippet_seconds is not None and not np.isclose(stored, rate):
-        raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
-                         f"snippet_seconds) but {rate:g} s was asked for")
-    return classes, entries, source, ambiguous, stored
+    return (*emmil_entries(root, annotations, classes), rate)
 
 
 # ---------------------------------------------------------------------------
@@ -1038,9 +1110,11 @@ def load_from_args(args):
     dataset = dataset or "thumos14"
     preset = PRESETS[dataset]
     rate = preset_snippet_seconds(*FEATURE_PRESETS[args.features]) if args.features else None
+    # a preset named on the command line brings its canonical class list
+    classes = read_class_list(preset["classes"]) if args.dataset else None
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
-                        log=lambda message: None)
+                        classes=classes, log=lambda message: None)
     return data, dataset
 
 

@@ -31,26 +31,38 @@ THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1
 ANET_TIOU = [round(0.5 + 0.05 * i, 2) for i in range(10)]
 ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 
+# Canonical class lists (one name a line, index order), copied from the W-TALC classlist.npy
+# of each dataset (see data/SOURCES.md).
+THUMOS_CLASSES = os.path.join(PROJECT_DIR, "data", "thumos14", "classes.txt")
+ANET_CLASSES = os.path.join(PROJECT_DIR, "data", "activitynet12", "classes.txt")
+
 PRESETS = {
     # THUMOS14-shaped synthetic data built on the real THUMOS14 annotations.
-    "synthetic": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
+    "synthetic": dict(bundle="Thumos14reduced", train_subset="validation",
                       test_subset="test",
-                      tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
+                      tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True,
+                      classes=THUMOS_CLASSES),
     # W-TALC bundle: I3D, one snippet = 16 frames at 25 fps = 0.64 s.
-    "thumos14": dict(bundle="Thumos14reduced", num_classes=20, train_subset="validation",
+    "thumos14": dict(bundle="Thumos14reduced", train_subset="validation",
                      test_subset="test",
-                     tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True),
-    "activitynet12": dict(bundle="ActivityNet1.2", num_classes=100, train_subset="training",
+                     tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True,
+                     classes=THUMOS_CLASSES),
+    "activitynet12": dict(bundle="ActivityNet1.2", train_subset="training",
                           test_subset="validation",
-                          tiou=ANET_TIOU, averages=ANET_AVERAGES, thumos_ids=False),
+                          tiou=ANET_TIOU, averages=ANET_AVERAGES, thumos_ids=False,
+                          classes=ANET_CLASSES),
 }
 
-# Feature-rate presets: (frames per second, frames per snippet).
+# Feature-rate presets: (frames per second, frames per snippet). Without --features (or
+# --feature-fps / --frames-per-snippet) each layout uses its own: LAYOUT_FEATURES below, and an
+# HDF5 file the rate stored in it.
 FEATURE_PRESETS = {
     "i3d": (25.0, 16),      # W-TALC I3D bundle: 0.64 s per snippet
     "unt": (10.0, 4),       # W-TALC UntrimmedNet features: 2.5 snippets per second
     "emmil": (24.0, 30),    # released EM-MIL clips: 15 frames sampled every 2nd at 24 fps = 1.25 s
 }
+
+LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil"}
 
 RELEASED_SCHEDULE = "M1:10,E:10,M2:10,alt:35"
 
@@ -98,13 +110,22 @@ def build_parser():
                    help="where features live: auto = W-TALC in RAM, other layouts streamed from"
                         " disk; float32 / float16 = in RAM (float16: half the size); stream ="
                         " read from disk at every use")
-    g.add_argument("--features", default="i3d", choices=sorted(FEATURE_PRESETS),
+    g.add_argument("--features", default=None, choices=sorted(FEATURE_PRESETS),
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
-                        " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s)")
+                        " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s);"
+                        " default: the layout's own (emmil layout: emmil; HDF5: the file's rate;"
+                        " W-TALC and folders: i3d)")
     g.add_argument("--feature-fps", type=float, default=None,
-                   help="frame rate the features were extracted at (overrides --features)")
+                   help="frame rate the features were extracted at (overrides --features;"
+                        " alone, it takes the frames per snippet of --features or i3d)")
     g.add_argument("--frames-per-snippet", type=int, default=None,
-                   help="frames covered by one feature vector (overrides --features)")
+                   help="frames covered by one feature vector (overrides --features;"
+                        " alone, it takes the frame rate of --features or i3d)")
+    g.add_argument("--classes", default=None,
+                   help="class list, one name a line in index order; default: the preset's"
+                        " canonical list (THUMOS14: the 20 W-TALC classes; ActivityNet1.2: its"
+                        " 100), whatever subset of them an annotation file holds; 'annotations':"
+                        " the sorted labels of the annotation file")
 
     g = p.add_argument_group("model")
     g.add_argument("--feature-dim", type=int, default=1024, help="feature width of one stream")
@@ -206,13 +227,18 @@ def resolve(args):
     # the embedded default is generated only in its own folder, never into a --data-root
     r.generate_synthetic = args.dataset == "synthetic" and not args.data_root
     r.bundle = preset["bundle"]
-    r.num_classes = preset["num_classes"]
     r.train_subset = preset["train_subset"]
     r.test_subset = preset["test_subset"]
-    fps, frames = FEATURE_PRESETS[args.features]
-    r.feature_fps = args.feature_fps or fps
-    r.frames_per_snippet = args.frames_per_snippet or frames
-    r.snippet_seconds = snippet_seconds(r.feature_fps, r.frames_per_snippet)
+    r.classes = args.classes or preset["classes"]
+    # the snippet length: given (a preset and/or its two numbers), else None = the layout's own
+    # (dataset.load_dataset decides; run.py reads it from the loaded data)
+    if args.features or args.feature_fps is not None or args.frames_per_snippet is not None:
+        fps, frames = FEATURE_PRESETS[args.features or "i3d"]
+        r.feature_fps = fps if args.feature_fps is None else args.feature_fps
+        r.frames_per_snippet = frames if args.frames_per_snippet is None else args.frames_per_snippet
+        r.snippet_seconds = snippet_seconds(r.feature_fps, r.frames_per_snippet)
+    else:
+        r.snippet_seconds = None
     r.tiou = args.tiou or list(preset["tiou"])
     if args.tiou:
         r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}

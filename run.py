@@ -17,7 +17,7 @@ import torch
 
 import evaluate
 import synthetic
-from dataset import SnippetDataset, load_dataset, stream_pair
+from dataset import SnippetDataset, load_dataset, read_class_list, stream_pair
 from detection import (PostProcess, attention_scores, detect_batch, localisation_scores,
                        segments_frame, write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoch,
@@ -60,12 +60,10 @@ def load_data(opts, log):
     if opts.generate_synthetic:
         root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
     max_videos = DRY_RUN_VIDEOS if opts.dry_run else None
+    classes = None if opts.classes == "annotations" else read_class_list(opts.classes)
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
                         opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
-                        memory=opts.memory)
-    if len(data.classes) != opts.num_classes:
-        log(f"note: {len(data.classes)} classes in the annotations "
-            f"(preset {opts.dataset} expects {opts.num_classes})")
+                        memory=opts.memory, classes=classes)
     return root, data
 
 
@@ -182,7 +180,7 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
     curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=opts.lam,
                                         method=opts.method, amp=opts.amp,
                                         show_progress=show_progress)
-    found = detect_batch(curves, video_scores, post, snippet_seconds=opts.snippet_seconds,
+    found = detect_batch(curves, video_scores, post, snippet_seconds=dataset.snippet_seconds,
                          durations=[v.duration for v in dataset.videos], ambiguous=spans)
     return segments_frame([v.name for v in dataset.videos], found, classes), video_scores
 
@@ -218,15 +216,15 @@ def run_pipeline(opts, checkpoint=None):
     # data (read and checked before anything is written)
     root, data = load_data(opts, log)
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
-    train_set = SnippetDataset(train_videos, opts.snippet_seconds)
-    test_set = SnippetDataset(data.split("test"), opts.snippet_seconds)
+    train_set = SnippetDataset(train_videos, data.snippet_seconds)
+    test_set = SnippetDataset(data.split("test"), data.snippet_seconds)
     os.makedirs(opts.output_dir, exist_ok=True)
     log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
     if checkpoint is None:
         save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
     log(f"data: {opts.dataset} from {root}: {len(train_set)} train"
         f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
-        f" videos, {len(data.classes)} classes, {opts.snippet_seconds:g} s per snippet;"
+        f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
         f" device {device}; method {opts.method}")
 
     # models, optimizers, and where we are
@@ -279,7 +277,7 @@ def run_pipeline(opts, checkpoint=None):
                 writer.add_scalar("lr", stats["lr"], pos)
                 writer.add_scalar(f"positive_fraction/{rule}", stats["positive"], pos)
             if opts.eval_every and val_gt is not None and phase.epoch % opts.eval_every == 0:
-                val_set = SnippetDataset(val_videos, opts.snippet_seconds)
+                val_set = SnippetDataset(val_videos, data.snippet_seconds)
                 dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
                 val_map = evaluate.evaluate_detection(dets, val_gt, opts.tiou, "activitynet")["mAP"]
                 log(f"  held-out training videos: mAP {100 * float(np.mean(val_map)):.2f}"

@@ -179,7 +179,8 @@ def summary(capsys, *args):
 
 def test_four_layouts_load_identically(tmp_path):
     roots = write_all(tmp_path)
-    sets = {layout: load(root) for layout, root in roots.items()}
+    # the emmil layout's own rate is the released clips' 1.25 s: ask for I3D's everywhere
+    sets = {layout: load(root, snippet_seconds=0.64) for layout, root in roots.items()}
     ref = sets["wtalc"]
     assert ref.classes == CLASSES
     assert [v.name for v in ref.videos] == ["video_validation_1", "video_validation_2",
@@ -198,9 +199,24 @@ def test_four_layouts_load_identically(tmp_path):
     assert_same(ref, load(joint))
 
 
+def test_each_layout_has_its_own_snippet_length_and_a_wrong_one_is_warned(tmp_path):
+    roots = write_all(tmp_path)
+    rates = {layout: load(root).snippet_seconds for layout, root in roots.items()}
+    assert rates == {"wtalc": 0.64, "folders": 0.64, "emmil": 1.25, "hdf5": 0.64}
+    # the tiny videos' durations are their snippets x 0.64 s: 1.25 s makes them ~1.95x too long
+    said = load(roots["emmil"]).warnings
+    assert said[-1].startswith("the features last 1.95 x the annotated durations (median over "
+                               "4 videos: 4.5 snippets x 1.25 s = 5.6 s against 2.9 s annotated)")
+    assert "--features" in said[-1]
+    assert not any("annotated durations" in w for w in load(roots["emmil"], snippet_seconds=0.64).warnings)
+    said = load(roots["wtalc"], snippet_seconds=0.4).warnings
+    assert said[-1].startswith("the features last 0.62 x the annotated durations")
+
+
 def test_summary_is_the_same_in_every_layout(tmp_path, capsys):
     roots = write_all(tmp_path)
-    out = {layout: summary(capsys, "--data-root", root) for layout, root in roots.items()}
+    out = {layout: summary(capsys, "--data-root", root, "--features", "i3d")
+           for layout, root in roots.items()}
     for layout, s in out.items():
         assert s.pop("layout") == layout
     ref = out["wtalc"]
@@ -226,7 +242,7 @@ def test_emmil_with_wtalc_annotation_folder(tmp_path):
     ref = load(write_wtalc(tmp_path / "w", videos))
     root = write_emmil(str(tmp_path / "e"), videos, annotations=None)
     _, ann = wtalc_paths(str(tmp_path / "w"), "Thumos14reduced")
-    assert_same(ref, load(root, annotations=ann))
+    assert_same(ref, load(root, annotations=ann, snippet_seconds=0.64))
 
 
 def test_memory_modes_hand_out_float32(tmp_path):
@@ -368,8 +384,10 @@ def test_activitynet_bundle(tmp_path):
     assert data.videos[0].name == "video_4" and data.videos[0].duration == pytest.approx(92.18)
     outside = sum(1 for segs, d in zip(a["segments"], a["durations"])
                   for s, e in segs if s < 0 or e > d)
-    assert said == [f"{outside} segments reach outside their video and were clipped to "
-                    f"[0, duration]"]
+    assert said[0] == (f"{outside} segments reach outside their video and were clipped to "
+                       f"[0, duration]")
+    # the stand-in features have 2 snippets a video: far shorter than the annotations
+    assert len(said) == 2 and said[1].startswith("the features last 0.01 x the annotated")
     assert all(0 <= s <= e <= v.duration for v in data.videos for _, s, e in v.segments)
     assert data.ambiguous == []
 
@@ -644,3 +662,49 @@ def test_real_basnet_ground_truth_in_the_folders_layout(tmp_path):
     v = next(v for v in data.videos if v.name == "video_test_0000896")
     assert v.duration == pytest.approx(2 * 0.64)              # gt.json has no duration
     assert len(v.segments) == 7
+
+
+# ---------------------------------------------------------------------------
+# The class list: the preset's canonical one, whatever subset an annotation file holds
+# ---------------------------------------------------------------------------
+
+THUMOS20 = ds.read_class_list(os.path.join(ROOT, "data", "thumos14", "classes.txt"))
+
+
+def test_canonical_class_list_is_the_wtalc_classlist():
+    wtalc = ds.read_wtalc_annotations(os.path.join(ROOT, "data", "thumos14",
+                                                   "Thumos14reduced-Annotations"))
+    assert THUMOS20 == wtalc["classes"] and len(THUMOS20) == 20
+    anet = ds.read_class_list(os.path.join(ROOT, "data", "activitynet12", "classes.txt"))
+    assert anet == ds.read_wtalc_annotations(ANET_ANN)["classes"] and len(anet) == 100
+
+
+def test_a_gt_json_with_few_classes_is_indexed_by_the_canonical_list(tmp_path):
+    # the released layout's label vectors are 20 wide; the gt.json names only 3 classes
+    root = str(tmp_path / "emmil")
+    write_emmil(root, tiny_videos())
+    for d in ("train", "test"):
+        folder = os.path.join(root, d, "Y_flow")
+        for f in os.listdir(folder):
+            y3 = torch.load(os.path.join(folder, f), weights_only=True)
+            y20 = torch.zeros(20)
+            y20[[THUMOS20.index(CLASSES[i]) for i in torch.nonzero(y3).flatten().tolist()]] = 1
+            torch.save(y20, os.path.join(folder, f))
+    with pytest.raises(InputError, match=r"label vector of shape \(20,\), expected \(3,\)"):
+        load(root)                                    # the annotations' own 3 classes
+    data = load(root, classes=THUMOS20, snippet_seconds=0.64)
+    folders = load(write_folders(str(tmp_path / "f"), tiny_videos()), classes=THUMOS20)
+    for d in (data, folders):
+        assert d.classes == THUMOS20
+        v = next(v for v in d.videos if v.name == "video_validation_2")
+        assert torch.nonzero(v.labels).flatten().tolist() == [11, 15]   # HighJump, Shotput
+        assert v.segments == [(11, 0.0, 0.9), (15, 1.0, 1.9)]
+
+
+def test_a_label_outside_the_class_list_is_refused(tmp_path):
+    videos = tiny_videos()
+    videos[0]["labels"] = ["Diving"]
+    root = write_folders(str(tmp_path / "f"), videos)
+    with pytest.raises(InputError, match=r"gt.json: classes not in the class list \(2 classes\): "
+                                         r"'Shotput'"):
+        load(root, classes=["Diving", "HighJump"])
