@@ -151,6 +151,8 @@ class VideoSet:
     layout: str = "wtalc"
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS
     warnings: list = field(default_factory=list)   # what loading warned about, in order
+    dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
+                                                   # the videos dropped for empty features
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -275,7 +277,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
             continue
         feat = check_features(e.read(log), e.where, e.name, allow_empty=drop_empty)
         if drop_empty and (feat.shape[0] == 0 or not feat.any()):
-            dropped.append(e.name)
+            dropped.append((e.name, e.split, list(e.segments)))
             continue
         duration = float(e.duration) if e.duration is not None else feat.shape[0] * snippet_seconds
         if not (np.isfinite(duration) and duration > 0):
@@ -291,7 +293,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
         kept[e.split] += 1
         del feat
     if dropped:
-        log(f"{len(dropped)} videos with empty or all-zero features were dropped: {_named(dropped)}")
+        log(dropped_warning(dropped))
     if clipped:
         log(f"{clipped} segments reach outside their video and were clipped to [0, duration]")
     if unlabeled:
@@ -304,7 +306,19 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"{source}: videos listed twice: {_named(twice)}")
-    return VideoSet(list(classes), videos, source, list(ambiguous), layout, snippet_seconds)
+    return VideoSet(list(classes), videos, source, list(ambiguous), layout, snippet_seconds,
+                    dropped=dropped)
+
+
+def dropped_warning(dropped):
+    """The one warning about videos dropped for empty features [(name, split, segments)]."""
+    text = (f"{len(dropped)} videos with empty or all-zero features were dropped: "
+            f"{_named([name for name, _, _ in dropped])}")
+    tests = [segments for _, split, segments in dropped if split == "test"]
+    if tests:
+        text += (f"; the {sum(map(len, tests))} segments of the {len(tests)} test videos among "
+                 f"them stay in the evaluation ground truth and count as misses")
+    return text
 
 
 # ---------------------------------------------------------------------------

@@ -210,8 +210,9 @@ def ground_truth_of(ann: annotations.Annotations, subset: str = "test",
     videos = ann.subset(name)
     rows = [(v, c, s, e) for v in videos for c, s, e in ann.videos[v].segments]
     segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
-    if ann.class_ids is None and name != "test" and os.path.isdir(ann.source):
-        ambiguous, _ = annotations.read_ambiguous(os.path.join(ann.source, f"Ambiguous_{name}.txt"))
+    if ann.class_ids is None and name != "test":       # another subset's Ambiguous file
+        folder = ann.source if os.path.isdir(ann.source) else os.path.dirname(ann.source)
+        ambiguous, _ = annotations.read_ambiguous(os.path.join(folder, f"Ambiguous_{name}.txt"))
     else:                               # the test subset's, or the official folder's own
         ambiguous = ann.ambiguous
     classes = list(ann.classes if classes is None else classes)
