@@ -123,21 +123,20 @@ def test_codecs_encode_only_as_pickle_writes_bytes(tmp_path):
         load_npy(str(path))
 
 
-def test_real_files_load_as_numpy_loads_them():
-    """The restricted loader rebuilds the real Python-2 files exactly (numbers and bytes)."""
-    for folder in (REAL_ANN, ANET_ANN):
-        for name in sorted(os.listdir(folder)):
-            if not name.endswith(".npy"):
-                continue
-            path = os.path.join(folder, name)
-            ours = load_npy(path)
-            ref = np.load(path, allow_pickle=True, encoding="bytes")   # our own test data
-            assert ours.dtype == ref.dtype and ours.shape == ref.shape, path
-            if ref.dtype != object:
-                np.testing.assert_array_equal(ours, ref)
-                continue
-            for a, b in zip(ours, ref):
-                assert repr(a) == repr(b), path
+@pytest.mark.parametrize("folder, first, n_segments, seconds, durations, label_type", [
+    (REAL_ANN, [b"video_validation_0000051", b"validation", [[67.5, 75.9], [85.9, 90.6],
+     [139.3, 148.2]], [b"Billiards"] * 3, [b"Billiards"]], 6365, 2213560.7, 87754.3509132, bytes),
+    (ANET_ANN, [b"video_4", b"training", [[5.46484, 86.71838]], [b"Dodgeball"], ["Dodgeball"]],
+     10733, 1330107.2708, 831846.03, str)])
+def test_real_files_load(folder, first, n_segments, seconds, durations, label_type):
+    """The restricted loader rebuilds the real Python-2 files: their values, bytes kept."""
+    a = {n: load_npy(os.path.join(folder, n + ".npy"))
+         for n in ("videoname", "subset", "segments", "labels", "labels_all", "duration")}
+    assert [a[n][0] for n in ("videoname", "subset", "segments", "labels", "labels_all")] == first
+    assert sum(len(s) for s in a["segments"]) == n_segments
+    assert sum(x for segs in a["segments"] for seg in segs for x in seg) == pytest.approx(seconds)
+    assert a["duration"].dtype == np.float64 and a["duration"].sum() == pytest.approx(durations)
+    assert {type(x) for labels in a["labels_all"] for x in labels} == {label_type}
 
 
 def test_numpy_pickles_and_plain_arrays_load(tmp_path):
