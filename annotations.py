@@ -435,6 +435,8 @@ def read_wtalc(folder):
         tags = labs if "labels_all" not in a else [
             check_label(c, path["labels_all"], video)
             for c in _sequence(a["labels_all"][i], path["labels_all"], video, "its label set")]
+        times = [ordered_segment(seg, path["segments"], video) for seg in segs]
+        swapped += sum(flipped for _, _, flipped in times)
         if len(segs) != len(labs):
             raise InputError(f"{path['labels']}: video {video} has {len(segs)} segments but "
                              f"{len(labs)} segment labels")
@@ -443,11 +445,7 @@ def read_wtalc(folder):
                 if c not in known:
                     raise InputError(f"{where}: video {video}: label {c!r} is not in "
                                      f"classlist.npy")
-        segments = []
-        for seg, c in zip(segs, labs):
-            s, e, flipped = ordered_segment(seg, path["segments"], video)
-            swapped += flipped
-            segments.append((c, s, e))
+        segments = [(c, s, e) for c, (s, e, _) in zip(labs, times)]
         seconds = float(durations.reshape(n)[i])
         videos[video] = VideoAnnotation(subset, sorted(set(tags)), segments,
                                         None if "duration" not in a
