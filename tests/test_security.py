@@ -249,3 +249,20 @@ def test_names_in_every_source_are_checked(tmp_path):
     with pytest.raises(InputError, match=r"p.txt: video '/v'"):
         E.load_predictions(tmp_path / "p.txt", gt)
     assert CLASSES and write_emmil                                      # helpers used above
+
+
+def test_result_writers_cannot_emit_a_malformed_line(tmp_path):
+    import pandas as pd
+    from detection import write_results_json, write_results_txt
+    ok = pd.DataFrame({"video": ["video_test_1"], "label": ["Diving"], "start": [1.0],
+                       "end": [2.0], "score": [0.5]})
+    write_results_txt(str(tmp_path / "ok.txt"), ok, {"Diving": 26})
+    assert (tmp_path / "ok.txt").read_text() == "video_test_1 1.00 2.00 26 0.500000\n"
+    bad = {"name": ok.assign(video=["v 1\nv2 0 9 26 1.0"]), "nan": ok.assign(score=[np.nan])}
+    for what, frame in bad.items():
+        for write in (lambda p: write_results_txt(p, frame, {"Diving": 26}),
+                      lambda p: write_results_json(p, frame)):
+            path = str(tmp_path / f"{what}.out")
+            with pytest.raises(InputError) as e:
+                write(path)
+            assert "\n" not in str(e.value) and not os.path.exists(path)
