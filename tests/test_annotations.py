@@ -171,7 +171,8 @@ def test_one_segment_rule_for_training_and_evaluation(tmp_path, capsys):
                     [[[1.2, 0.5]], [[0.0, 0.9], [1.0, 9.0]], [[2.0, 1.0]], [[0.1, 0.5]]])
     said = []
     data = ds.load_dataset(root, BUNDLE, "validation", "test", log=said.append)
-    assert said[0] == f"{ann_dir(root)}: 2 ground-truth segments had start > end; start and end swapped"
+    assert said[0] == (f"{ann_dir(root)}: 2 ground-truth segments had start > end; start and "
+                       f"end swapped")
     assert data.videos[0].segments == [(0, 0.5, 1.2)]
     with pytest.warns(E.InputWarning, match="2 ground-truth segments had start > end"):
         gt = E.load_ground_truth(ann_dir(root))
