@@ -125,10 +125,6 @@ def _describe(err: Exception) -> str:
     return f"missing field {err}" if isinstance(err, KeyError) else str(err)
 
 
-def _decode(x) -> str:
-    return x.decode("utf-8") if isinstance(x, (bytes, np.bytes_)) else str(x)
-
-
 def _check_segments(df: pd.DataFrame, source, what: str) -> pd.DataFrame:
     """Reject NaN/Inf times (and scores); swap start > end with a warning."""
     numeric = [c for c in ("start", "end", "score") if c in df.columns]
