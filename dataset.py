@@ -16,7 +16,7 @@ wtalc    the W-TALC bundle (THUMOS14 and ActivityNet1.2):
                                         labels_all.npy (N,)  per video its label set
                                         duration.npy   (N,) or (N, 1) seconds
                                         Ambiguous_test.txt (THUMOS14 only)
-         The object arrays were pickled by Python 2: annotations.load_npy reads them with a
+         The object arrays were pickled by Python 2: safe_io.load_npy reads them with a
          restricted unpickler (numpy arrays and plain values only); strings may be bytes.
 folders  the BaS-Net / UM / CoLA layout:
          DATA_ROOT/gt.json           {"database": {video: {"subset", "annotations":
@@ -58,8 +58,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-import annotations
-from annotations import check_video_name, load_npy  # noqa: F401  (load_npy: synthetic.py)
+import annotation_reader
+from safe_io import check_video_name, load_npy  # noqa: F401  (load_npy: synthetic.py)
 from opts import FEATURE_PRESETS, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 
@@ -357,11 +357,11 @@ def load_pt(path):
 
 def read_annotations(path, log=warn):
     """Ground truth from a gt.json or a W-TALC *-Annotations folder, read by the one
-    annotation reader (annotations.py) and turned into class indices.
+    annotation reader (annotation_reader.py) and turned into class indices.
 
     Returns (classes, {video: (label indices, [(class_index, s, e)], duration|None)}, ambiguous).
     """
-    ann = annotations.read_annotations(path)
+    ann = annotation_reader.read_annotations(path)
     for message in ann.warnings:
         log(message)
     return ann.classes, index_table(ann), ann.ambiguous
@@ -402,7 +402,7 @@ def wtalc_entries(root, bundle, train_subset, test_subset, log=warn):
         hint = f"; found {', '.join(others)}: is --dataset right?" if others else ""
         raise InputError(f"{ann_dir}: annotation folder not found (expected the W-TALC layout "
                          f"{bundle}-Annotations/ beside {os.path.basename(feat_path)}{hint})")
-    ann = annotations.read_wtalc(ann_dir)
+    ann = annotation_reader.read_wtalc(ann_dir)
     for message in ann.warnings:
         log(message)
     split_of = {train_subset: "train", test_subset: "test"}
@@ -483,7 +483,7 @@ def folders_entries(root, log=warn):
     entries = []
     for split in ("train", "test"):
         list_path = os.path.join(root, f"split_{split}.txt")
-        names = annotations.read_video_list(list_path)
+        names = annotation_reader.read_video_list(list_path)
         if not names:
             raise InputError(f"{list_path}: no video listed")
         if not os.path.isdir(os.path.join(root, "features", split)):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from annotations import InputError, check_video_name
+from safe_io import InputError, check_video_name
 from dataset import snippets_to_seconds
 from utils import atomic_write_text
 
@@ -243,7 +243,7 @@ def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration,
 
 def well_formed(detections):
     """The detections, if each makes one well-formed output line: a plain video name (no
-    whitespace or separator: annotations.check_video_name) and finite times and score."""
+    whitespace or separator: safe_io.check_video_name) and finite times and score."""
     for name in pd.unique(detections["video"]):
         check_video_name(name, "detections")
     if not np.isfinite(detections[["start", "end", "score"]].to_numpy(float)).all():

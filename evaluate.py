@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import annotations
+import annotation_reader
 
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {
@@ -48,7 +48,7 @@ SEGMENT_COLUMNS = ["video", "label", "start", "end"]
 PREDICTION_COLUMNS = SEGMENT_COLUMNS + ["score"]
 
 
-from annotations import InputError, check_video_name  # noqa: E402  (one InputError for all)
+from safe_io import InputError, check_video_name  # noqa: E402  (one InputError for all)
 
 
 class InputWarning(UserWarning):
@@ -189,16 +189,16 @@ def _ambiguous_frame(rows) -> pd.DataFrame:
 def load_ground_truth(path, subset: str = "test", classes=None) -> GroundTruth:
     """Load a gt.json (ActivityNet style), a W-TALC ``*-Annotations`` folder or an
     official THUMOS14 annotation folder (``<Class>_<subset>.txt`` files), through the
-    project's one annotation reader (annotations.py). Segments that end before they start
-    are swapped, with an InputWarning giving their count. classes: the class list to
+    project's one annotation reader (annotation_reader.py). Segments that end before they
+    start are swapped, with an InputWarning giving their count. classes: the class list to
     evaluate with (default: the source's own)."""
-    ann = annotations.read_annotations(path, subset)
+    ann = annotation_reader.read_annotations(path, subset)
     for message in ann.warnings:
         warnings.warn(message, InputWarning, stacklevel=2)
     return ground_truth_of(ann, subset, classes)
 
 
-def ground_truth_of(ann: annotations.Annotations, subset: str = "test",
+def ground_truth_of(ann: annotation_reader.Annotations, subset: str = "test",
                     classes=None) -> GroundTruth:
     """The GroundTruth of one subset of read annotations."""
     present = {a.subset for a in ann.videos.values()}
@@ -208,7 +208,8 @@ def ground_truth_of(ann: annotations.Annotations, subset: str = "test",
     segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
     if ann.class_ids is None and name != "test":       # another subset's Ambiguous file
         folder = ann.source if os.path.isdir(ann.source) else os.path.dirname(ann.source)
-        ambiguous, _ = annotations.read_ambiguous(os.path.join(folder, f"Ambiguous_{name}.txt"))
+        ambiguous, _ = annotation_reader.read_ambiguous(
+            os.path.join(folder, f"Ambiguous_{name}.txt"))
     else:                               # the test subset's, or the official folder's own
         ambiguous = ann.ambiguous
     classes = list(ann.classes if classes is None else classes)

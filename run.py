@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-import annotations
+import annotation_reader
 import evaluate
 import synthetic
 from dataset import SnippetDataset, load_dataset, stream_pair
@@ -98,8 +98,8 @@ def evaluation_ground_truth(data, test_subset):
     annotation source: its test videos, dropped ones included. (--dry-run too is evaluated
     against every annotated test video, so its mAP is near 0.)"""
     if data.layout != "hdf5":
-        return evaluate.ground_truth_of(annotations.read_annotations(data.source, test_subset),
-                                        test_subset, data.classes)
+        ann = annotation_reader.read_annotations(data.source, test_subset)
+        return evaluate.ground_truth_of(ann, test_subset, data.classes)
     videos = [(v.name, v.segments) for v in data.split("test")]
     videos += [(name, segs) for name, split, segs in data.dropped if split == "test"]
     return ground_truth(videos, data.classes, data.ambiguous)

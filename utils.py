@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import torch
 
-from annotations import InputError  # noqa: F401  (the one InputError, torch-free)
+from safe_io import InputError  # noqa: F401  (the one InputError, torch-free)
 
 
 def set_seed(seed):

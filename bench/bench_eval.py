@@ -22,7 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import annotations  # noqa: E402
+import annotation_reader  # noqa: E402
 import evaluate  # noqa: E402
 
 THUMOS_GT = ROOT / "data/thumos14/Thumos14reduced-Annotations"
@@ -34,7 +34,7 @@ TARGETS = {("thumos14-sized", "activitynet"): 0.2, ("thumos14-sized", "thumos14"
 
 def durations(folder: Path, gt: evaluate.GroundTruth) -> pd.Series:
     """Video duration (s) of the videos of ``gt``, from the bundle's duration.npy."""
-    ann = annotations.read_wtalc(str(folder))
+    ann = annotation_reader.read_wtalc(str(folder))
     return pd.Series({v: a.duration for v, a in ann.videos.items()}, dtype=float).reindex(gt.videos)
 
 

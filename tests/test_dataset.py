@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from annotations import read_wtalc
+from annotation_reader import read_wtalc
 from dataset import SnippetDataset, align_streams, collate, load_wtalc, wtalc_paths
 from utils import InputError
 

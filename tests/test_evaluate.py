@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import evaluate as E
-from annotations import load_npy
+from safe_io import load_npy
 from evaluate import GroundTruth, InputError, InputWarning
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import annotations
+import annotation_reader
 import dataset as ds
 from dataset import SnippetDataset, load_dataset, video_streams, wtalc_paths
 from test_dataset import _save_py2_style
@@ -358,7 +358,7 @@ def test_activitynet_bundle(tmp_path):
     root = tmp_path / "anet"
     feat_path, ann = wtalc_paths(str(root), "ActivityNet1.2")
     shutil.copytree(ANET_ANN, ann)
-    a = annotations.read_wtalc(ann)
+    a = annotation_reader.read_wtalc(ann)
     n = len(a.videos)
     # one shared array: pickle stores it once, so the file stays small
     _save_py2_style(feat_path, [np.ones((2, 2048), np.float32)] * n)
@@ -636,11 +636,11 @@ def test_real_basnet_ground_truth_in_the_folders_layout(tmp_path):
         (root / "features" / split).mkdir(parents=True)
         for name in (root / f"split_{split}.txt").read_text().split():
             np.save(root / "features" / split / f"{name}.npy", np.ones((2, 2048), np.float32))
-    gt = annotations.read_gt_json(str(root / "gt.json"))
+    gt = annotation_reader.read_gt_json(str(root / "gt.json"))
     classes = gt.classes
     assert gt.videos["video_test_0000896"].segments[0] == ("HighJump", 18.6, 24.8)  # strings
     data = load(root)
-    wtalc = annotations.read_wtalc(os.path.join(real, "Thumos14reduced-Annotations"))
+    wtalc = annotation_reader.read_wtalc(os.path.join(real, "Thumos14reduced-Annotations"))
     assert data.classes == classes == wtalc.classes
     assert len(data.split("train")) == 200 and len(data.split("test")) == 210
     v = next(v for v in data.videos if v.name == "video_test_0000896")

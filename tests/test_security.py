@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-import annotations
-from annotations import InputError, check_video_name, load_npy
+import annotation_reader
+from safe_io import InputError, check_video_name, load_npy
 from dataset import wtalc_paths
 from test_dataset import REAL_ANN, _save_py2_style, write_tiny_bundle
 
@@ -185,7 +185,7 @@ def test_bad_video_names_are_refused(name):
 def test_real_names_pass():
     assert check_video_name(b"video_test_0000004", "f") == "video_test_0000004"
     for folder in (REAL_ANN, ANET_ANN):
-        assert len(annotations.read_wtalc(folder).videos) in (412, 7202)
+        assert len(annotation_reader.read_wtalc(folder).videos) in (412, 7202)
 
 
 def test_a_name_escaping_the_data_root_reads_nothing_outside(tmp_path):
@@ -215,7 +215,7 @@ def test_names_in_every_source_are_checked(tmp_path):
     names = np.load(os.path.join(ann, "videoname.npy"))
     names[3] = b"video test 1"
     np.save(os.path.join(ann, "videoname.npy"), names)
-    for read in (lambda: annotations.read_wtalc(ann), lambda: E.load_ground_truth(ann)):
+    for read in (lambda: annotation_reader.read_wtalc(ann), lambda: E.load_ground_truth(ann)):
         with pytest.raises(InputError, match=r"videoname.npy: video 'video test 1': the name "
                                              r"contains whitespace"):
             read()
@@ -240,7 +240,7 @@ def test_names_in_every_source_are_checked(tmp_path):
     # Ambiguous file, predictions (json keys and txt lines)
     (tmp_path / "Ambiguous_test.txt").write_text("vid\x01eo 1.0 2.0\n")
     with pytest.raises(InputError, match="Ambiguous_test.txt: line 1: video"):
-        annotations.read_ambiguous(str(tmp_path / "Ambiguous_test.txt"))
+        annotation_reader.read_ambiguous(str(tmp_path / "Ambiguous_test.txt"))
     gt = E.load_ground_truth(os.path.join(ROOT, "data", "thumos14", "official_annotation"))
     (tmp_path / "p.json").write_text(json.dumps({"results": {"../v": []}}))
     with pytest.raises(InputError, match=r"p.json: video '../v'"):

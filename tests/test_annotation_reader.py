@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-import annotations
+import annotation_reader
 import dataset as ds
 import evaluate as E
 from test_dataset import _save_py2_style, write_tiny_bundle
@@ -192,5 +192,5 @@ def test_the_readers_agree_on_the_real_files():
         assert ours == [tuple(r) for r in gt.segments.values.tolist()]
         assert len(ours) == {"Thumos14reduced-Annotations": 3358,
                              "gt_basnet_210.json": 3311}[source]
-    official = annotations.read_annotations(os.path.join(real, "official_annotation"))
+    official = annotation_reader.read_annotations(os.path.join(real, "official_annotation"))
     assert len(official.videos) == 213 and official.class_ids["BaseballPitch"] == 7
