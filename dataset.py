@@ -59,7 +59,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import annotation_reader
-from safe_io import check_video_name, load_npy  # noqa: F401  (load_npy: synthetic.py)
+from safe_io import check_video_name, load_npy
 from opts import FEATURE_PRESETS, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 

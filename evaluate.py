@@ -573,7 +573,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Temporal action detection mAP of predictions against a ground truth.",
         epilog="Predictions or ground-truth segments with start > end are accepted: start "
                "and end are swapped, with a warning giving their count. NaN/Inf times or "
-               "scores are errors. Errors in the input give one line on stderr and exit 2.")
+               "scores are errors, and so are video names that are not plain names (a path "
+               "separator, '.' or '..', whitespace or a control character). Errors in the "
+               "input give one line on stderr and exit 2.")
     parser.add_argument("pred", help="predictions: ActivityNet result JSON, or THUMOS14 txt "
                                      "lines 'video start end class_id score'")
     parser.add_argument("--gt", required=True,

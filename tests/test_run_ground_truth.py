@@ -84,3 +84,25 @@ def test_metrics_equal_the_standalone_evaluation(tmp_path, drop):
         assert ("1 videos with empty or all-zero features were dropped: video_test_3; the 2 "
                 "segments of the 1 test videos among them stay in the evaluation ground truth "
                 "and count as misses") in r.stderr + log
+
+
+def test_hdf5_is_its_own_annotation_source(tmp_path):
+    """HDF5 cannot be read by evaluate.py: its test videos are the ground truth, a dropped
+    one (all-zero features) included with its segments."""
+    from dataset import load_dataset
+    from run import evaluation_ground_truth
+    from test_layouts import write_hdf5_by_hand
+    videos = easy_videos(drop_test_video=True)
+    for v in videos:
+        v["segments"] = [(c, s, min(e, 12.8)) for c, s, e in v["segments"]]
+    path = write_hdf5_by_hand(str(tmp_path / "tiny.h5"), videos)
+    said = []
+    data = load_dataset(path, "Thumos14reduced", "validation", "test", log=said.append)
+    assert [v.name for v in data.split("test")] == ["video_test_1", "video_test_2"]
+    gt = evaluation_ground_truth(data, "test")
+    assert gt.videos == ["video_test_1", "video_test_2", "video_test_3"]
+    assert gt.segments.values.tolist() == [["video_test_1", "Diving", 2.0, 9.0],
+                                           ["video_test_2", "HighJump", 1.0, 12.8],
+                                           ["video_test_3", "Diving", 1.0, 4.0],
+                                           ["video_test_3", "HighJump", 6.0, 9.0]]
+    assert "count as misses" in said[0]
