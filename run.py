@@ -233,6 +233,7 @@ def run_pipeline(opts, checkpoint=None):
 
     # data (read and checked before anything is written)
     root, data = load_data(opts, log)
+    test_gt = evaluation_ground_truth(data, opts.test_subset)     # checked before any write
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, opts.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), opts.snippet_seconds)
@@ -313,7 +314,6 @@ def run_pipeline(opts, checkpoint=None):
     detections, video_scores = localise(model, classifier, test_set, data.classes, opts, device,
                                         show_progress=show, ambiguous=data.ambiguous)
     write_results_json(os.path.join(opts.output_dir, "results.json"), detections)
-    test_gt = evaluation_ground_truth(data, opts.test_subset)
     if opts.thumos_ids:
         write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections,
                           test_gt.class_ids)

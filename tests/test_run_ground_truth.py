@@ -106,3 +106,24 @@ def test_hdf5_is_its_own_annotation_source(tmp_path):
                                            ["video_test_3", "Diving", 1.0, 4.0],
                                            ["video_test_3", "HighJump", 6.0, 9.0]]
     assert "count as misses" in said[0]
+
+
+def test_ground_truth_is_checked_before_anything_is_written(tmp_path):
+    """folders layout: the splits come from split_*.txt, the evaluation from gt.json's test
+    subset; a gt.json without one is refused before training, and nothing is written."""
+    from test_layouts import tiny_videos, write_folders
+    root = write_folders(str(tmp_path / "folders"), tiny_videos())
+    with open(os.path.join(root, "gt.json")) as f:
+        gt = json.load(f)
+    for entry in gt["database"].values():
+        entry["subset"] = "part_a"
+    with open(os.path.join(root, "gt.json"), "w") as f:
+        json.dump(gt, f)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "run.py", "--dataset", "thumos14", "--data-root", root,
+                        "--output-dir", str(out), "--dry-run"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("warning: ")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr          # after the data's warnings
+    assert "gt.json: no subset 'test'" in errors[0]
+    assert not out.exists()
