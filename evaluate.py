@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 import annotation_reader
+from safe_io import InputError, check_video_name  # noqa: F401  (the project's one InputError)
 
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {
@@ -46,9 +47,6 @@ ANET_TIOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 SEGMENT_COLUMNS = ["video", "label", "start", "end"]
 PREDICTION_COLUMNS = SEGMENT_COLUMNS + ["score"]
-
-
-from safe_io import InputError, check_video_name  # noqa: E402  (one InputError for all)
 
 
 class InputWarning(UserWarning):
