@@ -16,8 +16,8 @@ wtalc    the W-TALC bundle (THUMOS14 and ActivityNet1.2):
                                         labels_all.npy (N,)  per video its label set
                                         duration.npy   (N,) or (N, 1) seconds
                                         Ambiguous_test.txt (THUMOS14 only)
-         The object arrays were pickled by Python 2: they load with ``allow_pickle=True,
-         encoding='bytes'`` and their strings may be bytes.
+         The object arrays were pickled by Python 2: safe_io.load_npy reads them with a
+         restricted unpickler (numpy arrays and plain values only); strings may be bytes.
 folders  the BaS-Net / UM / CoLA layout:
          DATA_ROOT/gt.json           {"database": {video: {"subset", "annotations":
                                       [{"segment": [start, end] (numbers or strings), "label"}],
@@ -58,6 +58,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+import annotation_reader
+from safe_io import check_video_name, load_npy, read_text
 from opts import FEATURE_PRESETS, LAYOUT_FEATURES, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 
@@ -150,6 +152,8 @@ class VideoSet:
     layout: str = "wtalc"
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS
     warnings: list = field(default_factory=list)   # what loading warned about, in order
+    dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
+                                                   # the videos dropped for empty features
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -291,7 +295,7 @@ def adopt_classes(entries, found, canonical, source):
 
 def read_class_list(path):
     """Class names from a text file, one a line, index order (blank lines skipped)."""
-    names = read_lines(path)
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not names:
         raise InputError(f"{path}: no class listed")
     if len(set(names)) != len(names):
@@ -320,7 +324,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
             continue
         feat = check_features(e.read(log), e.where, e.name, allow_empty=drop_empty)
         if drop_empty and (feat.shape[0] == 0 or not feat.any()):
-            dropped.append(e.name)
+            dropped.append((e.name, e.split, list(e.segments)))
             continue
         if e.duration is not None:
             lengths.append((feat.shape[0], e.duration))
@@ -338,7 +342,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
         kept[e.split] += 1
         del feat
     if dropped:
-        log(f"{len(dropped)} videos with empty or all-zero features were dropped: {_named(dropped)}")
+        log(dropped_warning(dropped))
     if clipped:
         log(f"{clipped} segments reach outside their video and were clipped to [0, duration]")
     if unlabeled:
@@ -354,7 +358,19 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"{source}: videos listed twice: {_named(twice)}")
-    return VideoSet(list(classes), videos, source, list(ambiguous), layout, snippet_seconds)
+    return VideoSet(list(classes), videos, source, list(ambiguous), layout, snippet_seconds,
+                    dropped=dropped)
+
+
+def dropped_warning(dropped):
+    """The one warning about videos dropped for empty features [(name, split, segments)]."""
+    text = (f"{len(dropped)} videos with empty or all-zero features were dropped: "
+            f"{_named([name for name, _, _ in dropped])}")
+    tests = [segments for _, split, segments in dropped if split == "test"]
+    if tests:
+        text += (f"; the {sum(map(len, tests))} segments of the {len(tests)} test videos among "
+                 f"them stay in the evaluation ground truth and count as misses")
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -365,16 +381,6 @@ def _as_str(x):
     if isinstance(x, (bytes, np.bytes_)):
         return x.decode("utf-8")
     return str(x)
-
-
-def load_npy(path):
-    """np.load for the bundle's arrays (Python-2 pickles allowed); InputError when unreadable."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    try:
-        return np.load(path, allow_pickle=True, encoding="bytes")
-    except Exception as e:  # numpy raises many kinds for a damaged file
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
 
 
 def load_array(path):
@@ -397,112 +403,27 @@ def load_pt(path):
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
 
 
-def read_lines(path):
-    """Non-empty stripped lines of a text file."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def read_ambiguous(path):
-    """THUMOS14 'Ambiguous' segments [(video, start, end)]; [] when the file is absent."""
-    if not os.path.isfile(path):
-        return []
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                out.append((parts[0], float(parts[1]), float(parts[2])))
-            except (IndexError, ValueError):
-                raise InputError(f"{path}:{n}: expected 'video start end'") from None
-    return out
-
-
 # ---------------------------------------------------------------------------
 # Ground truth: W-TALC annotation arrays or an ActivityNet-style gt.json
 # ---------------------------------------------------------------------------
 
-def read_wtalc_annotations(folder):
-    """The annotation arrays of a W-TALC bundle as plain Python lists (strings decoded).
-
-    Returns dict with names, subsets, classes, segments [[(s, e)]], labels [[str]],
-    labels_all [[str]], durations [float].
-    """
-    names = ["videoname", "subset", "classlist", "segments", "labels", "labels_all", "duration"]
-    a = {n: load_npy(os.path.join(folder, n + ".npy")) for n in names}
-    n_videos = len(a["videoname"])
-    for n in ["subset", "segments", "labels", "labels_all", "duration"]:
-        if len(a[n]) != n_videos:
-            raise InputError(f"{folder}: {n}.npy has {len(a[n])} entries but videoname.npy has "
-                             f"{n_videos}; the annotation arrays must be index-aligned")
-    out = {
-        "names": [_as_str(v) for v in a["videoname"]],
-        "subsets": [_as_str(v) for v in a["subset"]],
-        "classes": [_as_str(c) for c in a["classlist"]],
-        "segments": [[(float(s[0]), float(s[1])) for s in segs] for segs in a["segments"]],
-        "labels": [[_as_str(x) for x in labs] for labs in a["labels"]],
-        "labels_all": [[_as_str(x) for x in labs] for labs in a["labels_all"]],
-        "durations": [float(np.asarray(d).reshape(-1)[0]) for d in a["duration"]],
-    }
-    for i, (segs, labs) in enumerate(zip(out["segments"], out["labels"])):
-        if len(segs) != len(labs):
-            raise InputError(f"{folder}: video {out['names'][i]} has {len(segs)} segments "
-                             f"but {len(labs)} segment labels")
-    return out
-
-
-def read_gt_json(path):
-    """An ActivityNet-style gt.json: (classes, {video: (labels, segments, duration)}).
-
-    labels: sorted class names of the video's segments; segments [(name, s, e)];
-    duration: seconds or None. Classes: the sorted labels of the whole file.
-    """
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            database = json.load(f)["database"]
-        table = {}
-        for video, info in database.items():
-            segments = [(str(a["label"]), float(a["segment"][0]), float(a["segment"][1]))
-                        for a in info.get("annotations", [])]
-            duration = float(info["duration"]) if info.get("duration") is not None else None
-            table[str(video)] = (sorted({c for c, _, _ in segments}), segments, duration)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-        raise InputError(f"{path}: cannot read the ActivityNet-style ground truth "
-                         f"({type(e).__name__}: {e})") from None
-    classes = sorted({c for labels, _, _ in table.values() for c in labels})
-    return classes, table
-
-
-def read_annotations(path):
-    """Ground truth from a gt.json or a W-TALC *-Annotations folder.
+def read_annotations(path, log=warn):
+    """Ground truth from a gt.json or a W-TALC *-Annotations folder, read by the one
+    annotation reader (annotation_reader.py) and turned into class indices.
 
     Returns (classes, {video: (label indices, [(class_index, s, e)], duration|None)}, ambiguous).
     """
-    if os.path.isdir(path):
-        a = read_wtalc_annotations(path)
-        index = {c: i for i, c in enumerate(a["classes"])}
-        table = {}
-        for i, name in enumerate(a["names"]):
-            labels = class_indices(a["labels_all"][i], index, os.path.join(path, "labels_all.npy"),
-                                   name, "classlist.npy")
-            seg_classes = class_indices(a["labels"][i], index, os.path.join(path, "labels.npy"),
-                                        name, "classlist.npy")
-            segments = [(c, s, e) for c, (s, e) in zip(seg_classes, a["segments"][i])]
-            table[name] = (sorted(set(labels)), segments, a["durations"][i])
-        return a["classes"], table, read_ambiguous(os.path.join(path, "Ambiguous_test.txt"))
-    classes, raw = read_gt_json(path)
-    index = {c: i for i, c in enumerate(classes)}
-    table = {v: ([index[c] for c in labels], [(index[c], s, e) for c, s, e in segments], duration)
-             for v, (labels, segments, duration) in raw.items()}
-    ambiguous = read_ambiguous(os.path.join(os.path.dirname(os.path.abspath(path)),
-                                            "Ambiguous_test.txt"))
-    return classes, table, ambiguous
+    ann = annotation_reader.read_annotations(path)
+    for message in ann.warnings:
+        log(message)
+    return ann.classes, index_table(ann), ann.ambiguous
+
+
+def index_table(ann):
+    """{video: (sorted label indices, [(class_index, s, e)] as annotated, duration|None)}."""
+    index = {c: i for i, c in enumerate(ann.classes)}
+    return {v: (sorted(index[c] for c in a.labels), [(index[c], s, e) for c, s, e in a.segments],
+                a.duration) for v, a in ann.videos.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -524,7 +445,7 @@ def _pop_features(feats, i, log=None):
     return feat
 
 
-def wtalc_entries(root, bundle, train_subset, test_subset):
+def wtalc_entries(root, bundle, train_subset, test_subset, log=warn):
     """(classes, entries, source, ambiguous) of a W-TALC bundle."""
     feat_path, ann_dir = wtalc_paths(root, bundle)
     if not os.path.isdir(ann_dir):
@@ -533,35 +454,32 @@ def wtalc_entries(root, bundle, train_subset, test_subset):
         hint = f"; found {', '.join(others)}: is --dataset right?" if others else ""
         raise InputError(f"{ann_dir}: annotation folder not found (expected the W-TALC layout "
                          f"{bundle}-Annotations/ beside {os.path.basename(feat_path)}{hint})")
-    ann = read_wtalc_annotations(ann_dir)
+    ann = annotation_reader.read_wtalc(ann_dir)
+    for message in ann.warnings:
+        log(message)
     split_of = {train_subset: "train", test_subset: "test"}
+    subsets = {a.subset for a in ann.videos.values()}
     for subset in (train_subset, test_subset):
-        if subset not in ann["subsets"]:
+        if subset not in subsets:
             raise InputError(f"{ann_dir}/subset.npy: no video of the subset {subset!r} "
-                             f"(present: {sorted(set(ann['subsets']))})")
+                             f"(present: {sorted(subsets)})")
     feats = load_npy(feat_path)
-    if len(feats) != len(ann["names"]):
-        raise InputError(f"{feat_path}: {len(feats)} feature arrays but {len(ann['names'])} "
-                         f"videos in {ann_dir}")
-    index = {c: i for i, c in enumerate(ann["classes"])}
+    if feats.ndim != 1 or len(feats) != len(ann.videos):
+        raise InputError(f"{feat_path}: {len(feats) if feats.ndim else 0} feature arrays but "
+                         f"{len(ann.videos)} videos in {ann_dir}")
+    table = index_table(ann)
 
     def entries():
-        for i, name in enumerate(ann["names"]):
-            split = split_of.get(ann["subsets"][i])
+        for i, name in enumerate(ann.videos):
+            split = split_of.get(ann.videos[name].subset)
             if split is None:
                 _pop_features(feats, i)             # not used: let it go
                 continue
-            labels = class_indices(ann["labels_all"][i], index,
-                                   os.path.join(ann_dir, "labels_all.npy"), name, "classlist.npy")
-            seg_classes = class_indices(ann["labels"][i], index,
-                                        os.path.join(ann_dir, "labels.npy"), name, "classlist.npy")
+            labels, segments, duration = table[name]
             yield Entry(name, split, feat_path, functools.partial(_pop_features, feats, i),
-                        sorted(set(labels)),
-                        [(c, s, e) for c, (s, e) in zip(seg_classes, ann["segments"][i])],
-                        ann["durations"][i])
+                        labels, segments, duration)
 
-    ambiguous = read_ambiguous(os.path.join(ann_dir, "Ambiguous_test.txt"))
-    return ann["classes"], entries(), ann_dir, ambiguous
+    return ann.classes, entries(), ann_dir, ann.ambiguous
 
 
 def load_wtalc(root, bundle, train_subset, test_subset, max_videos=None, *, drop_empty=False,
@@ -572,7 +490,8 @@ def load_wtalc(root, bundle, train_subset, test_subset, max_videos=None, *, drop
     drop_empty: False (here) raises for an empty video; load_dataset drops them with a warning.
     memory: 'float32' or 'float16' (the bundle cannot be streamed).
     """
-    classes, entries, source, ambiguous = wtalc_entries(root, bundle, train_subset, test_subset)
+    classes, entries, source, ambiguous = wtalc_entries(root, bundle, train_subset, test_subset,
+                                                        log)
     return assemble(entries, classes, source, layout="wtalc",
                     snippet_seconds=DEFAULT_SNIPPET_SECONDS, memory=memory,
                     max_videos=max_videos, drop_empty=drop_empty, ambiguous=ambiguous, log=log)
@@ -609,14 +528,14 @@ def folder_feature_paths(root, split, name):
     return (os.path.join(base, name + ".npy"),)
 
 
-def folders_entries(root):
+def folders_entries(root, log=warn):
     """(classes, entries, source, ambiguous) of the BaS-Net folders layout."""
     gt = os.path.join(root, "gt.json")
-    classes, table, _ = read_annotations(gt)
+    classes, table, ambiguous = read_annotations(gt, log)
     entries = []
     for split in ("train", "test"):
         list_path = os.path.join(root, f"split_{split}.txt")
-        names = read_lines(list_path)
+        names = annotation_reader.read_video_list(list_path)
         if not names:
             raise InputError(f"{list_path}: no video listed")
         if not os.path.isdir(os.path.join(root, "features", split)):
@@ -635,7 +554,7 @@ def folders_entries(root):
                                  functools.partial(_read_folder_video, paths, name),
                                  labels, segments, duration,
                                  functools.partial(_read_npy_streams, paths)))
-    return classes, entries, gt, read_ambiguous(os.path.join(root, "Ambiguous_test.txt"))
+    return classes, entries, gt, ambiguous
 
 
 # ---------------------------------------------------------------------------
@@ -690,7 +609,7 @@ def emmil_label_indices(y, path, name, num_classes):
     return np.flatnonzero(y > 0.5).tolist()
 
 
-def emmil_entries(root, annotations, classes=None):
+def emmil_entries(root, annotations, classes=None, log=warn):
     """(classes, entries, source, ambiguous) of the released EM-MIL layout.
 
     classes: the class list the Y_flow label vectors index (None: the annotations' own)."""
@@ -701,7 +620,7 @@ def emmil_entries(root, annotations, classes=None):
                              f"W-TALC *-Annotations folder)")
     if not os.path.exists(annotations):
         raise InputError(f"{annotations}: annotations not found")
-    found, table, ambiguous = read_annotations(annotations)
+    found, table, ambiguous = read_annotations(annotations, log)
     if classes is None:
         classes = found
     elif list(found) != list(classes):
@@ -714,11 +633,10 @@ def emmil_entries(root, annotations, classes=None):
         files = emmil_files(root, split)
         for rgb, flow, y, name_path in zip(*(files[d] for d in EMMIL_DIRS)):
             name = load_pt(name_path)
-            if isinstance(name, bytes):
-                name = name.decode("utf-8")
-            if not isinstance(name, str):
+            if not isinstance(name, (str, bytes)):
                 raise InputError(f"{name_path}: expected the video name (a str), found "
                                  f"{type(name).__name__}")
+            name = check_video_name(name, name_path)
             if name not in table:
                 raise InputError(f"{name_path}: video {name} is not in {annotations}")
             labels = emmil_label_indices(load_pt(y), y, name, len(classes))
@@ -828,9 +746,11 @@ def hdf5_entries(path, log):
     ambiguous = []
     if "ambiguous" in f:
         names, segs = f["ambiguous/video"].asstr()[()], f["ambiguous/segment"][()]
-        ambiguous = [(n, float(s), float(e)) for n, (s, e) in zip(names, segs)]
+        ambiguous = [(check_video_name(n, f"{path}:/ambiguous/video"), float(s), float(e))
+                     for n, (s, e) in zip(names, segs)]
     entries = []
     for name, g in f["videos"].items():
+        name = check_video_name(name, f"{path}:/videos")
         where = f"{path}:/videos/{name}"
         subset = _as_str(_h5_attr(g, "subset", where))
         if subset not in ("train", "test"):
@@ -994,10 +914,10 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
         return found, entries, source, ambiguous, stored
     rate = layout_snippet_seconds(layout) if snippet_seconds is None else float(snippet_seconds)
     if layout == "wtalc":
-        return (*wtalc_entries(root, bundle, train_subset, test_subset), rate)
+        return (*wtalc_entries(root, bundle, train_subset, test_subset, log), rate)
     if layout == "folders":
-        return (*folders_entries(root), rate)
-    return (*emmil_entries(root, annotations, classes), rate)
+        return (*folders_entries(root, log), rate)
+    return (*emmil_entries(root, annotations, classes, log), rate)
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from safe_io import InputError, check_video_name
 from dataset import snippets_to_seconds
 from utils import atomic_write_text
 
@@ -240,8 +241,19 @@ def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration,
     return segments_frame([name], found, classes)
 
 
+def well_formed(detections):
+    """The detections, if each makes one well-formed output line: a plain video name (no
+    whitespace or separator: safe_io.check_video_name) and finite times and score."""
+    for name in pd.unique(detections["video"]):
+        check_video_name(name, "detections")
+    if not np.isfinite(detections[["start", "end", "score"]].to_numpy(float)).all():
+        raise InputError("detections: a time or score is NaN or Inf; results not written")
+    return detections
+
+
 def write_results_json(path, detections):
     """ActivityNet result format: {"version", "external_data", "results": {video: [...]}}."""
+    detections = well_formed(detections)
     results = {}
     for row in detections.itertuples(index=False):
         results.setdefault(row.video, []).append({
@@ -250,11 +262,12 @@ def write_results_json(path, detections):
             "score": float(row.score)})
     payload = {"version": "EM-MIL reimplementation", "results": results,
                "external_data": {"used": False, "details": "features only"}}
-    atomic_write_text(path, json.dumps(payload) + "\n")
+    atomic_write_text(path, json.dumps(payload, allow_nan=False) + "\n")
 
 
 def write_results_txt(path, detections, class_ids):
     """Official THUMOS14 format: 'video start end class_id score' per line."""
+    detections = well_formed(detections)
     lines = [f"{r.video} {r.start:.2f} {r.end:.2f} {class_ids[r.label]} {r.score:.6f}"
              for r in detections.itertuples(index=False)]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import annotation_reader
+from safe_io import InputError, check_video_name  # noqa: F401  (the project's one InputError)
+
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {
     "BaseballPitch": 7, "BasketballDunk": 9, "Billiards": 12, "CleanAndJerk": 21,
@@ -44,10 +47,6 @@ ANET_TIOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 SEGMENT_COLUMNS = ["video", "label", "start", "end"]
 PREDICTION_COLUMNS = SEGMENT_COLUMNS + ["score"]
-
-
-class InputError(ValueError):
-    """Bad input file or value; the message names the file and the problem."""
 
 
 class InputWarning(UserWarning):
@@ -124,10 +123,6 @@ def _describe(err: Exception) -> str:
     return f"missing field {err}" if isinstance(err, KeyError) else str(err)
 
 
-def _decode(x) -> str:
-    return x.decode("utf-8") if isinstance(x, (bytes, np.bytes_)) else str(x)
-
-
 def _check_segments(df: pd.DataFrame, source, what: str) -> pd.DataFrame:
     """Reject NaN/Inf times (and scores); swap start > end with a warning."""
     numeric = [c for c in ("start", "end", "score") if c in df.columns]
@@ -178,130 +173,49 @@ def _empty_ambiguous() -> pd.DataFrame:
                          "start": np.zeros(0), "end": np.zeros(0)})
 
 
-def _read_ambiguous(path: Path) -> pd.DataFrame:
-    if not path.is_file():
+def _ambiguous_frame(rows) -> pd.DataFrame:
+    if not rows:
         return _empty_ambiguous()
-    rows = _read_rows(path, 3, "video start end")
-    amb = pd.DataFrame({"video": pd.Series([r[0] for r in rows], dtype=object),
-                        "start": _to_float(path, rows, 1, "start"),
-                        "end": _to_float(path, rows, 2, "end")})
-    return _check_segments(amb, path, "ambiguous segments")
+    video, start, end = zip(*rows)
+    return pd.DataFrame({"video": pd.Series(video, dtype=object),
+                         "start": np.asarray(start, dtype=float),
+                         "end": np.asarray(end, dtype=float)})
 
 
 # ----------------------------------------------------------------------------- ground truth
 
-def load_ground_truth(path, subset: str = "test") -> GroundTruth:
+def load_ground_truth(path, subset: str = "test", classes=None) -> GroundTruth:
     """Load a gt.json (ActivityNet style), a W-TALC ``*-Annotations`` folder or an
-    official THUMOS14 annotation folder (``<Class>_<subset>.txt`` files)."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "videoname.npy").is_file():
-            return _load_wtalc(path, subset)
-        return _load_official(path, subset)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    return _load_gt_json(path, subset)
+    official THUMOS14 annotation folder (``<Class>_<subset>.txt`` files), through the
+    project's one annotation reader (annotation_reader.py). Segments that end before they
+    start are swapped, with an InputWarning giving their count. classes: the class list to
+    evaluate with (default: the source's own)."""
+    ann = annotation_reader.read_annotations(path, subset)
+    for message in ann.warnings:
+        warnings.warn(message, InputWarning, stacklevel=2)
+    return ground_truth_of(ann, subset, classes)
 
 
-def _load_gt_json(path: Path, subset: str) -> GroundTruth:
-    database = _read_json(path).get("database")
-    if not isinstance(database, dict):
-        raise InputError(f"{path}: no 'database' object")
-    try:
-        present = {entry["subset"] for entry in database.values()}
-        name = _resolve_subset(subset, present, path)
-        all_labels = {a["label"] for e in database.values() for a in e.get("annotations", [])}
-        videos, rows = [], []
-        for video, entry in database.items():
-            if entry["subset"] != name:
-                continue
-            videos.append(video)
-            for ann in entry.get("annotations", []):
-                start, end = ann["segment"]
-                rows.append((video, ann["label"], float(start), float(end)))
-    except InputError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise InputError(f"{path}: malformed ground-truth entry: {_describe(err)}") from None
+def ground_truth_of(ann: annotation_reader.Annotations, subset: str = "test",
+                    classes=None) -> GroundTruth:
+    """The GroundTruth of one subset of read annotations."""
+    present = {a.subset for a in ann.videos.values()}
+    name = _resolve_subset(subset, present, ann.source) if present else subset
+    videos = ann.subset(name)
+    rows = [(v, c, s, e) for v in videos for c, s, e in ann.videos[v].segments]
     segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
-    classes = sorted(all_labels)
-    return GroundTruth(_check_segments(segments, path, "ground-truth segments"), videos,
-                       classes, _empty_ambiguous(), class_ids(classes))
-
-
-def _load_wtalc(folder: Path, subset: str) -> GroundTruth:
-    def load(name):
-        file = folder / f"{name}.npy"
-        try:
-            return np.load(file, allow_pickle=True, encoding="bytes")
-        except FileNotFoundError:
-            raise InputError(f"{file}: no such file") from None
-        except (OSError, ValueError, EOFError) as err:
-            raise InputError(f"{file}: cannot read: {err}") from None
-
-    names = [_decode(v) for v in load("videoname")]
-    subsets = [_decode(s) for s in load("subset")]
-    classes = [_decode(c) for c in load("classlist")]
-    all_segments, all_labels = load("segments"), load("labels")
-    if not len(names) == len(subsets) == len(all_segments) == len(all_labels):
-        raise InputError(f"{folder}: videoname, subset, segments and labels differ in length")
-    name = _resolve_subset(subset, set(subsets), folder)
-    videos, rows = [], []
-    for video, sub, segs, labels in zip(names, subsets, all_segments, all_labels):
-        if sub != name:
-            continue
-        videos.append(video)
-        if len(segs) != len(labels):
-            raise InputError(f"{folder}: video {video}: {len(segs)} segments "
-                             f"but {len(labels)} labels")
-        rows += [(video, _decode(lab), float(s[0]), float(s[1])) for s, lab in zip(segs, labels)]
-    segments = _segments_frame(*zip(*rows)) if rows else _segments_frame([], [], [], [])
-    unknown = set(segments["label"]) - set(classes)
+    if ann.class_ids is None and name != "test":       # another subset's Ambiguous file
+        folder = ann.source if os.path.isdir(ann.source) else os.path.dirname(ann.source)
+        ambiguous, _ = annotation_reader.read_ambiguous(
+            os.path.join(folder, f"Ambiguous_{name}.txt"))
+    else:                               # the test subset's, or the official folder's own
+        ambiguous = ann.ambiguous
+    classes = list(ann.classes if classes is None else classes)
+    unknown = sorted(set(segments["label"]) - set(classes))
     if unknown:
-        raise InputError(f"{folder}: labels not in classlist.npy: {sorted(unknown)}")
-    return GroundTruth(_check_segments(segments, folder, "ground-truth segments"), videos,
-                       classes, _read_ambiguous(folder / f"Ambiguous_{name}.txt"),
-                       class_ids(classes))
-
-
-def _load_official(folder: Path, subset: str) -> GroundTruth:
-    suffix = {"train": "val", "training": "val", "validation": "val"}.get(subset, subset)
-    files = {}                                   # lower-case class name -> files
-    for file in sorted(folder.glob(f"*_{suffix}.txt")):
-        files.setdefault(file.name[: -len(f"_{suffix}.txt")].lower(), []).append(file)
-    listing = folder / "detclasslist.txt"
-    if listing.is_file():
-        rows = _read_rows(listing, 2, "class_id ClassName")
-        classes = [r[1] for r in rows]
-        ids = _to_float(listing, rows, 0, "class id").astype(int).tolist()
-        for values, what in ((classes, "class name"), (ids, "class id")):
-            if len(set(values)) != len(values):
-                raise InputError(f"{listing}: duplicate {what} "
-                                 f"{next(v for v in values if values.count(v) > 1)}")
-        ids_by_class = dict(zip(classes, ids))
-    else:
-        classes = sorted(f[0].name[: -len(f"_{suffix}.txt")] for k, f in files.items()
-                         if k != "ambiguous")
-        ids_by_class = class_ids(classes)
-    if not classes:
-        raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt")
-    parts = []
-    for cls in classes:
-        found = files.get(cls.lower(), [])
-        if len(found) > 1:
-            raise InputError(f"{folder}: duplicate ground-truth files for class {cls}: "
-                             f"{', '.join(f.name for f in found)}")
-        if not found:
-            raise InputError(f"{folder}: class {cls} has no ground-truth file {cls}_{suffix}.txt")
-        rows = _read_rows(found[0], 3, "video start end")
-        parts.append(_segments_frame([r[0] for r in rows], [cls] * len(rows),
-                                     _to_float(found[0], rows, 1, "start"),
-                                     _to_float(found[0], rows, 2, "end")))
-    segments = _check_segments(pd.concat(parts, ignore_index=True), folder,
-                               "ground-truth segments")
-    ambiguous = _read_ambiguous(folder / f"Ambiguous_{suffix}.txt")
-    videos = sorted(set(segments["video"]) | set(ambiguous["video"]))
-    return GroundTruth(segments, videos, classes, ambiguous, ids_by_class)
+        raise InputError(f"{ann.source}: labels not in the class list: {unknown[:5]}")
+    ids = ann.class_ids if ann.class_ids is not None else class_ids(classes)
+    return GroundTruth(segments, videos, classes, _ambiguous_frame(ambiguous), ids)
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -338,6 +252,7 @@ def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
     rows = []
     try:
         for video, entries in results.items():
+            video = check_video_name(video, path)
             for e in entries:
                 start, end = e["segment"]
                 label = e["label"]
@@ -359,7 +274,8 @@ def _predictions_from_txt(path: Path, gt: GroundTruth) -> pd.DataFrame:
     name_of_id = {i: c for c, i in gt.class_ids.items()}
     labels = [name_of_id.get(int(i), f"class id {i:g}") if float(i).is_integer()
               else f"class id {i:g}" for i in ids]
-    videos = [r[0][:-4] if r[0].endswith(".mp4") else r[0] for r in rows]
+    videos = [check_video_name(r[0][:-4] if r[0].endswith(".mp4") else r[0], path)
+              for r in rows]
     pred = _segments_frame(videos, labels, _to_float(path, rows, 1, "start"),
                            _to_float(path, rows, 2, "end"))
     pred["score"] = _to_float(path, rows, 4, "score")
@@ -655,7 +571,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Temporal action detection mAP of predictions against a ground truth.",
         epilog="Predictions or ground-truth segments with start > end are accepted: start "
                "and end are swapped, with a warning giving their count. NaN/Inf times or "
-               "scores are errors. Errors in the input give one line on stderr and exit 2.")
+               "scores are errors, and so are video names that are not plain names (a path "
+               "separator, '.' or '..', whitespace or a control character). Errors in the "
+               "input give one line on stderr and exit 2.")
     parser.add_argument("pred", help="predictions: ActivityNet result JSON, or THUMOS14 txt "
                                      "lines 'video start end class_id score'")
     parser.add_argument("--gt", required=True,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+import annotation_reader
 import evaluate
 import synthetic
 from dataset import SnippetDataset, load_dataset, read_class_list, stream_pair
@@ -77,14 +78,29 @@ def split_validation(videos, fraction, seed):
 
 
 def ground_truth(videos, classes, ambiguous):
-    """Evaluation ground truth of a list of videos."""
-    names = {v.name for v in videos}
-    segments = pd.DataFrame([(v.name, classes[c], s, e) for v in videos for c, s, e in v.segments],
+    """Evaluation ground truth of videos [(name, [(class_index, start, end)])]."""
+    names = {name for name, _ in videos}
+    segments = pd.DataFrame([(name, classes[c], s, e) for name, segs in videos for c, s, e in segs],
                             columns=["video", "label", "start", "end"])
     amb = pd.DataFrame([a for a in ambiguous if a[0] in names], columns=["video", "start", "end"])
-    return evaluate.GroundTruth(segments=segments, videos=[v.name for v in videos],
+    return evaluate.GroundTruth(segments=segments, videos=[name for name, _ in videos],
                                 classes=list(classes), ambiguous=amb,
                                 class_ids=evaluate.class_ids(classes))
+
+
+def evaluation_ground_truth(data, test_subset):
+    """The ground truth of the test split, read from the annotation source itself by the one
+    reader, as `python evaluate.py results.json --gt SOURCE` reads it: every annotated test
+    video (those dropped for empty features too: their segments count as misses), segments
+    as annotated (not clipped); the class list is the data's. An HDF5 file is its own
+    annotation source: its test videos, dropped ones included. (--dry-run too is evaluated
+    against every annotated test video, so its mAP is near 0.)"""
+    if data.layout != "hdf5":
+        ann = annotation_reader.read_annotations(data.source, test_subset)
+        return evaluate.ground_truth_of(ann, test_subset, data.classes)
+    videos = [(v.name, v.segments) for v in data.split("test")]
+    videos += [(name, segs) for name, split, segs in data.dropped if split == "test"]
+    return ground_truth(videos, data.classes, data.ambiguous)
 
 
 # 3. checkpoints ---------------------------------------------------------------
@@ -215,6 +231,7 @@ def run_pipeline(opts, checkpoint=None):
 
     # data (read and checked before anything is written)
     root, data = load_data(opts, log)
+    test_gt = evaluation_ground_truth(data, opts.test_subset)     # checked before any write
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), data.snippet_seconds)
@@ -256,7 +273,8 @@ def run_pipeline(opts, checkpoint=None):
     if checkpoint is not None and position >= total:
         log("training was already complete: detecting and evaluating again")
     writer = open_tensorboard(opts, position)
-    val_gt = ground_truth(val_videos, data.classes, data.ambiguous) if val_videos else None
+    val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
+                          data.ambiguous) if val_videos else None
 
     # training: classifier epochs, then EM epochs; a checkpoint after each
     for pos in progress(range(position + 1, total + 1), total - position, "epochs", show):
@@ -294,7 +312,6 @@ def run_pipeline(opts, checkpoint=None):
     detections, video_scores = localise(model, classifier, test_set, data.classes, opts, device,
                                         show_progress=show, ambiguous=data.ambiguous)
     write_results_json(os.path.join(opts.output_dir, "results.json"), detections)
-    test_gt = ground_truth(data.split("test"), data.classes, data.ambiguous)
     if opts.thumos_ids:
         write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections,
                           test_gt.class_ids)

@@ -17,7 +17,8 @@ import tempfile
 
 import numpy as np
 
-from dataset import STREAM_DIM, load_npy, wtalc_paths
+from dataset import STREAM_DIM, wtalc_paths
+from safe_io import load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")

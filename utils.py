@@ -8,9 +8,7 @@ import tempfile
 import numpy as np
 import torch
 
-
-class InputError(ValueError):
-    """Bad user input (a file, an option): reported as one line, exit code 2."""
+from safe_io import InputError  # noqa: F401  (the one InputError, torch-free)
 
 
 def set_seed(seed):

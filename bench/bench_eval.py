@@ -22,6 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import annotation_reader  # noqa: E402
 import evaluate  # noqa: E402
 
 THUMOS_GT = ROOT / "data/thumos14/Thumos14reduced-Annotations"
@@ -33,10 +34,8 @@ TARGETS = {("thumos14-sized", "activitynet"): 0.2, ("thumos14-sized", "thumos14"
 
 def durations(folder: Path, gt: evaluate.GroundTruth) -> pd.Series:
     """Video duration (s) of the videos of ``gt``, from the bundle's duration.npy."""
-    names = [evaluate._decode(v) for v in np.load(folder / "videoname.npy", allow_pickle=True,
-                                                    encoding="bytes")]
-    seconds = np.load(folder / "duration.npy", allow_pickle=True).reshape(len(names), -1)[:, 0]
-    return pd.Series(seconds.astype(float), index=names).reindex(gt.videos)
+    ann = annotation_reader.read_wtalc(str(folder))
+    return pd.Series({v: a.duration for v, a in ann.videos.items()}, dtype=float).reindex(gt.videos)
 
 
 def plausible_predictions(gt, duration: pd.Series, n: int, rng) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import (SnippetDataset, align_streams, collate, load_wtalc, read_wtalc_annotations,
-                     wtalc_paths)
+from annotation_reader import read_wtalc
+from dataset import SnippetDataset, align_streams, collate, load_wtalc, wtalc_paths
 from utils import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +70,8 @@ def test_real_annotation_arrays_with_tiny_features(tmp_path):
     root = tmp_path / "b"
     _, ann = wtalc_paths(str(root), "Thumos14reduced")
     shutil.copytree(REAL_ANN, ann)
-    a = read_wtalc_annotations(ann)
-    assert len(a["names"]) == 412 and a["classes"][0] == "BaseballPitch"
+    a = read_wtalc(ann)
+    assert len(a.videos) == 412 and a.classes[0] == "BaseballPitch"
     _save_py2_style(wtalc_paths(str(root), "Thumos14reduced")[0],
                     [np.ones((2, 2048), np.float32)] * 412)
     data = load(root)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import evaluate as E
+from safe_io import load_npy
 from evaluate import GroundTruth, InputError, InputWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_wtalc_folder_in_python2_pickle_format(tmp_path):
     folder = tmp_path / "Thumos14reduced-Annotations"
     write_wtalc(folder, ["test", "test", "validation"])
     (folder / "Ambiguous_test.txt").write_text("video_0  4.0 5.0\n")
-    raw = np.load(folder / "labels.npy", allow_pickle=True, encoding="bytes")
+    raw = load_npy(str(folder / "labels.npy"))
     assert isinstance(raw[0][0], bytes)                      # really the bytes format
     with pytest.warns(InputWarning, match="1 ground-truth segments had start > end"):
         gt = E.load_ground_truth(folder, "test")

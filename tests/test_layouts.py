@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import annotation_reader
 import dataset as ds
 from dataset import SnippetDataset, load_dataset, video_streams, wtalc_paths
 from test_dataset import _save_py2_style
@@ -373,8 +374,8 @@ def test_activitynet_bundle(tmp_path):
     root = tmp_path / "anet"
     feat_path, ann = wtalc_paths(str(root), "ActivityNet1.2")
     shutil.copytree(ANET_ANN, ann)
-    a = ds.read_wtalc_annotations(ann)
-    n = len(a["names"])
+    a = annotation_reader.read_wtalc(ann)
+    n = len(a.videos)
     # one shared array: pickle stores it once, so the file stays small
     _save_py2_style(feat_path, [np.ones((2, 2048), np.float32)] * n)
     said = []
@@ -382,8 +383,8 @@ def test_activitynet_bundle(tmp_path):
     assert n == 7202 and len(data.classes) == 100
     assert len(data.split("train")) == 4819 and len(data.split("test")) == 2383
     assert data.videos[0].name == "video_4" and data.videos[0].duration == pytest.approx(92.18)
-    outside = sum(1 for segs, d in zip(a["segments"], a["durations"])
-                  for s, e in segs if s < 0 or e > d)
+    outside = sum(1 for v in a.videos.values() for _, s, e in v.segments
+                  if s < 0 or e > v.duration)
     assert said[0] == (f"{outside} segments reach outside their video and were clipped to "
                        f"[0, duration]")
     # the stand-in features have 2 snippets a video: far shorter than the annotations
@@ -473,10 +474,10 @@ def test_folders_bad_gt_json(tmp_path):
     g["database"]["video_test_1"]["annotations"][0]["segment"] = ["1.0", "soon"]
     with open(gt, "w") as f:
         json.dump(g, f)
-    expect_error(root, "gt.json: cannot read")
+    expect_error(root, "gt.json: video video_test_1: segment time 'soon' is not a number")
     with open(gt, "w") as f:
         f.write("{not json")
-    expect_error(root, "gt.json: cannot read")
+    expect_error(root, "gt.json: malformed JSON")
 
 
 def test_folders_wrong_width_and_nan(tmp_path):
@@ -653,11 +654,12 @@ def test_real_basnet_ground_truth_in_the_folders_layout(tmp_path):
         (root / "features" / split).mkdir(parents=True)
         for name in (root / f"split_{split}.txt").read_text().split():
             np.save(root / "features" / split / f"{name}.npy", np.ones((2, 2048), np.float32))
-    classes, table = ds.read_gt_json(str(root / "gt.json"))
-    assert table["video_test_0000896"][1][0] == ("HighJump", 18.6, 24.8)   # from strings
+    gt = annotation_reader.read_gt_json(str(root / "gt.json"))
+    classes = gt.classes
+    assert gt.videos["video_test_0000896"].segments[0] == ("HighJump", 18.6, 24.8)  # strings
     data = load(root)
-    wtalc = ds.read_wtalc_annotations(os.path.join(real, "Thumos14reduced-Annotations"))
-    assert data.classes == classes == wtalc["classes"]
+    wtalc = annotation_reader.read_wtalc(os.path.join(real, "Thumos14reduced-Annotations"))
+    assert data.classes == classes == wtalc.classes
     assert len(data.split("train")) == 200 and len(data.split("test")) == 210
     v = next(v for v in data.videos if v.name == "video_test_0000896")
     assert v.duration == pytest.approx(2 * 0.64)              # gt.json has no duration
@@ -672,11 +674,11 @@ THUMOS20 = ds.read_class_list(os.path.join(ROOT, "data", "thumos14", "classes.tx
 
 
 def test_canonical_class_list_is_the_wtalc_classlist():
-    wtalc = ds.read_wtalc_annotations(os.path.join(ROOT, "data", "thumos14",
-                                                   "Thumos14reduced-Annotations"))
-    assert THUMOS20 == wtalc["classes"] and len(THUMOS20) == 20
+    wtalc = annotation_reader.read_wtalc(os.path.join(ROOT, "data", "thumos14",
+                                                      "Thumos14reduced-Annotations"))
+    assert THUMOS20 == wtalc.classes and len(THUMOS20) == 20
     anet = ds.read_class_list(os.path.join(ROOT, "data", "activitynet12", "classes.txt"))
-    assert anet == ds.read_wtalc_annotations(ANET_ANN)["classes"] and len(anet) == 100
+    assert anet == annotation_reader.read_wtalc(ANET_ANN).classes and len(anet) == 100
 
 
 def test_a_gt_json_with_few_classes_is_indexed_by_the_canonical_list(tmp_path):

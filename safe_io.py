@@ -1,0 +1,208 @@
+"""Reading untrusted files: the one InputError, a restricted loader for pickled .npy files,
+and the checks of names and text read from data files. Torch-free.
+
+`load_npy` parses the .npy header itself; plain dtypes are read without pickle; object arrays
+(the W-TALC bundle, pickled by Python 2) are unpickled by `ArrayUnpickler`, which can build
+numpy arrays, dtypes and scalars (plus str, bytes, numbers, lists, tuples, which need no
+global) and refuses every other global: loading a crafted file runs no code. It is the C
+unpickler with only the lookup of globals replaced, so as fast as np.load.
+
+A video name is data (`check_video_name`): it becomes part of file paths and of output lines,
+so a name with a path separator, '.'/'..', whitespace or a control character is refused.
+"""
+import os
+import pickle
+import unicodedata
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input (a file, an option): reported as one line, exit code 2."""
+
+
+def one_line(text, limit=200):
+    """text on one line (whitespace runs collapsed), cut to `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------
+# .npy files: pickled object arrays through a restricted unpickler
+# ---------------------------------------------------------------------------
+
+def _latin1_encode(text, encoding="latin1"):
+    """`_codecs.encode` as Python 3 pickles bytes for protocol 2 (latin-1 only)."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """`bytes()` as Python 3 pickles b'' for protocol 2 (nothing else)."""
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments")
+    return b""
+
+
+_MULTIARRAY = np._core.multiarray
+ALLOWED_GLOBALS = {
+    # what the real W-TALC files (Python 2) and numpy 1.x / 2.x pickles of arrays ask for
+    ("numpy.core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _MULTIARRAY.scalar,
+    ("numpy._core.multiarray", "scalar"): _MULTIARRAY.scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,      # bytes in a Python 3 protocol-2 pickle
+    ("__builtin__", "bytes"): _empty_bytes,     # b'' in a Python 3 protocol-2 pickle
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module, name):
+        super().__init__(f"{module}.{name}")
+        self.what = f"{module}.{name}"
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays of plain values and nothing else (the C unpickler, so as fast
+    as np.load; only the lookup of globals is ours)."""
+
+    def find_class(self, module, name):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(module, name) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def _read_header(f, path):
+    """(shape, fortran_order, dtype) of an open .npy file, positioned after the header."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise InputError(f"{path}: .npy format version {version[0]}.{version[1]} is not supported "
+                     f"(1.0 or 2.0)")
+
+
+def load_npy(path):
+    """A .npy file as an array. Plain dtypes are read without pickle; object arrays (the
+    W-TALC bundle) with `ArrayUnpickler` (Python-2 strings kept as bytes). InputError when
+    the file is missing, damaged, or asks to build anything but arrays of plain values."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _read_header(f, path)
+            if not dtype.hasobject:
+                f.seek(0)
+                return np.lib.format.read_array(f, allow_pickle=False)
+            array = ArrayUnpickler(f, encoding="bytes", fix_imports=True).load()
+    except InputError:
+        raise
+    except RefusedGlobal as e:
+        raise InputError(f"{path}: refused to load: it asks to build {e.what} (only numpy "
+                         f"arrays, dtypes, str, bytes, numbers, lists and tuples are allowed)"
+                         ) from None
+    except MemoryError:
+        raise InputError(f"{path}: cannot read (too large to allocate)") from None
+    except Exception as e:          # numpy and pickle raise many kinds for a damaged file
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {one_line(e)})") from None
+    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        raise InputError(f"{path}: cannot read (the pickle does not hold the {tuple(shape)} "
+                         f"array its header announces)")
+    return array
+
+
+# ---------------------------------------------------------------------------
+# Names and strings
+# ---------------------------------------------------------------------------
+
+def as_text(x, where, what="a string"):
+    """A str from a str or UTF-8 bytes (numpy's too); InputError otherwise."""
+    if isinstance(x, (bytes, np.bytes_)):
+        try:
+            return bytes(x).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: {what} {one_line(repr(bytes(x)), 60)} is not UTF-8"
+                             ) from None
+    if isinstance(x, (str, np.str_)):
+        return str(x)
+    raise InputError(f"{where}: expected {what}, found {type(x).__name__}")
+
+
+def _name_problem(name):
+    if name == "":
+        return "empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", ".."):
+        return "is a relative folder name"
+    for c in name:
+        if c.isspace():
+            return "contains whitespace"
+        if unicodedata.category(c).startswith("C"):
+            return "contains a control character"
+    return None
+
+
+def check_video_name(name, where):
+    """The video name as a str, if it is a plain name (it becomes part of file paths and of
+    output lines); InputError naming `where` and the video otherwise."""
+    name = as_text(name, where, "video name")
+    problem = _name_problem(name)
+    if problem:
+        raise InputError(f"{where}: video {one_line(repr(name), 80)}: the name {problem}; a "
+                         f"video name must be a plain file name without whitespace")
+    return name
+
+
+def check_label(label, where, video):
+    """A class label: a non-empty string (bytes decoded)."""
+    if label is None or isinstance(label, (bool, int, float, list, dict)):
+        raise InputError(f"{where}: video {video}: label {label!r} is not a class name")
+    label = as_text(label, f"{where}: video {video}", "label")
+    if not label.strip():
+        raise InputError(f"{where}: video {video}: empty label")
+    return label
+
+
+def read_text(path):
+    """A UTF-8 text file; InputError when missing, unreadable or not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_rows(path, n_fields, what):
+    """[(line number, fields)] of the non-blank lines, each exactly `n_fields` fields."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != n_fields:
+            raise InputError(f"{path}: line {number}: expected {n_fields} fields ({what}), got "
+                             f"{len(fields)}: {one_line(repr(line.strip()), 80)}")
+        rows.append((number, fields))
+    return rows
+
+
+def read_video_list(path):
+    """The video names of a split file, one a line (blank lines skipped), each checked."""
+    return [check_video_name(fields[0], f"{path}: line {n}")
+            for n, fields in read_rows(path, 1, "one video name")]
