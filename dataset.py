@@ -48,6 +48,7 @@ import argparse
 import functools
 import json
 import os
+import pickle
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -171,27 +172,73 @@ class Entry:
     reread: object = None      # for streaming: picklable () -> (rgb, flow); None: cannot
 
 
+def first_line(error, limit=200):
+    """One line of an exception's text (library messages can span many lines)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def numeric_array(x, path, name, what, kinds="fiu"):
+    """A tensor or array holding numbers (float or integer) as a numpy array, or InputError
+    naming the file: anything else a file can hold (str, dict, list, object, bool, complex,
+    sparse or quantized tensors) is refused."""
+    if torch.is_tensor(x):
+        if x.layout != torch.strided or x.is_quantized:
+            raise InputError(f"{path}: video {name}: {what} is a {x.layout} "
+                             f"{'quantized ' if x.is_quantized else ''}tensor, expected a "
+                             f"dense float tensor")
+        x = x.detach()
+        if x.dtype.is_floating_point and x.dtype not in (torch.float16, torch.float32,
+                                                          torch.float64):
+            x = x.float()                   # bfloat16, float8: numpy has no such type
+        try:
+            x = x.numpy()
+        except (TypeError, RuntimeError) as e:
+            raise InputError(f"{path}: video {name}: {what}: tensor of type {x.dtype} cannot "
+                             f"be read ({first_line(e)})") from None
+    elif not isinstance(x, np.ndarray):
+        raise InputError(f"{path}: video {name}: {what}: expected an array of numbers, found "
+                         f"{type(x).__name__}")
+    if x.dtype.kind not in kinds:
+        raise InputError(f"{path}: video {name}: {what} of type {x.dtype} are not numbers")
+    return x
+
+
+def check_values(x, path, name, what):
+    """NaN/Inf, and float64 values float32 cannot hold, are errors naming the file."""
+    if x.dtype.kind != "f":
+        return
+    if not np.isfinite(x).all():
+        raise InputError(f"{path}: video {name}: {what} contain NaN or Inf")
+    if x.dtype.itemsize > 4 and x.size and np.abs(x).max() > FLOAT32_MAX:
+        raise InputError(f"{path}: video {name}: {what} exceed the float32 range")
+
+
 def check_features(feat, path, name, allow_empty=False):
     """Validate one video's joint features (T, 2048); returns them as an array."""
-    feat = np.asarray(feat)
+    feat = numeric_array(feat, path, name, "features")
     if feat.ndim != 2 or feat.shape[1] != 2 * STREAM_DIM:
         raise InputError(f"{path}: video {name}: features have shape {feat.shape}, "
                          f"expected (T, {2 * STREAM_DIM}) = RGB {STREAM_DIM} then flow {STREAM_DIM}")
     if feat.shape[0] == 0 and not allow_empty:
         raise InputError(f"{path}: video {name}: no snippets (empty feature array)")
-    if not np.issubdtype(feat.dtype, np.floating) and not np.issubdtype(feat.dtype, np.integer):
-        raise InputError(f"{path}: video {name}: features of type {feat.dtype} are not numbers")
-    if not np.isfinite(feat).all():
-        raise InputError(f"{path}: video {name}: features contain NaN or Inf")
+    check_values(feat, path, name, "features")
     return feat
 
 
 def check_stream(x, path, name, stream):
-    """One stream (T, 1024) as a numpy array, or InputError naming the file."""
-    x = x.numpy() if torch.is_tensor(x) else np.asarray(x)
+    """One stream (T, 1024) as a numpy array of finite numbers, or InputError naming the
+    file: each stream is checked on its own, before joining, so that the message names the
+    file at fault."""
+    x = numeric_array(x, path, name, f"{stream} features")
     if x.ndim != 2 or x.shape[1] != STREAM_DIM:
         raise InputError(f"{path}: video {name}: {stream} features have shape {x.shape}, "
                          f"expected (T, {STREAM_DIM})")
+    check_values(x, path, name, f"{stream} features")
     return x
 
 
@@ -206,9 +253,14 @@ def align_streams(rgb, flow, name, log=warn):
 
 
 def join_streams(rgb, flow, rgb_path, flow_path, name, log):
-    """Checked, aligned (T, 2048) array of two streams (T, 1024)."""
+    """Checked, aligned (T, 2048) array of two streams (T, 1024). One empty stream beside a
+    non-empty one is an error naming the empty file (both empty: an empty video, dropped)."""
     rgb = check_stream(rgb, rgb_path, name, "RGB")
     flow = check_stream(flow, flow_path, name, "flow")
+    for x, other, path, stream in ((rgb, flow, rgb_path, "RGB"), (flow, rgb, flow_path, "flow")):
+        if x.shape[0] == 0 and other.shape[0] > 0:
+            raise InputError(f"{path}: video {name}: {stream} features are empty but the other "
+                             f"stream has {other.shape[0]} snippets")
     rgb, flow = align_streams(rgb, flow, name, log)
     return np.concatenate([rgb, flow], axis=1)
 
@@ -259,6 +311,18 @@ def _named(names):
     return shown + (f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else "")
 
 
+def read_entry(entry, log, allow_empty):
+    """An entry's checked features; a file too large to allocate (numpy raises MemoryError
+    or ValueError) or that fails to read in any other way is an error naming the file."""
+    try:
+        return check_features(entry.read(log), entry.where, entry.name, allow_empty=allow_empty)
+    except InputError:
+        raise
+    except (MemoryError, ValueError, OSError, TypeError, KeyError, RuntimeError) as e:
+        raise InputError(f"{entry.where}: video {entry.name}: cannot read the features "
+                         f"({type(e).__name__}: {first_line(e)})") from None
+
+
 def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float32",
              max_videos=None, drop_empty=True, ambiguous=(), log=warn):
     """Run the shared checks over a reader's entries and build the VideoSet.
@@ -271,7 +335,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     for e in entries:
         if max_videos is not None and kept[e.split] >= max_videos:
             continue
-        feat = check_features(e.read(log), e.where, e.name, allow_empty=drop_empty)
+        feat = read_entry(e, log, drop_empty)
         if drop_empty and (feat.shape[0] == 0 or not feat.any()):
             dropped.append(e.name)
             continue
@@ -326,23 +390,37 @@ def load_npy(path):
 
 
 def load_array(path):
-    """np.load of a plain (non-pickled) array; InputError when missing or unreadable."""
+    """np.load of a plain (non-pickled) array; InputError when missing, pickled (an object
+    array: loading it could run code), truncated or too large to allocate."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{path}: cannot read: a pickled object array, not a plain array "
+                             f"of numbers (pickles are never loaded)") from None
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+    except Exception as e:  # numpy raises many kinds for a damaged file
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+    if not isinstance(x, np.ndarray):           # an .npz archive under an .npy name
+        x.close()
+        raise InputError(f"{path}: cannot read: not a single .npy array")
+    return x
 
 
 def load_pt(path):
-    """torch.load (tensors and strings only); InputError when missing or unreadable."""
+    """torch.load with weights_only=True (tensors, str and plain containers only);
+    InputError when missing, unreadable or holding anything else (torch's refusal is
+    replaced by one line)."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: cannot read: not a plain tensor/str file") from None
     except Exception as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
 
 
 def read_lines(path):
@@ -542,7 +620,7 @@ def _read_folder_video(paths, name, log):
     if len(paths) == 2:
         return join_streams(load_array(paths[0]), load_array(paths[1]), paths[0], paths[1],
                             name, log)
-    joint = load_array(paths[0])
+    joint = numeric_array(load_array(paths[0]), paths[0], name, "features")
     if joint.ndim != 2 or joint.shape[1] != 2 * STREAM_DIM:
         raise InputError(f"{paths[0]}: video {name}: features have shape {joint.shape}, expected "
                          f"(T, {STREAM_DIM}) in rgb/ and flow/, or (T, {2 * STREAM_DIM}) here")
@@ -602,22 +680,25 @@ def _read_pt_video(rgb_path, flow_path, name, log):
 
 
 def emmil_files(root, split):
-    """{dir: [path of video i]} of one split; files must be 0.pt .. N-1.pt in every dir."""
+    """{dir: [path of video i]} of one split; every dir must hold exactly 0.pt .. N-1.pt,
+    N the number of files in X_RGB (a missing or an extra file is an error)."""
     folder = os.path.join(root, split, "X_RGB")
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: folder not found (the emmil layout has "
                          f"{{train,test}}/{{{','.join(EMMIL_DIRS)}}}/<i>.pt)")
-    found = sorted(os.listdir(folder))
-    n = len(found)
+    n = len(os.listdir(folder))
     if n == 0:
         raise InputError(f"{folder}: no video")
     expected = {f"{i}.pt" for i in range(n)}
-    if set(found) != expected:
-        odd = sorted(set(found) - expected)[0]
-        raise InputError(f"{os.path.join(folder, odd)}: unexpected file; videos are numbered "
-                         f"0.pt .. {n - 1}.pt")
-    files = {d: [os.path.join(root, split, d, f"{i}.pt") for i in range(n)] for d in EMMIL_DIRS}
+    files = {}
     for d in EMMIL_DIRS:
+        where = os.path.join(root, split, d)
+        found = set(os.listdir(where)) if os.path.isdir(where) else set()
+        extra = sorted(found - expected, key=lambda f: (len(f), f))
+        if extra:
+            raise InputError(f"{os.path.join(where, extra[0])}: unexpected file; videos are "
+                             f"numbered 0.pt .. {n - 1}.pt in every folder (as in X_RGB)")
+        files[d] = [os.path.join(where, f"{i}.pt") for i in range(n)]
         for p in files[d]:
             if not os.path.isfile(p):
                 raise InputError(f"{p}: file not found (every video needs "
@@ -625,9 +706,21 @@ def emmil_files(root, split):
     return files
 
 
+def emmil_name(x, path):
+    """The video name a Name_flow file holds (a str, or UTF-8 bytes)."""
+    if isinstance(x, bytes):
+        try:
+            x = x.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: the video name is not UTF-8 text") from None
+    if not isinstance(x, str):
+        raise InputError(f"{path}: expected the video name (a str), found {type(x).__name__}")
+    return x
+
+
 def emmil_label_indices(y, path, name, num_classes):
     """Multi-hot tensor (K,) -> class indices."""
-    y = np.asarray(y.numpy() if torch.is_tensor(y) else y, dtype=np.float64)
+    y = numeric_array(y, path, name, "label vector", kinds="fiub").astype(np.float64)
     if y.ndim == 2 and y.shape[0] == 1:
         y = y[0]
     if y.shape != (num_classes,):
@@ -652,12 +745,7 @@ def emmil_entries(root, annotations):
     for split in ("train", "test"):
         files = emmil_files(root, split)
         for rgb, flow, y, name_path in zip(*(files[d] for d in EMMIL_DIRS)):
-            name = load_pt(name_path)
-            if isinstance(name, bytes):
-                name = name.decode("utf-8")
-            if not isinstance(name, str):
-                raise InputError(f"{name_path}: expected the video name (a str), found "
-                                 f"{type(name).__name__}")
+            name = emmil_name(load_pt(name_path), name_path)
             if name not in table:
                 raise InputError(f"{name_path}: video {name} is not in {annotations}")
             labels = emmil_label_indices(load_pt(y), y, name, len(classes))
