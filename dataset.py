@@ -803,8 +803,8 @@ def open_hdf5(path):
         close_hdf5(path)                        # an older version of the file
         try:
             _H5_OPEN[key] = h5py.File(path, "r")
-        except OSError as e:
-            raise InputError(f"{path}: cannot read as HDF5 ({e})") from None
+        except Exception as e:              # OSError mostly; h5py raises others on odd files
+            raise InputError(f"{path}: cannot read as HDF5 ({first_line(e)})") from None
     return _H5_OPEN[key]
 
 
@@ -814,71 +814,195 @@ def close_hdf5(path=None):
         _H5_OPEN.pop(key).close()
 
 
+def _h5_dataset(path, name, stream):
+    """/videos/<name>/<stream> read whole; InputError naming it when it cannot be."""
+    where = f"{path}:/videos/{name}/{stream}"
+    try:
+        return open_hdf5(path)["videos"][name][stream][()]
+    except (OSError, MemoryError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise InputError(f"{where}: video {name}: cannot read ({type(e).__name__}: "
+                         f"{first_line(e)})") from None
+
+
 def _read_h5_streams(path, name):
-    g = open_hdf5(path)["videos"][name]
-    return g["rgb"][()], g["flow"][()]
+    return _h5_dataset(path, name, "rgb"), _h5_dataset(path, name, "flow")
 
 
 def _read_h5_video(path, name, log):
-    g = open_hdf5(path)["videos"][name]
-    return join_streams(g["rgb"][()], g["flow"][()], f"{path}:/videos/{name}/rgb",
-                        f"{path}:/videos/{name}/flow", name, log)
+    return join_streams(_h5_dataset(path, name, "rgb"), _h5_dataset(path, name, "flow"),
+                        f"{path}:/videos/{name}/rgb", f"{path}:/videos/{name}/flow", name, log)
 
 
 def _h5_attr(obj, key, where):
     if key not in obj.attrs:
         raise InputError(f"{where}: attribute {key!r} missing ({HDF5_FORMAT} files are written "
                          f"by: python dataset.py convert)")
-    return obj.attrs[key]
+    try:
+        return obj.attrs[key]
+    except (OSError, TypeError, ValueError, KeyError) as e:   # a type h5py cannot read
+        raise InputError(f"{where}: attribute {key!r} cannot be read ({first_line(e)})") from None
+
+
+def _h5_text(obj, key, where):
+    """A str attribute (h5py gives str, or bytes for fixed-length strings)."""
+    x = _h5_attr(obj, key, where)
+    if isinstance(x, bytes):
+        try:
+            return x.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: attribute {key!r} is not UTF-8 text") from None
+    if not isinstance(x, str):
+        raise InputError(f"{where}: attribute {key!r} is not a string")
+    return x
+
+
+def _h5_numbers(obj, key, where, ndim, kinds="fiu"):
+    """A numeric attribute of ndim dimensions (0: a scalar) as a numpy array."""
+    x = _h5_attr(obj, key, where)
+    x = np.asarray(x) if isinstance(x, (int, float, np.generic, np.ndarray)) else None
+    if x is None or x.dtype.kind not in kinds or x.ndim != ndim:
+        what = "a number" if ndim == 0 else f"a {ndim}-d array of numbers"
+        raise InputError(f"{where}: attribute {key!r} is not {what}")
+    return x
+
+
+def _h5_number(obj, key, where, positive=False):
+    x = float(_h5_numbers(obj, key, where, 0))
+    if not np.isfinite(x) or (positive and x <= 0):
+        raise InputError(f"{where}: attribute {key!r} is {x}, expected a "
+                         f"{'positive ' if positive else ''}finite number")
+    return x
+
+
+def _h5_strings(f, key, where):
+    """A 1-d dataset of strings (key under f) as a list of str."""
+    d = _h5_node(f, key, where, h5py.Dataset)
+    if d.ndim != 1 or d.dtype.kind not in "OS" or h5py.check_string_dtype(d.dtype) is None:
+        raise InputError(f"{where}/{key}: expected a 1-d dataset of strings")
+    try:
+        return [_as_str(x) for x in d[()]]
+    except (UnicodeDecodeError, OSError, ValueError, TypeError) as e:
+        raise InputError(f"{where}/{key}: cannot read ({first_line(e)})") from None
+
+
+def _h5_node(group, key, where, kind):
+    """group[key], a group or dataset stored in this file (no soft, external or virtual
+    links: the file must not read other files)."""
+    link = group.get(key, getlink=True)
+    if link is None:
+        what = "group" if kind is h5py.Group else "dataset"
+        raise InputError(f"{where}: {what} {key!r} missing")
+    if not isinstance(link, h5py.HardLink):
+        raise InputError(f"{where}/{key}: a {type(link).__name__}; only data stored in the "
+                         f"file itself is read")
+    node = group[key]
+    if not isinstance(node, kind):
+        raise InputError(f"{where}/{key}: a {type(node).__name__.lower()}, expected a "
+                         f"{kind.__name__.lower()}")
+    if kind is h5py.Dataset and node.is_virtual:
+        raise InputError(f"{where}/{key}: a virtual dataset; only data stored in the file "
+                         f"itself is read")
+    return node
 
 
 def hdf5_info(path):
-    """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset)."""
+    """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset).
+    A file whose format is not ours, or of another version, is refused."""
     f = open_hdf5(path)
-    if int(f.attrs.get("version", 1)) > 1:
-        raise InputError(f"{path}: {HDF5_FORMAT} version {f.attrs['version']} is newer than this "
+    fmt = _h5_text(f, "format", path)
+    if fmt != HDF5_FORMAT:
+        raise InputError(f"{path}: format {fmt[:40]!r} is not {HDF5_FORMAT!r} (write one with: "
+                         f"python dataset.py convert)")
+    version = _h5_numbers(f, "version", path, 0, kinds="iu")
+    if int(version) != 1:
+        raise InputError(f"{path}: {HDF5_FORMAT} version {int(version)} is not known to this "
                          f"reader (version 1)")
-    return {"classes": [_as_str(c) for c in _h5_attr(f, "classes", path)],
-            "snippet_seconds": float(_h5_attr(f, "snippet_seconds", path)),
-            "dataset": _as_str(f.attrs.get("dataset", ""))}
+    classes = _h5_attr(f, "classes", path)
+    if not (isinstance(classes, np.ndarray) and classes.ndim == 1 and len(classes)
+            and all(isinstance(c, (str, bytes)) for c in classes)):
+        raise InputError(f"{path}: attribute 'classes' is not a non-empty 1-d array of strings")
+    try:
+        classes = [_as_str(c) for c in classes]
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: attribute 'classes' is not UTF-8 text") from None
+    dataset = _h5_text(f, "dataset", path) if "dataset" in f.attrs else ""
+    return {"classes": classes, "dataset": dataset,
+            "snippet_seconds": _h5_number(f, "snippet_seconds", path, positive=True)}
+
+
+def _h5_features(g, stream, where):
+    """Check a video's stream dataset without reading it: (T, 1024) of numbers."""
+    d = _h5_node(g, stream, where, h5py.Dataset)
+    if d.ndim != 2 or d.shape[1] != STREAM_DIM or d.dtype.kind not in "fiu":
+        raise InputError(f"{where}/{stream}: dataset of shape {d.shape} and type {d.dtype}, "
+                         f"expected (T, {STREAM_DIM}) numbers")
+
+
+def _h5_video(g, where, classes, rate):
+    """(subset, label indices, segments, duration) of one /videos/<name> group."""
+    subset = _h5_text(g, "subset", where)
+    if subset not in ("train", "test"):
+        raise InputError(f"{where}: subset {subset[:40]!r}, expected 'train' or 'test'")
+    for d in ("rgb", "flow"):
+        _h5_features(g, d, where)
+    if not np.isclose(_h5_number(g, "snippet_seconds", where), rate):
+        raise InputError(f"{where}: snippet_seconds differs from the file's ({rate})")
+    labels = _h5_numbers(g, "labels", where, 1, kinds="fiub").astype(np.float64)
+    if labels.shape != (len(classes),):
+        raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
+    if not (np.isfinite(labels).all() and labels.min() >= 0 and labels.max() <= 1):
+        raise InputError(f"{where}: labels are not multi-hot (values in [0, 1])")
+    segments = _h5_numbers(g, "segments", where, 2).astype(np.float64)
+    if segments.shape[1:] != (3,):
+        raise InputError(f"{where}: segments of shape {segments.shape}, expected (S, 3) rows "
+                         f"[class_index, start_s, end_s]")
+    for c, s, e in segments:
+        if not (np.isfinite(c) and c == int(c) and 0 <= c < len(classes)):
+            raise InputError(f"{where}: segment class index {c:g} is not one of the "
+                             f"{len(classes)} classes")
+    return (subset, np.flatnonzero(labels > 0.5).tolist(),
+            [(int(c), float(s), float(e)) for c, s, e in segments],
+            _h5_number(g, "duration", where, positive=True))
+
+
+def _h5_ambiguous(f, path):
+    if "ambiguous" not in f:
+        return []
+    _h5_node(f, "ambiguous", path, h5py.Group)
+    names = _h5_strings(f, "ambiguous/video", path)
+    segs = _h5_node(f, "ambiguous/segment", path, h5py.Dataset)
+    if segs.shape != (len(names), 2) or segs.dtype.kind not in "fiu":
+        raise InputError(f"{path}/ambiguous/segment: shape {segs.shape} and type {segs.dtype}, "
+                         f"expected ({len(names)}, 2) numbers")
+    return [(n, float(s), float(e)) for n, (s, e) in zip(names, segs[()])]
 
 
 def hdf5_entries(path, log):
     """(classes, entries, source, ambiguous, snippet_seconds) of an HDF5 feature file."""
+    try:
+        return _hdf5_entries(path, log)
+    except InputError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        # what h5py raises on a damaged file, beyond the checks above
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+
+
+def _hdf5_entries(path, log):
     f = open_hdf5(path)
     info = hdf5_info(path)
     classes, rate = info["classes"], info["snippet_seconds"]
-    if "videos" not in f:
-        raise InputError(f"{path}: group /videos missing")
-    for note in f["notes"].asstr()[()] if "notes" in f else []:
+    videos = _h5_node(f, "videos", path, h5py.Group)
+    for note in _h5_strings(f, "notes", path) if "notes" in f else []:
         log(note)
-    ambiguous = []
-    if "ambiguous" in f:
-        names, segs = f["ambiguous/video"].asstr()[()], f["ambiguous/segment"][()]
-        ambiguous = [(n, float(s), float(e)) for n, (s, e) in zip(names, segs)]
+    ambiguous = _h5_ambiguous(f, path)
     entries = []
-    for name, g in f["videos"].items():
+    for name in videos:
         where = f"{path}:/videos/{name}"
-        subset = _as_str(_h5_attr(g, "subset", where))
-        if subset not in ("train", "test"):
-            raise InputError(f"{where}: subset {subset!r}, expected 'train' or 'test'")
-        for d in ("rgb", "flow"):
-            if d not in g:
-                raise InputError(f"{where}: dataset {d!r} missing")
-        if not np.isclose(float(_h5_attr(g, "snippet_seconds", where)), rate):
-            raise InputError(f"{where}: snippet_seconds differs from the file's ({rate})")
-        labels = np.asarray(_h5_attr(g, "labels", where), dtype=np.float64)
-        if labels.shape != (len(classes),):
-            raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
-        segments = np.asarray(_h5_attr(g, "segments", where), dtype=np.float64).reshape(-1, 3)
-        for c, s, e in segments:
-            if not (c == int(c) and 0 <= c < len(classes)):
-                raise InputError(f"{where}: segment class index {c:g} is not one of the "
-                                 f"{len(classes)} classes")
+        g = _h5_node(videos, name, f"{path}:/videos", h5py.Group)
+        subset, labels, segments, duration = _h5_video(g, where, classes, rate)
         entries.append(Entry(name, subset, where, functools.partial(_read_h5_video, path, name),
-                             np.flatnonzero(labels > 0.5).tolist(),
-                             [(int(c), float(s), float(e)) for c, s, e in segments],
-                             float(_h5_attr(g, "duration", where)),
+                             labels, segments, duration,
                              functools.partial(_read_h5_streams, path, name)))
     return classes, entries, path, ambiguous, rate
 
