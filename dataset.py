@@ -566,6 +566,9 @@ def wtalc_entries(root, bundle, train_subset, test_subset):
             raise InputError(f"{ann_dir}/subset.npy: no video of the subset {subset!r} "
                              f"(present: {sorted(set(ann['subsets']))})")
     feats = load_npy(feat_path)
+    if not isinstance(feats, np.ndarray) or feats.ndim != 1:
+        raise InputError(f"{feat_path}: expected a 1-d array of one feature array per video, "
+                         f"found {getattr(feats, 'shape', type(feats).__name__)}")
     if len(feats) != len(ann["names"]):
         raise InputError(f"{feat_path}: {len(feats)} feature arrays but {len(ann['names'])} "
                          f"videos in {ann_dir}")
