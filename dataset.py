@@ -710,12 +710,7 @@ def emmil_files(root, split):
 
 
 def emmil_name(x, path):
-    """The video name a Name_flow file holds (a str, or UTF-8 bytes)."""
-    if isinstance(x, bytes):
-        try:
-            x = x.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: the video name is not UTF-8 text") from None
+    """The video name a Name_flow file holds (a str; torch's weights_only load refuses bytes)."""
     if not isinstance(x, str):
         raise InputError(f"{path}: expected the video name (a str), found {type(x).__name__}")
     return x
@@ -864,7 +859,8 @@ def _h5_numbers(obj, key, where, ndim, kinds="fiu"):
     x = _h5_attr(obj, key, where)
     x = np.asarray(x) if isinstance(x, (int, float, np.generic, np.ndarray)) else None
     if x is None or x.dtype.kind not in kinds or x.ndim != ndim:
-        what = "a number" if ndim == 0 else f"a {ndim}-d array of numbers"
+        what = "an integer" if kinds == "iu" else "a number"
+        what = what if ndim == 0 else f"a {ndim}-d array of numbers"
         raise InputError(f"{where}: attribute {key!r} is not {what}")
     return x
 
