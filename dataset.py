@@ -170,6 +170,8 @@ class Entry:
     segments: list             # [(class_index, start_s, end_s)] as annotated
     duration: float = None     # seconds; None: T * snippet_seconds
     reread: object = None      # for streaming: picklable () -> (rgb, flow); None: cannot
+    streams: tuple = None      # (RGB file, flow file) named in errors about one stream;
+                               # None: `where` holds both
 
 
 def first_line(error, limit=200):
@@ -192,6 +194,10 @@ def numeric_array(x, path, name, what, kinds="fiu"):
                              f"{'quantized ' if x.is_quantized else ''}tensor, expected a "
                              f"dense float tensor")
         x = x.detach()
+        if x.numel() and x.untyped_storage().nbytes() < x.numel() * x.element_size():
+            raise InputError(f"{path}: video {name}: {what}: a tensor of shape "
+                             f"{tuple(x.shape)} over a smaller storage (an expanded view); "
+                             f"expected a plain tensor")
         if x.dtype.is_floating_point and x.dtype not in (torch.float16, torch.float32,
                                                           torch.float64):
             x = x.float()                   # bfloat16, float8: numpy has no such type
@@ -238,7 +244,11 @@ def check_stream(x, path, name, stream):
     if x.ndim != 2 or x.shape[1] != STREAM_DIM:
         raise InputError(f"{path}: video {name}: {stream} features have shape {x.shape}, "
                          f"expected (T, {STREAM_DIM})")
-    check_values(x, path, name, f"{stream} features")
+    try:
+        check_values(x, path, name, f"{stream} features")
+    except MemoryError:
+        raise InputError(f"{path}: video {name}: {stream} features of shape {x.shape} are "
+                         f"too large to check") from None
     return x
 
 
@@ -281,9 +291,13 @@ def keep_features(feat, memory, entry):
         return LazyFeatures(entry.reread, feat.shape[0])
     if memory == "float16":
         t = torch.from_numpy(np.ascontiguousarray(feat)).to(torch.float16)
-        if not torch.isfinite(t).all():
-            raise InputError(f"{entry.where}: video {entry.name}: features exceed the float16 "
-                             f"range; keep them as float32")
+        finite = torch.isfinite(t).all(0)                           # (2048,)
+        if not finite.all():
+            stream = 1 if finite[:STREAM_DIM].all() else 0
+            where = entry.streams[stream] if entry.streams else entry.where
+            raise InputError(f"{where}: video {entry.name}: {('RGB', 'flow')[stream]} features "
+                             f"exceed the float16 range; keep them as float32 (--memory "
+                             f"float32)")
         return t
     # from_numpy shares memory when the array is already float32 and contiguous
     return torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float32))
@@ -663,7 +677,8 @@ def folders_entries(root):
             entries.append(Entry(name, split, paths[0],
                                  functools.partial(_read_folder_video, paths, name),
                                  labels, segments, duration,
-                                 functools.partial(_read_npy_streams, paths)))
+                                 functools.partial(_read_npy_streams, paths),
+                                 paths if len(paths) == 2 else None))
     return classes, entries, gt, read_ambiguous(os.path.join(root, "Ambiguous_test.txt"))
 
 
@@ -751,7 +766,7 @@ def emmil_entries(root, annotations):
             entries.append(Entry(name, split, rgb,
                                  functools.partial(_read_pt_video, rgb, flow, name),
                                  labels, segments, duration,
-                                 functools.partial(_read_pt_streams, rgb, flow)))
+                                 functools.partial(_read_pt_streams, rgb, flow), (rgb, flow)))
     return classes, entries, annotations, ambiguous
 
 
@@ -1002,7 +1017,8 @@ def _hdf5_entries(path, log):
         subset, labels, segments, duration = _h5_video(g, where, classes, rate)
         entries.append(Entry(name, subset, where, functools.partial(_read_h5_video, path, name),
                              labels, segments, duration,
-                             functools.partial(_read_h5_streams, path, name)))
+                             functools.partial(_read_h5_streams, path, name),
+                             (f"{where}/rgb", f"{where}/flow")))
     return classes, entries, path, ambiguous, rate
 
 
@@ -1244,7 +1260,11 @@ def load_from_args(args):
     layout = detect_layout(args.data_root) if args.layout == "auto" else args.layout
     dataset = args.dataset
     if dataset is None and layout == "hdf5":
-        stored = hdf5_info(args.data_root)["dataset"]
+        try:
+            stored = hdf5_info(args.data_root)["dataset"]
+        except InputError:
+            close_hdf5(args.data_root)
+            raise
         dataset = stored if stored in PRESETS else None
     dataset = dataset or "thumos14"
     preset = PRESETS[dataset]

@@ -178,6 +178,30 @@ def not_hdf5(tmp):
     return {"root": str(tmp / "x.h5"), "args": ["--layout", "hdf5"]}
 
 
+def ambiguous(names, segments):
+    def change(f):
+        g = f.create_group("ambiguous")
+        g.create_dataset("video", data=names, dtype=h5py.string_dtype()
+                         if names.dtype == object else names.dtype)
+        if segments is not None:
+            g.create_dataset("segment", data=segments)
+    return change
+
+
+def with_args(build, args):
+    def built(tmp):
+        return {**build(tmp), "args": args}
+    return built
+
+
+def folders_with_args(stream, value, args):
+    return with_args(folders(stream, value), args)
+
+
+def emmil_with_args(folder, value, args):
+    return with_args(emmil(folder, value), args)
+
+
 def wtalc(index, value):
     """The W-TALC bundle with video `index`'s features replaced (video_test_1 is 3)."""
     def build(tmp):
@@ -271,6 +295,9 @@ CASES = [
     ("folders-train-video", folders("rgb", feats(**nan_at), name="video_validation_1",
                                     split="train"), FEATURES,
      ["train/rgb/video_validation_1.npy", "video video_validation_1", "NaN"]),
+    ("folders-float16-overflow-in-flow", folders_with_args(
+        "flow", feats(at=(1, 1), value=7e4), ["--memory", "float16"]), FEATURES[:1],
+     ["flow/video_test_1.npy", "video video_test_1", "flow features exceed the float16 range"]),
     ("folders-joint-3d", folders("", np.ones((4, 2, 1024), np.float32)), FEATURES,
      ["test/video_test_1.npy", "video video_test_1", "(4, 2, 1024)"]),
     ("folders-joint-pickled", folders("", np.array([1, "a"], dtype=object)), FEATURES,
@@ -315,6 +342,11 @@ CASES = [
      ["test/Y_flow/0.pt", "found list"]),
     ("emmil-name-bytes", emmil("Name_flow", b"video_\xff\xfe"), FEATURES,
      ["test/Name_flow/0.pt", "not a plain tensor/str file"]),
+    ("emmil-expanded-view", emmil("X_flow", torch.ones(1, 1024).expand(10 ** 9, 1024)), FEATURES,
+     ["test/X_flow/0.pt", "video video_test_1", "expanded view"]),
+    ("emmil-float16-overflow-in-flow", emmil_with_args(
+        "X_flow", torch.full((4, 1024), 1e6), ["--memory", "float16"]), FEATURES[:1],
+     ["test/X_flow/0.pt", "video video_test_1", "flow features exceed the float16 range"]),
     ("emmil-name-a-tensor", emmil("Name_flow", torch.ones(3)), FEATURES,
      ["test/Name_flow/0.pt", "found Tensor"]),
 
@@ -373,6 +405,17 @@ CASES = [
      ["tiny.h5/videos", "a dataset, expected a group"]),
     ("hdf5-notes-numbers", hdf5(lambda f: f.create_dataset("notes", data=np.ones(2))), FEATURES,
      ["tiny.h5/notes", "strings"]),
+    ("hdf5-version-empty", hdf5(lambda f: f.attrs.__setitem__("version", h5py.Empty("i4"))),
+     FEATURES, ["tiny.h5", "'version' is not an integer"]),
+    ("hdf5-rate-negative", hdf5(lambda f: f.attrs.__setitem__("snippet_seconds", -0.64)),
+     FEATURES, ["tiny.h5", "'snippet_seconds' is -0.64, expected a positive finite number"]),
+    ("hdf5-ambiguous-names-numbers", hdf5(ambiguous(np.ones(1), np.ones((1, 2)))), FEATURES,
+     ["tiny.h5/ambiguous/video", "strings"]),
+    ("hdf5-ambiguous-segment-shape", hdf5(ambiguous(np.array(["video_test_1"], dtype=object),
+                                                    np.ones(3))), FEATURES,
+     ["tiny.h5/ambiguous/segment", "expected (1, 2) numbers"]),
+    ("hdf5-ambiguous-segment-missing", hdf5(ambiguous(np.array(["v"], dtype=object), None)),
+     FEATURES, ["tiny.h5", "dataset 'ambiguous/segment' missing"]),
     ("hdf5-not-hdf5", not_hdf5, FEATURES, ["x.h5", "cannot read as HDF5"]),
 
     # --- wtalc: the JOINTFeatures bundle (its pickle itself is annotation reading's concern)
@@ -419,6 +462,9 @@ CASES = [
      ["results.json", "video video_test_1", "label 1.5"]),
     ("pred-label-unknown-id", predictions(results({**GOOD, "label": 77})), EVALUATE,
      ["results.json", "class id 77"]),
+    ("pred-segment-huge-integer", predictions(
+        '{"results": {"video_test_1": [{"label": "Shotput", "segment": [1, 1' + "0" * 400 +
+        '], "score": 0.5}]}}'), EVALUATE, ["results.json", "video video_test_1", "int too large"]),
     ("pred-score-nan", predictions('{"results": {"video_test_1": [{"label": "Shotput", '
                                    '"segment": [1, 2], "score": NaN}]}}'), EVALUATE,
      ["results.json", "NaN/Inf", "video_test_1"]),
