@@ -34,8 +34,11 @@ emmil    the released EM-MIL layout: DATA_ROOT/{train,test}/X_RGB/<i>.pt, X_flow
          W-TALC *-Annotations folder; default DATA_ROOT/gt.json).
 hdf5     our own single self-describing file; DATA_ROOT is the file (schema in its section).
 
-Every layout goes through the same checks (`assemble`): shapes and widths, NaN/Inf (errors),
-RGB/flow of different lengths (cut to the shorter, warned), videos whose features are empty
+Every layout goes through the same checks (`assemble`): each stream checked in its own file
+(shapes and widths, a number type, NaN/Inf, beyond float32: errors; one empty stream beside a
+non-empty one: an error), .npy/.pt files holding anything but a plain array/tensor refused
+(never unpickled), RGB/flow of different lengths (cut to the shorter, warned), videos whose
+features are empty
 or all zero (dropped, one warning counting them), segments outside the video (clipped, one
 warning counting them), videos with an empty label set (kept, one warning). Errors are
 `utils.InputError` with one line naming the file (and video) and the problem.
@@ -778,8 +781,8 @@ HDF5_SCHEMA = """\
 HDF5 schema (format "emmil-features", version 1). Self-describing: no side files.
 
 /                         file attributes
-    format               str      "emmil-features"
-    version              int      1
+    format               str      "emmil-features" (required: other files are refused)
+    version              int      1 (required, an integer)
     classes              (K,) str class names, index order
     snippet_seconds      float    seconds covered by one feature vector (0.64 for I3D at 25 fps)
     dataset              str      preset it was written for (thumos14, activitynet12, ...)
@@ -797,6 +800,7 @@ HDF5 schema (format "emmil-features", version 1). Self-describing: no side files
         snippet_seconds  float    equal to the file's
     rgb                  (T, 1024) float32 or float16 dataset
     flow                 (T, 1024) float32 or float16 dataset (same T)
+Every dataset is stored in the file itself: soft, external and virtual links are refused.
 """
 
 HDF5_FORMAT = "emmil-features"
