@@ -38,9 +38,9 @@ Every layout goes through the same checks (`assemble`): each stream checked in i
 (shapes and widths, a number type, NaN/Inf, beyond float32: errors; one empty stream beside a
 non-empty one: an error), .npy/.pt files holding anything but a plain array/tensor refused
 (never unpickled), RGB/flow of different lengths (cut to the shorter, warned), videos whose
-features are empty
-or all zero (dropped, one warning counting them), segments outside the video (clipped, one
-warning counting them), videos with an empty label set (kept, one warning). Errors are
+features are empty or all zero (dropped, one warning counting them), segments outside the
+video (clipped, one warning counting them), videos with an empty label set (kept, one
+warning). Errors are
 `utils.InputError` with one line naming the file (and video) and the problem.
 
 Memory: the W-TALC bundle is one pickled array, read whole and kept without copies. The
