@@ -15,6 +15,7 @@ To add a case, add a row to CASES: (id, build, commands, expected substrings).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -525,10 +526,12 @@ def snapshot(folder):
     return out
 
 
+ERROR_LINE = re.compile(r"^(\S+\.py: )?error\b")      # "error: ...", "evaluate.py: error: ..."
+
+
 def error_lines(err):
     """The error lines of stderr (warnings and their like aside)."""
-    return [line for line in err.splitlines()
-            if line.startswith("error") or line.startswith("evaluate.py: error")]
+    return [line for line in err.splitlines() if ERROR_LINE.match(line)]
 
 
 def check_refusal(code, err, expected, where):
