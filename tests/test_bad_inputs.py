@@ -238,6 +238,13 @@ def predictions(content, suffix=".json"):
     return build
 
 
+def pred_folder(tmp):
+    inputs = predictions({})(tmp)
+    os.remove(inputs["pred"])
+    os.mkdir(inputs["pred"])
+    return inputs
+
+
 GOOD = {"label": "Shotput", "segment": [1.0, 2.0], "score": 0.9}
 
 
@@ -483,6 +490,9 @@ CASES = [
      EVALUATE, ["results.txt", "score is not a number"]),
     ("pred-txt-not-utf8", predictions(b"video_test_1 1.0 2.0 79 0.9 \xff\n", suffix=".txt"),
      EVALUATE, ["results.txt", "utf-8"]),
+    ("pred-a-folder", pred_folder, EVALUATE, ["results.json", "cannot read"]),
+    ("pred-with-bom", predictions(b'\xef\xbb\xbf{"results": {}}'), EVALUATE,
+     ["results.json", "malformed JSON"]),
     ("pred-missing", lambda tmp: {**predictions([])(tmp), "pred": str(tmp / "none.json")},
      EVALUATE, ["none.json", "no such file"]),
 ]
