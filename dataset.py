@@ -700,6 +700,14 @@ def _read_pt_video(rgb_path, flow_path, name, log):
     return join_streams(load_pt(rgb_path), load_pt(flow_path), rgb_path, flow_path, name, log)
 
 
+def list_folder(folder):
+    """os.listdir, or InputError naming the folder (permissions, not a folder)."""
+    try:
+        return os.listdir(folder)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+
+
 def emmil_files(root, split):
     """{dir: [path of video i]} of one split; every dir must hold exactly 0.pt .. N-1.pt,
     N the number of files in X_RGB (a missing or an extra file is an error)."""
@@ -707,14 +715,14 @@ def emmil_files(root, split):
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: folder not found (the emmil layout has "
                          f"{{train,test}}/{{{','.join(EMMIL_DIRS)}}}/<i>.pt)")
-    n = len(os.listdir(folder))
+    n = len(list_folder(folder))
     if n == 0:
         raise InputError(f"{folder}: no video")
     expected = {f"{i}.pt" for i in range(n)}
     files = {}
     for d in EMMIL_DIRS:
         where = os.path.join(root, split, d)
-        found = set(os.listdir(where)) if os.path.isdir(where) else set()
+        found = set(list_folder(where)) if os.path.isdir(where) else set()
         extra = sorted(found - expected, key=lambda f: (len(f), f))
         if extra:
             raise InputError(f"{os.path.join(where, extra[0])}: unexpected file; videos are "
@@ -1087,7 +1095,7 @@ def detect_layout(root):
         return "hdf5"
     if not os.path.isdir(root):
         return "wtalc"
-    names = os.listdir(root)
+    names = list_folder(root)
     if any(n.endswith("-Annotations") or n.endswith("-I3D-JOINTFeatures.npy") for n in names):
         return "wtalc"
     if any(os.path.isdir(os.path.join(root, s, "X_RGB")) for s in ("train", "test")):
