@@ -34,10 +34,13 @@ emmil    the released EM-MIL layout: DATA_ROOT/{train,test}/X_RGB/<i>.pt, X_flow
          W-TALC *-Annotations folder; default DATA_ROOT/gt.json).
 hdf5     our own single self-describing file; DATA_ROOT is the file (schema in its section).
 
-Every layout goes through the same checks (`assemble`): shapes and widths, NaN/Inf (errors),
-RGB/flow of different lengths (cut to the shorter, warned), videos whose features are empty
-or all zero (dropped, one warning counting them), segments outside the video (clipped, one
-warning counting them), videos with an empty label set (kept, one warning). Errors are
+Every layout goes through the same checks (`assemble`): each stream checked in its own file
+(shapes and widths, a number type, NaN/Inf, beyond float32: errors; one empty stream beside a
+non-empty one: an error), .npy/.pt files holding anything but a plain array/tensor refused
+(never unpickled), RGB/flow of different lengths (cut to the shorter, warned), videos whose
+features are empty or all zero (dropped, one warning counting them), segments outside the
+video (clipped, one warning counting them), videos with an empty label set (kept, one
+warning). Errors are
 `utils.InputError` with one line naming the file (and video) and the problem.
 
 Memory: the W-TALC bundle is one pickled array, read whole and kept without copies. The
@@ -48,6 +51,7 @@ import argparse
 import functools
 import json
 import os
+import pickle
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -174,29 +178,85 @@ class Entry:
     segments: list             # [(class_index, start_s, end_s)] as annotated
     duration: float = None     # seconds; None: T * snippet_seconds
     reread: object = None      # for streaming: picklable () -> (rgb, flow); None: cannot
+    streams: tuple = None      # (RGB file, flow file) named in errors about one stream;
+                               # None: `where` holds both
+
+
+def first_line(error, limit=200):
+    """One line of an exception's text (library messages can span many lines)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def numeric_array(x, path, name, what, kinds="fiu"):
+    """A tensor or array holding numbers (float or integer) as a numpy array, or InputError
+    naming the file: anything else a file can hold (str, dict, list, object, bool, complex,
+    sparse or quantized tensors) is refused."""
+    if torch.is_tensor(x):
+        if x.layout != torch.strided or x.is_quantized:
+            raise InputError(f"{path}: video {name}: {what} is a {x.layout} "
+                             f"{'quantized ' if x.is_quantized else ''}tensor, expected a "
+                             f"dense float tensor")
+        x = x.detach()
+        if x.numel() and x.untyped_storage().nbytes() < x.numel() * x.element_size():
+            raise InputError(f"{path}: video {name}: {what}: a tensor of shape "
+                             f"{tuple(x.shape)} over a smaller storage (an expanded view); "
+                             f"expected a plain tensor")
+        if x.dtype.is_floating_point and x.dtype not in (torch.float16, torch.float32,
+                                                          torch.float64):
+            x = x.float()                   # bfloat16, float8: numpy has no such type
+        try:
+            x = x.numpy()
+        except (TypeError, RuntimeError) as e:
+            raise InputError(f"{path}: video {name}: {what}: tensor of type {x.dtype} cannot "
+                             f"be read ({first_line(e)})") from None
+    elif not isinstance(x, np.ndarray):
+        raise InputError(f"{path}: video {name}: {what}: expected an array of numbers, found "
+                         f"{type(x).__name__}")
+    if x.dtype.kind not in kinds:
+        raise InputError(f"{path}: video {name}: {what} of type {x.dtype} are not numbers")
+    return x
+
+
+def check_values(x, path, name, what):
+    """NaN/Inf, and float64 values float32 cannot hold, are errors naming the file."""
+    if x.dtype.kind != "f":
+        return
+    if not np.isfinite(x).all():
+        raise InputError(f"{path}: video {name}: {what} contain NaN or Inf")
+    if x.dtype.itemsize > 4 and x.size and np.abs(x).max() > FLOAT32_MAX:
+        raise InputError(f"{path}: video {name}: {what} exceed the float32 range")
 
 
 def check_features(feat, path, name, allow_empty=False):
     """Validate one video's joint features (T, 2048); returns them as an array."""
-    feat = np.asarray(feat)
+    feat = numeric_array(feat, path, name, "features")
     if feat.ndim != 2 or feat.shape[1] != 2 * STREAM_DIM:
         raise InputError(f"{path}: video {name}: features have shape {feat.shape}, "
                          f"expected (T, {2 * STREAM_DIM}) = RGB {STREAM_DIM} then flow {STREAM_DIM}")
     if feat.shape[0] == 0 and not allow_empty:
         raise InputError(f"{path}: video {name}: no snippets (empty feature array)")
-    if not np.issubdtype(feat.dtype, np.floating) and not np.issubdtype(feat.dtype, np.integer):
-        raise InputError(f"{path}: video {name}: features of type {feat.dtype} are not numbers")
-    if not np.isfinite(feat).all():
-        raise InputError(f"{path}: video {name}: features contain NaN or Inf")
+    check_values(feat, path, name, "features")
     return feat
 
 
 def check_stream(x, path, name, stream):
-    """One stream (T, 1024) as a numpy array, or InputError naming the file."""
-    x = x.numpy() if torch.is_tensor(x) else np.asarray(x)
+    """One stream (T, 1024) as a numpy array of finite numbers, or InputError naming the
+    file: each stream is checked on its own, before joining, so that the message names the
+    file at fault."""
+    x = numeric_array(x, path, name, f"{stream} features")
     if x.ndim != 2 or x.shape[1] != STREAM_DIM:
         raise InputError(f"{path}: video {name}: {stream} features have shape {x.shape}, "
                          f"expected (T, {STREAM_DIM})")
+    try:
+        check_values(x, path, name, f"{stream} features")
+    except MemoryError:
+        raise InputError(f"{path}: video {name}: {stream} features of shape {x.shape} are "
+                         f"too large to check") from None
     return x
 
 
@@ -211,9 +271,14 @@ def align_streams(rgb, flow, name, log=warn):
 
 
 def join_streams(rgb, flow, rgb_path, flow_path, name, log):
-    """Checked, aligned (T, 2048) array of two streams (T, 1024)."""
+    """Checked, aligned (T, 2048) array of two streams (T, 1024). One empty stream beside a
+    non-empty one is an error naming the empty file (both empty: an empty video, dropped)."""
     rgb = check_stream(rgb, rgb_path, name, "RGB")
     flow = check_stream(flow, flow_path, name, "flow")
+    for x, other, path, stream in ((rgb, flow, rgb_path, "RGB"), (flow, rgb, flow_path, "flow")):
+        if x.shape[0] == 0 and other.shape[0] > 0:
+            raise InputError(f"{path}: video {name}: {stream} features are empty but the other "
+                             f"stream has {other.shape[0]} snippets")
     rgb, flow = align_streams(rgb, flow, name, log)
     return np.concatenate([rgb, flow], axis=1)
 
@@ -234,9 +299,13 @@ def keep_features(feat, memory, entry):
         return LazyFeatures(entry.reread, feat.shape[0])
     if memory == "float16":
         t = torch.from_numpy(np.ascontiguousarray(feat)).to(torch.float16)
-        if not torch.isfinite(t).all():
-            raise InputError(f"{entry.where}: video {entry.name}: features exceed the float16 "
-                             f"range; keep them as float32")
+        finite = torch.isfinite(t).all(0)                           # (2048,)
+        if not finite.all():
+            stream = 1 if finite[:STREAM_DIM].all() else 0
+            where = entry.streams[stream] if entry.streams else entry.where
+            raise InputError(f"{where}: video {entry.name}: {('RGB', 'flow')[stream]} features "
+                             f"exceed the float16 range; keep them as float32 (--memory "
+                             f"float32)")
         return t
     # from_numpy shares memory when the array is already float32 and contiguous
     return torch.from_numpy(np.ascontiguousarray(feat, dtype=np.float32))
@@ -309,6 +378,18 @@ def _named(names):
     return shown + (f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else "")
 
 
+def read_entry(entry, log, allow_empty):
+    """An entry's checked features; a file too large to allocate (numpy raises MemoryError
+    or ValueError) or that fails to read in any other way is an error naming the file."""
+    try:
+        return check_features(entry.read(log), entry.where, entry.name, allow_empty=allow_empty)
+    except InputError:
+        raise
+    except (MemoryError, ValueError, OSError, TypeError, KeyError, RuntimeError) as e:
+        raise InputError(f"{entry.where}: video {entry.name}: cannot read the features "
+                         f"({type(e).__name__}: {first_line(e)})") from None
+
+
 def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float32",
              max_videos=None, drop_empty=True, ambiguous=(), log=warn):
     """Run the shared checks over a reader's entries and build the VideoSet.
@@ -322,7 +403,7 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
     for e in entries:
         if max_videos is not None and kept[e.split] >= max_videos:
             continue
-        feat = check_features(e.read(log), e.where, e.name, allow_empty=drop_empty)
+        feat = read_entry(e, log, drop_empty)
         if drop_empty and (feat.shape[0] == 0 or not feat.any()):
             dropped.append((e.name, e.split, list(e.segments)))
             continue
@@ -384,23 +465,37 @@ def _as_str(x):
 
 
 def load_array(path):
-    """np.load of a plain (non-pickled) array; InputError when missing or unreadable."""
+    """np.load of a plain (non-pickled) array; InputError when missing, pickled (an object
+    array: loading it could run code), truncated or too large to allocate."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{path}: cannot read: a pickled object array, not a plain array "
+                             f"of numbers (pickles are never loaded)") from None
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+    except Exception as e:  # numpy raises many kinds for a damaged file
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+    if not isinstance(x, np.ndarray):           # an .npz archive under an .npy name
+        x.close()
+        raise InputError(f"{path}: cannot read: not a single .npy array")
+    return x
 
 
 def load_pt(path):
-    """torch.load (tensors and strings only); InputError when missing or unreadable."""
+    """torch.load with weights_only=True (tensors, str and plain containers only);
+    InputError when missing, unreadable or holding anything else (torch's refusal is
+    replaced by one line)."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: cannot read: not a plain tensor/str file") from None
     except Exception as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
 
 
 # ---------------------------------------------------------------------------
@@ -464,9 +559,12 @@ def wtalc_entries(root, bundle, train_subset, test_subset, log=warn):
             raise InputError(f"{ann_dir}/subset.npy: no video of the subset {subset!r} "
                              f"(present: {sorted(subsets)})")
     feats = load_npy(feat_path)
-    if feats.ndim != 1 or len(feats) != len(ann.videos):
-        raise InputError(f"{feat_path}: {len(feats) if feats.ndim else 0} feature arrays but "
-                         f"{len(ann.videos)} videos in {ann_dir}")
+    if not isinstance(feats, np.ndarray) or feats.ndim != 1:
+        raise InputError(f"{feat_path}: expected a 1-d array of one feature array per video, "
+                         f"found {getattr(feats, 'shape', type(feats).__name__)}")
+    if len(feats) != len(ann.videos):
+        raise InputError(f"{feat_path}: {len(feats)} feature arrays but {len(ann.videos)} "
+                         f"videos in {ann_dir}")
     table = index_table(ann)
 
     def entries():
@@ -513,7 +611,7 @@ def _read_folder_video(paths, name, log):
     if len(paths) == 2:
         return join_streams(load_array(paths[0]), load_array(paths[1]), paths[0], paths[1],
                             name, log)
-    joint = load_array(paths[0])
+    joint = numeric_array(load_array(paths[0]), paths[0], name, "features")
     if joint.ndim != 2 or joint.shape[1] != 2 * STREAM_DIM:
         raise InputError(f"{paths[0]}: video {name}: features have shape {joint.shape}, expected "
                          f"(T, {STREAM_DIM}) in rgb/ and flow/, or (T, {2 * STREAM_DIM}) here")
@@ -553,7 +651,8 @@ def folders_entries(root, log=warn):
             entries.append(Entry(name, split, paths[0],
                                  functools.partial(_read_folder_video, paths, name),
                                  labels, segments, duration,
-                                 functools.partial(_read_npy_streams, paths)))
+                                 functools.partial(_read_npy_streams, paths),
+                                 paths if len(paths) == 2 else None))
     return classes, entries, gt, ambiguous
 
 
@@ -572,23 +671,34 @@ def _read_pt_video(rgb_path, flow_path, name, log):
     return join_streams(load_pt(rgb_path), load_pt(flow_path), rgb_path, flow_path, name, log)
 
 
+def list_folder(folder):
+    """os.listdir, or InputError naming the folder (permissions, not a folder)."""
+    try:
+        return os.listdir(folder)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+
+
 def emmil_files(root, split):
-    """{dir: [path of video i]} of one split; files must be 0.pt .. N-1.pt in every dir."""
+    """{dir: [path of video i]} of one split; every dir must hold exactly 0.pt .. N-1.pt,
+    N the number of files in X_RGB (a missing or an extra file is an error)."""
     folder = os.path.join(root, split, "X_RGB")
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: folder not found (the emmil layout has "
                          f"{{train,test}}/{{{','.join(EMMIL_DIRS)}}}/<i>.pt)")
-    found = sorted(os.listdir(folder))
-    n = len(found)
+    n = len(list_folder(folder))
     if n == 0:
         raise InputError(f"{folder}: no video")
     expected = {f"{i}.pt" for i in range(n)}
-    if set(found) != expected:
-        odd = sorted(set(found) - expected)[0]
-        raise InputError(f"{os.path.join(folder, odd)}: unexpected file; videos are numbered "
-                         f"0.pt .. {n - 1}.pt")
-    files = {d: [os.path.join(root, split, d, f"{i}.pt") for i in range(n)] for d in EMMIL_DIRS}
+    files = {}
     for d in EMMIL_DIRS:
+        where = os.path.join(root, split, d)
+        found = set(list_folder(where)) if os.path.isdir(where) else set()
+        extra = sorted(found - expected, key=lambda f: (len(f), f))
+        if extra:
+            raise InputError(f"{os.path.join(where, extra[0])}: unexpected file; videos are "
+                             f"numbered 0.pt .. {n - 1}.pt in every folder (as in X_RGB)")
+        files[d] = [os.path.join(where, f"{i}.pt") for i in range(n)]
         for p in files[d]:
             if not os.path.isfile(p):
                 raise InputError(f"{p}: file not found (every video needs "
@@ -596,9 +706,16 @@ def emmil_files(root, split):
     return files
 
 
+def emmil_name(x, path):
+    """The video name a Name_flow file holds (a str; torch's weights_only load refuses bytes)."""
+    if not isinstance(x, str):
+        raise InputError(f"{path}: expected the video name (a str), found {type(x).__name__}")
+    return x
+
+
 def emmil_label_indices(y, path, name, num_classes):
     """Multi-hot tensor (K,) -> class indices."""
-    y = np.asarray(y.numpy() if torch.is_tensor(y) else y, dtype=np.float64)
+    y = numeric_array(y, path, name, "label vector", kinds="fiub").astype(np.float64)
     if y.ndim == 2 and y.shape[0] == 1:
         y = y[0]
     if y.shape != (num_classes,):
@@ -632,11 +749,7 @@ def emmil_entries(root, annotations, classes=None, log=warn):
     for split in ("train", "test"):
         files = emmil_files(root, split)
         for rgb, flow, y, name_path in zip(*(files[d] for d in EMMIL_DIRS)):
-            name = load_pt(name_path)
-            if not isinstance(name, (str, bytes)):
-                raise InputError(f"{name_path}: expected the video name (a str), found "
-                                 f"{type(name).__name__}")
-            name = check_video_name(name, name_path)
+            name = check_video_name(emmil_name(load_pt(name_path), name_path), name_path)
             if name not in table:
                 raise InputError(f"{name_path}: video {name} is not in {annotations}")
             labels = emmil_label_indices(load_pt(y), y, name, len(classes))
@@ -644,7 +757,7 @@ def emmil_entries(root, annotations, classes=None, log=warn):
             entries.append(Entry(name, split, rgb,
                                  functools.partial(_read_pt_video, rgb, flow, name),
                                  labels, segments, duration,
-                                 functools.partial(_read_pt_streams, rgb, flow)))
+                                 functools.partial(_read_pt_streams, rgb, flow), (rgb, flow)))
     return classes, entries, annotations, ambiguous
 
 
@@ -656,8 +769,8 @@ HDF5_SCHEMA = """\
 HDF5 schema (format "emmil-features", version 1). Self-describing: no side files.
 
 /                         file attributes
-    format               str      "emmil-features"
-    version              int      1
+    format               str      "emmil-features" (required: other files are refused)
+    version              int      1 (required, an integer)
     classes              (K,) str class names, index order
     snippet_seconds      float    seconds covered by one feature vector (0.64 for I3D at 25 fps)
     dataset              str      preset it was written for (thumos14, activitynet12, ...)
@@ -675,6 +788,7 @@ HDF5 schema (format "emmil-features", version 1). Self-describing: no side files
         snippet_seconds  float    equal to the file's
     rgb                  (T, 1024) float32 or float16 dataset
     flow                 (T, 1024) float32 or float16 dataset (same T)
+Every dataset is stored in the file itself: soft, external and virtual links are refused.
 """
 
 HDF5_FORMAT = "emmil-features"
@@ -694,8 +808,8 @@ def open_hdf5(path):
         close_hdf5(path)                        # an older version of the file
         try:
             _H5_OPEN[key] = h5py.File(path, "r")
-        except OSError as e:
-            raise InputError(f"{path}: cannot read as HDF5 ({e})") from None
+        except Exception as e:              # OSError mostly; h5py raises others on odd files
+            raise InputError(f"{path}: cannot read as HDF5 ({first_line(e)})") from None
     return _H5_OPEN[key]
 
 
@@ -705,74 +819,200 @@ def close_hdf5(path=None):
         _H5_OPEN.pop(key).close()
 
 
+def _h5_dataset(path, name, stream):
+    """/videos/<name>/<stream> read whole; InputError naming it when it cannot be."""
+    where = f"{path}:/videos/{name}/{stream}"
+    try:
+        return open_hdf5(path)["videos"][name][stream][()]
+    except (OSError, MemoryError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise InputError(f"{where}: video {name}: cannot read ({type(e).__name__}: "
+                         f"{first_line(e)})") from None
+
+
 def _read_h5_streams(path, name):
-    g = open_hdf5(path)["videos"][name]
-    return g["rgb"][()], g["flow"][()]
+    return _h5_dataset(path, name, "rgb"), _h5_dataset(path, name, "flow")
 
 
 def _read_h5_video(path, name, log):
-    g = open_hdf5(path)["videos"][name]
-    return join_streams(g["rgb"][()], g["flow"][()], f"{path}:/videos/{name}/rgb",
-                        f"{path}:/videos/{name}/flow", name, log)
+    return join_streams(_h5_dataset(path, name, "rgb"), _h5_dataset(path, name, "flow"),
+                        f"{path}:/videos/{name}/rgb", f"{path}:/videos/{name}/flow", name, log)
 
 
 def _h5_attr(obj, key, where):
     if key not in obj.attrs:
         raise InputError(f"{where}: attribute {key!r} missing ({HDF5_FORMAT} files are written "
                          f"by: python dataset.py convert)")
-    return obj.attrs[key]
+    try:
+        return obj.attrs[key]
+    except (OSError, TypeError, ValueError, KeyError) as e:   # a type h5py cannot read
+        raise InputError(f"{where}: attribute {key!r} cannot be read ({first_line(e)})") from None
+
+
+def _h5_text(obj, key, where):
+    """A str attribute (h5py gives str, or bytes for fixed-length strings)."""
+    x = _h5_attr(obj, key, where)
+    if isinstance(x, bytes):
+        try:
+            return x.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: attribute {key!r} is not UTF-8 text") from None
+    if not isinstance(x, str):
+        raise InputError(f"{where}: attribute {key!r} is not a string")
+    return x
+
+
+def _h5_numbers(obj, key, where, ndim, kinds="fiu"):
+    """A numeric attribute of ndim dimensions (0: a scalar) as a numpy array."""
+    x = _h5_attr(obj, key, where)
+    x = np.asarray(x) if isinstance(x, (int, float, np.generic, np.ndarray)) else None
+    if x is None or x.dtype.kind not in kinds or x.ndim != ndim:
+        what = "an integer" if kinds == "iu" else "a number"
+        what = what if ndim == 0 else f"a {ndim}-d array of numbers"
+        raise InputError(f"{where}: attribute {key!r} is not {what}")
+    return x
+
+
+def _h5_number(obj, key, where, positive=False):
+    x = float(_h5_numbers(obj, key, where, 0))
+    if not np.isfinite(x) or (positive and x <= 0):
+        raise InputError(f"{where}: attribute {key!r} is {x}, expected a "
+                         f"{'positive ' if positive else ''}finite number")
+    return x
+
+
+def _h5_strings(f, key, where):
+    """A 1-d dataset of strings (key under f) as a list of str."""
+    d = _h5_node(f, key, where, h5py.Dataset)
+    if d.ndim != 1 or d.dtype.kind not in "OS" or h5py.check_string_dtype(d.dtype) is None:
+        raise InputError(f"{where}/{key}: expected a 1-d dataset of strings")
+    try:
+        return [_as_str(x) for x in d[()]]
+    except (UnicodeDecodeError, OSError, ValueError, TypeError) as e:
+        raise InputError(f"{where}/{key}: cannot read ({first_line(e)})") from None
+
+
+def _h5_node(group, key, where, kind):
+    """group[key], a group or dataset stored in this file (no soft, external or virtual
+    links: the file must not read other files)."""
+    link = group.get(key, getlink=True)
+    if link is None:
+        what = "group" if kind is h5py.Group else "dataset"
+        raise InputError(f"{where}: {what} {key!r} missing")
+    if not isinstance(link, h5py.HardLink):
+        raise InputError(f"{where}/{key}: a {type(link).__name__}; only data stored in the "
+                         f"file itself is read")
+    node = group[key]
+    if not isinstance(node, kind):
+        raise InputError(f"{where}/{key}: a {type(node).__name__.lower()}, expected a "
+                         f"{kind.__name__.lower()}")
+    if kind is h5py.Dataset and node.is_virtual:
+        raise InputError(f"{where}/{key}: a virtual dataset; only data stored in the file "
+                         f"itself is read")
+    return node
 
 
 def hdf5_info(path):
-    """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset)."""
+    """File-level facts of an HDF5 feature file: dict(classes, snippet_seconds, dataset).
+    A file whose format is not ours, or of another version, is refused."""
     f = open_hdf5(path)
-    if int(f.attrs.get("version", 1)) > 1:
-        raise InputError(f"{path}: {HDF5_FORMAT} version {f.attrs['version']} is newer than this "
+    fmt = _h5_text(f, "format", path)
+    if fmt != HDF5_FORMAT:
+        raise InputError(f"{path}: format {fmt[:40]!r} is not {HDF5_FORMAT!r} (write one with: "
+                         f"python dataset.py convert)")
+    version = _h5_numbers(f, "version", path, 0, kinds="iu")
+    if int(version) != 1:
+        raise InputError(f"{path}: {HDF5_FORMAT} version {int(version)} is not known to this "
                          f"reader (version 1)")
-    return {"classes": [_as_str(c) for c in _h5_attr(f, "classes", path)],
-            "snippet_seconds": float(_h5_attr(f, "snippet_seconds", path)),
-            "dataset": _as_str(f.attrs.get("dataset", ""))}
+    classes = _h5_attr(f, "classes", path)
+    if not (isinstance(classes, np.ndarray) and classes.ndim == 1 and len(classes)
+            and all(isinstance(c, (str, bytes)) for c in classes)):
+        raise InputError(f"{path}: attribute 'classes' is not a non-empty 1-d array of strings")
+    try:
+        classes = [_as_str(c) for c in classes]
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: attribute 'classes' is not UTF-8 text") from None
+    dataset = _h5_text(f, "dataset", path) if "dataset" in f.attrs else ""
+    return {"classes": classes, "dataset": dataset,
+            "snippet_seconds": _h5_number(f, "snippet_seconds", path, positive=True)}
+
+
+def _h5_features(g, stream, where):
+    """Check a video's stream dataset without reading it: (T, 1024) of numbers."""
+    d = _h5_node(g, stream, where, h5py.Dataset)
+    if d.ndim != 2 or d.shape[1] != STREAM_DIM or d.dtype.kind not in "fiu":
+        raise InputError(f"{where}/{stream}: dataset of shape {d.shape} and type {d.dtype}, "
+                         f"expected (T, {STREAM_DIM}) numbers")
+
+
+def _h5_video(g, where, classes, rate):
+    """(subset, label indices, segments, duration) of one /videos/<name> group."""
+    subset = _h5_text(g, "subset", where)
+    if subset not in ("train", "test"):
+        raise InputError(f"{where}: subset {subset[:40]!r}, expected 'train' or 'test'")
+    for d in ("rgb", "flow"):
+        _h5_features(g, d, where)
+    if not np.isclose(_h5_number(g, "snippet_seconds", where), rate):
+        raise InputError(f"{where}: snippet_seconds differs from the file's ({rate})")
+    labels = _h5_numbers(g, "labels", where, 1, kinds="fiub").astype(np.float64)
+    if labels.shape != (len(classes),):
+        raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
+    if not (np.isfinite(labels).all() and labels.min() >= 0 and labels.max() <= 1):
+        raise InputError(f"{where}: labels are not multi-hot (values in [0, 1])")
+    segments = _h5_numbers(g, "segments", where, 2).astype(np.float64)
+    if segments.shape[1:] != (3,):
+        raise InputError(f"{where}: segments of shape {segments.shape}, expected (S, 3) rows "
+                         f"[class_index, start_s, end_s]")
+    for c, s, e in segments:
+        if not (np.isfinite(c) and c == int(c) and 0 <= c < len(classes)):
+            raise InputError(f"{where}: segment class index {c:g} is not one of the "
+                             f"{len(classes)} classes")
+    return (subset, np.flatnonzero(labels > 0.5).tolist(),
+            [(int(c), float(s), float(e)) for c, s, e in segments],
+            _h5_number(g, "duration", where, positive=True))
+
+
+def _h5_ambiguous(f, path):
+    if "ambiguous" not in f:
+        return []
+    _h5_node(f, "ambiguous", path, h5py.Group)
+    names = _h5_strings(f, "ambiguous/video", path)
+    segs = _h5_node(f, "ambiguous/segment", path, h5py.Dataset)
+    if segs.shape != (len(names), 2) or segs.dtype.kind not in "fiu":
+        raise InputError(f"{path}/ambiguous/segment: shape {segs.shape} and type {segs.dtype}, "
+                         f"expected ({len(names)}, 2) numbers")
+    return [(check_video_name(n, f"{path}:/ambiguous/video"), float(s), float(e))
+            for n, (s, e) in zip(names, segs[()])]
 
 
 def hdf5_entries(path, log):
     """(classes, entries, source, ambiguous, snippet_seconds) of an HDF5 feature file."""
+    try:
+        return _hdf5_entries(path, log)
+    except InputError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        # what h5py raises on a damaged file, beyond the checks above
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+
+
+def _hdf5_entries(path, log):
     f = open_hdf5(path)
     info = hdf5_info(path)
     classes, rate = info["classes"], info["snippet_seconds"]
-    if "videos" not in f:
-        raise InputError(f"{path}: group /videos missing")
-    for note in f["notes"].asstr()[()] if "notes" in f else []:
+    videos = _h5_node(f, "videos", path, h5py.Group)
+    for note in _h5_strings(f, "notes", path) if "notes" in f else []:
         log(note)
-    ambiguous = []
-    if "ambiguous" in f:
-        names, segs = f["ambiguous/video"].asstr()[()], f["ambiguous/segment"][()]
-        ambiguous = [(check_video_name(n, f"{path}:/ambiguous/video"), float(s), float(e))
-                     for n, (s, e) in zip(names, segs)]
+    ambiguous = _h5_ambiguous(f, path)
     entries = []
-    for name, g in f["videos"].items():
+    for name in videos:
         name = check_video_name(name, f"{path}:/videos")
         where = f"{path}:/videos/{name}"
-        subset = _as_str(_h5_attr(g, "subset", where))
-        if subset not in ("train", "test"):
-            raise InputError(f"{where}: subset {subset!r}, expected 'train' or 'test'")
-        for d in ("rgb", "flow"):
-            if d not in g:
-                raise InputError(f"{where}: dataset {d!r} missing")
-        if not np.isclose(float(_h5_attr(g, "snippet_seconds", where)), rate):
-            raise InputError(f"{where}: snippet_seconds differs from the file's ({rate})")
-        labels = np.asarray(_h5_attr(g, "labels", where), dtype=np.float64)
-        if labels.shape != (len(classes),):
-            raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
-        segments = np.asarray(_h5_attr(g, "segments", where), dtype=np.float64).reshape(-1, 3)
-        for c, s, e in segments:
-            if not (c == int(c) and 0 <= c < len(classes)):
-                raise InputError(f"{where}: segment class index {c:g} is not one of the "
-                                 f"{len(classes)} classes")
+        g = _h5_node(videos, name, f"{path}:/videos", h5py.Group)
+        subset, labels, segments, duration = _h5_video(g, where, classes, rate)
         entries.append(Entry(name, subset, where, functools.partial(_read_h5_video, path, name),
-                             np.flatnonzero(labels > 0.5).tolist(),
-                             [(int(c), float(s), float(e)) for c, s, e in segments],
-                             float(_h5_attr(g, "duration", where)),
-                             functools.partial(_read_h5_streams, path, name)))
+                             labels, segments, duration,
+                             functools.partial(_read_h5_streams, path, name),
+                             (f"{where}/rgb", f"{where}/flow")))
     return classes, entries, path, ambiguous, rate
 
 
@@ -837,7 +1077,7 @@ def detect_layout(root):
         return "hdf5"
     if not os.path.isdir(root):
         return "wtalc"
-    names = os.listdir(root)
+    names = list_folder(root)
     if any(n.endswith("-Annotations") or n.endswith("-I3D-JOINTFeatures.npy") for n in names):
         return "wtalc"
     if any(os.path.isdir(os.path.join(root, s, "X_RGB")) for s in ("train", "test")):
@@ -1025,7 +1265,11 @@ def load_from_args(args):
     layout = detect_layout(args.data_root) if args.layout == "auto" else args.layout
     dataset = args.dataset
     if dataset is None and layout == "hdf5":
-        stored = hdf5_info(args.data_root)["dataset"]
+        try:
+            stored = hdf5_info(args.data_root)["dataset"]
+        except InputError:
+            close_hdf5(args.data_root)
+            raise
         dataset = stored if stored in PRESETS else None
     dataset = dataset or "thumos14"
     preset = PRESETS[dataset]

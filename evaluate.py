@@ -87,6 +87,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except ValueError as err:
         raise InputError(f"{path}: malformed JSON: {err}") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: malformed JSON: top level is not an object")
     return data
@@ -232,7 +234,7 @@ def load_predictions(path, gt: GroundTruth, ignore_unknown_classes: bool = False
         pred = _predictions_from_txt(path, gt)
     known = pred["label"].isin(gt.classes).to_numpy()
     if not known.all():
-        unknown = sorted(set(map(str, pred.loc[~known, "label"])))
+        unknown = sorted(set(map(_shown, map(str, pred.loc[~known, "label"]))))
         if not ignore_unknown_classes:
             raise InputError(f"{path}: {int((~known).sum())} predictions of classes absent "
                              f"from the ground truth: {', '.join(unknown[:5])}"
@@ -244,28 +246,60 @@ def load_predictions(path, gt: GroundTruth, ignore_unknown_classes: bool = False
     return _check_segments(pred, path, "predictions")
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _prediction_row(video, e, name_of_id: dict) -> tuple:
+    """(video, label, start, end, score) of one ActivityNet result entry; ValueError saying
+    what is wrong. Times and score must be JSON numbers; the label a class name or an
+    integer class id."""
+    if not isinstance(e, dict):
+        raise ValueError(f"an entry is a {type(e).__name__}, expected an object")
+    for key in ("segment", "label", "score"):
+        if key not in e:
+            raise ValueError(f"missing field '{key}'")
+    segment, label, score = e["segment"], e["label"], e["score"]
+    if not (isinstance(segment, list) and len(segment) == 2 and all(map(_is_number, segment))):
+        raise ValueError(f"segment {json.dumps(segment)[:60]} is not [start, end] (two numbers)")
+    if not _is_number(score):
+        raise ValueError(f"score {json.dumps(score)[:60]} is not a number")
+    if isinstance(label, str):
+        pass
+    elif _is_number(label) and float(label).is_integer():        # a class id, not a name
+        label = name_of_id.get(int(label), f"class id {int(label)}")
+    else:
+        raise ValueError(f"label {json.dumps(label)[:60]} is neither a class name nor an "
+                         f"integer class id")
+    return video, label, float(segment[0]), float(segment[1]), float(score)
+
+
 def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
     results = _read_json(path).get("results")
     if not isinstance(results, dict):
         raise InputError(f"{path}: no 'results' object")
     name_of_id = {i: c for c, i in gt.class_ids.items()}
     rows = []
-    try:
-        for video, entries in results.items():
-            video = check_video_name(video, path)
-            for e in entries:
-                start, end = e["segment"]
-                label = e["label"]
-                if not isinstance(label, str):          # a class id instead of a name
-                    label = name_of_id.get(int(label), str(label))
-                rows.append((video, label, float(start), float(end), float(e["score"])))
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{path}: malformed prediction in video {video}: "
-                         f"{_describe(err)}") from None
+    for video, entries in results.items():
+        video = check_video_name(video, path)
+        if not isinstance(entries, list):
+            raise InputError(f"{path}: malformed prediction in video {_shown(video)}: "
+                             f"expected a list of predictions, found {type(entries).__name__}")
+        for e in entries:
+            try:
+                rows.append(_prediction_row(video, e, name_of_id))
+            except (ValueError, OverflowError) as err:
+                raise InputError(f"{path}: malformed prediction in video {_shown(video)}: "
+                                 f"{err}") from None
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object if c in ("video", "label") else float)
                              for c in PREDICTION_COLUMNS})
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def _shown(name: str) -> str:
+    """A name from a file as it can appear in a one-line message."""
+    return name if name.isprintable() and len(name) <= 80 else repr(name[:80])
 
 
 def _predictions_from_txt(path: Path, gt: GroundTruth) -> pd.DataFrame:

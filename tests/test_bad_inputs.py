@@ -1,0 +1,611 @@
+"""Malformed inputs, one table: each row builds tiny valid data (the writers of test_layouts),
+breaks one thing, runs the real commands and asserts exit code 2, exactly one error line on
+stderr naming the file (and video) at fault, no traceback, no crafted pickle ever unpickled,
+and for run.py a pre-filled output folder left byte for byte unchanged.
+
+To add a case, add a row to CASES: (id, build, commands, expected substrings).
+  build(tmp) writes the inputs under the pytest tmp folder and returns a dict:
+      root  the --data-root of `run` and `summary`
+      args  extra arguments for them (options, --annotations, ...), optional
+      pred, gt  the prediction file and --gt of `evaluate`
+  commands: a tuple of "run" (python run.py --dataset thumos14 --data-root ROOT
+      --output-dir OUT --overwrite --dry-run ...), "summary" (python dataset.py summary
+      --data-root ROOT ...) and "evaluate" (python evaluate.py PRED --gt GT).
+  expected: substrings the error line must contain (the file, the video, the problem).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import dataset as ds
+import evaluate
+import run
+from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
+                          write_wtalc)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = "UNPICKLED"        # a crafted pickle that runs would create this file in tmp
+
+
+class Crafted:
+    """Unpickling it opens (creates) the marker file: code run by a loaded file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# ---------------------------------------------------------------------------
+# Putting a bad value in place
+# ---------------------------------------------------------------------------
+
+def put(path, value):
+    """Replace the file at path: bytes as they are, a callable does it itself, otherwise
+    torch.save for .pt and np.save (pickles allowed) for .npy."""
+    if callable(value):
+        value(path)
+    elif isinstance(value, bytes):
+        with open(path, "wb") as f:
+            f.write(value)
+    elif path.endswith(".pt"):
+        torch.save(value, path)
+    else:
+        np.save(path, value, allow_pickle=True)
+
+
+def truncated(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def huge_npy_header(path):
+    """A valid .npy header announcing 4 PiB of float32, and almost no data."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 40, 1024)})
+        f.write(b"\0" * 64)
+
+
+def npz(path):
+    with open(path, "wb") as f:
+        np.savez(f, x=np.ones((4, 1024), np.float32))
+
+
+def crafted_pickle_npy(path):
+    arr = np.empty(1, dtype=object)
+    arr[0] = Crafted(os.path.join(os.path.dirname(path), MARKER))
+    np.save(path, arr, allow_pickle=True)
+
+
+def crafted_pickle_pt(path):
+    torch.save(Crafted(os.path.join(os.path.dirname(path), MARKER)), path)
+
+
+def feats(T=4, width=1024, dtype=np.float32, at=None, value=None):
+    x = np.ones((T, width), dtype)
+    if at is not None:
+        x[at] = value
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Builders: one valid layout, one thing broken
+# ---------------------------------------------------------------------------
+
+def folders(stream, value, name="video_test_1", split="test"):
+    """The folders layout with rgb/ or flow/ <name>.npy replaced ('' : the joint layout)."""
+    def build(tmp):
+        root = write_folders(str(tmp / "folders"), tiny_videos(), joint=stream == "")
+        put(os.path.join(root, "features", split, stream, name + ".npy"), value)
+        return {"root": root}
+    return build
+
+
+def emmil(folder, value, index=0, split="test"):
+    """The emmil layout with <split>/<folder>/<index>.pt replaced (video_test_1 is test 0)."""
+    def build(tmp):
+        root = write_emmil(str(tmp / "emmil"), tiny_videos())
+        os.makedirs(os.path.join(root, split, folder), exist_ok=True)
+        put(os.path.join(root, split, folder, f"{index}.pt"), value)
+        return {"root": root}
+    return build
+
+
+def hdf5(change):
+    """The HDF5 file, changed by change(h5py.File) (opened for appending)."""
+    def build(tmp):
+        path = write_hdf5_by_hand(str(tmp / "tiny.h5"), tiny_videos())
+        with h5py.File(path, "a") as f:
+            change(f)
+        return {"root": path}
+    return build
+
+
+def video_attr(key, value, video="video_test_1"):
+    return lambda f: f[f"videos/{video}"].attrs.__setitem__(key, value)
+
+
+def replace_dataset(stream, video="video_test_1", **kw):
+    def change(f):
+        g = f[f"videos/{video}"]
+        del g[stream]
+        g.create_dataset(stream, **kw)
+    return change
+
+
+def replace_link(stream, link, video="video_test_1"):
+    def change(f):
+        g = f[f"videos/{video}"]
+        del g[stream]
+        g[stream] = link
+    return change
+
+
+def rgb_is_a_group(f):
+    g = f["videos/video_test_1"]
+    del g["rgb"]
+    g.create_group("rgb").create_dataset("x", data=feats())
+
+
+def external_rgb(f):
+    other = os.path.join(os.path.dirname(f.filename), "other.h5")
+    with h5py.File(other, "w") as o:
+        o.create_dataset("x", data=feats())
+    replace_link("rgb", h5py.ExternalLink(other, "/x"))(f)
+
+
+def video_is_a_dataset(f):
+    del f["videos/video_test_2"]
+    f["videos"].create_dataset("video_test_2", data=feats())
+
+
+def videos_is_a_dataset(f):
+    del f["videos"]
+    f.create_dataset("videos", data=np.ones(3))
+
+
+def not_hdf5(tmp):
+    (tmp / "x.h5").write_text("hello")
+    return {"root": str(tmp / "x.h5"), "args": ["--layout", "hdf5"]}
+
+
+def ambiguous(names, segments):
+    def change(f):
+        g = f.create_group("ambiguous")
+        g.create_dataset("video", data=names, dtype=h5py.string_dtype()
+                         if names.dtype == object else names.dtype)
+        if segments is not None:
+            g.create_dataset("segment", data=segments)
+    return change
+
+
+def with_args(build, args):
+    def built(tmp):
+        return {**build(tmp), "args": args}
+    return built
+
+
+def folders_with_args(stream, value, args):
+    return with_args(folders(stream, value), args)
+
+
+def emmil_with_args(folder, value, args):
+    return with_args(emmil(folder, value), args)
+
+
+def wtalc(index, value):
+    """The W-TALC bundle with video `index`'s features replaced (video_test_1 is 3)."""
+    def build(tmp):
+        videos = tiny_videos()
+        videos[index]["feats"] = value
+        return {"root": write_wtalc(tmp / "wtalc", videos)}
+    return build
+
+
+def wtalc_bundle(value):
+    """The W-TALC bundle with its whole features file replaced."""
+    def build(tmp):
+        root = write_wtalc(tmp / "wtalc", tiny_videos())
+        put(ds.wtalc_paths(root, "Thumos14reduced")[0], value)
+        return {"root": root}
+    return build
+
+
+def predictions(content, suffix=".json"):
+    """evaluate.py: a valid gt.json and a prediction file holding `content` (an object is
+    written as JSON, str as UTF-8 text, bytes as they are)."""
+    def build(tmp):
+        gt = tmp / "gt.json"
+        gt.write_text(json.dumps(gt_json(tiny_videos())))
+        pred = tmp / f"results{suffix}"
+        if isinstance(content, bytes):
+            pred.write_bytes(content)
+        elif isinstance(content, str):
+            pred.write_text(content)
+        else:
+            pred.write_text(json.dumps(content))
+        return {"pred": str(pred), "gt": str(gt)}
+    return build
+
+
+def pred_folder(tmp):
+    inputs = predictions({})(tmp)
+    os.remove(inputs["pred"])
+    os.mkdir(inputs["pred"])
+    return inputs
+
+
+GOOD = {"label": "Shotput", "segment": [1.0, 2.0], "score": 0.9}
+
+
+def results(bad, video="video_test_1"):
+    """ActivityNet results with one good prediction and then `bad` in video's list."""
+    return {"results": {"video_test_2": [GOOD], video: [GOOD, bad]}}
+
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
+# ---------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------
+
+FEATURES = ("run", "summary")
+EVALUATE = ("evaluate",)
+nan_at = dict(at=(1, 2), value=np.nan)
+
+CASES = [
+    # --- folders layout: features/{train,test}/{rgb,flow}/<video>.npy
+    ("folders-nan-in-flow", folders("flow", feats(**nan_at)), FEATURES,
+     ["flow/video_test_1.npy", "video video_test_1", "NaN"]),
+    ("folders-inf-in-rgb", folders("rgb", feats(at=(0, 0), value=np.inf)), FEATURES,
+     ["rgb/video_test_1.npy", "video video_test_1", "NaN or Inf"]),
+    ("folders-wrong-width", folders("rgb", feats(width=1000)), FEATURES,
+     ["rgb/video_test_1.npy", "video video_test_1", "(4, 1000)"]),
+    ("folders-1d", folders("flow", np.ones(4096, np.float32)), FEATURES,
+     ["flow/video_test_1.npy", "video video_test_1", "shape (4096,)"]),
+    ("folders-3d", folders("rgb", np.ones((4, 2, 1024), np.float32)), FEATURES,
+     ["rgb/video_test_1.npy", "(4, 2, 1024)"]),
+    ("folders-empty-flow", folders("flow", feats(T=0)), FEATURES,
+     ["flow/video_test_1.npy", "video video_test_1", "flow features are empty"]),
+    ("folders-strings", folders("rgb", np.full((4, 1024), "a")), FEATURES,
+     ["rgb/video_test_1.npy", "video video_test_1", "not numbers"]),
+    ("folders-complex", folders("flow", feats(dtype=np.complex64)), FEATURES,
+     ["flow/video_test_1.npy", "complex64", "not numbers"]),
+    ("folders-bool", folders("rgb", feats(dtype=bool)), FEATURES,
+     ["rgb/video_test_1.npy", "bool", "not numbers"]),
+    ("folders-float64-beyond-float32", folders("flow", feats(dtype=np.float64, at=(2, 2),
+                                                             value=1e300)), FEATURES,
+     ["flow/video_test_1.npy", "video video_test_1", "float32 range"]),
+    ("folders-pickled-npy", folders("rgb", np.array([np.ones(3), "x"], dtype=object)), FEATURES,
+     ["rgb/video_test_1.npy", "pickled"]),
+    ("folders-crafted-pickle", folders("flow", crafted_pickle_npy), FEATURES,
+     ["flow/video_test_1.npy", "pickled"]),
+    ("folders-truncated", folders("flow", truncated), FEATURES,
+     ["flow/video_test_1.npy", "cannot read"]),
+    ("folders-not-npy", folders("rgb", b"hello, not an array\n"), FEATURES,
+     ["rgb/video_test_1.npy", "cannot read"]),
+    ("folders-npz-as-npy", folders("rgb", npz), FEATURES,
+     ["rgb/video_test_1.npy", "not a single .npy array"]),
+    ("folders-too-large", folders("rgb", huge_npy_header), FEATURES,
+     ["rgb/video_test_1.npy", "cannot read"]),
+    ("folders-train-video", folders("rgb", feats(**nan_at), name="video_validation_1",
+                                    split="train"), FEATURES,
+     ["train/rgb/video_validation_1.npy", "video video_validation_1", "NaN"]),
+    ("folders-float16-overflow-in-flow", folders_with_args(
+        "flow", feats(at=(1, 1), value=7e4), ["--memory", "float16"]), FEATURES[:1],
+     ["flow/video_test_1.npy", "video video_test_1", "flow features exceed the float16 range"]),
+    ("folders-joint-3d", folders("", np.ones((4, 2, 1024), np.float32)), FEATURES,
+     ["test/video_test_1.npy", "video video_test_1", "(4, 2, 1024)"]),
+    ("folders-joint-pickled", folders("", np.array([1, "a"], dtype=object)), FEATURES,
+     ["test/video_test_1.npy", "pickled"]),
+    ("folders-joint-strings", folders("", np.full((4, 2048), "a")), FEATURES,
+     ["test/video_test_1.npy", "not numbers"]),
+
+    # --- emmil layout: {train,test}/{X_RGB,X_flow,Y_flow,Name_flow}/<i>.pt
+    ("emmil-nan-in-flow", emmil("X_flow", torch.from_numpy(feats(**nan_at))), FEATURES,
+     ["test/X_flow/0.pt", "video video_test_1", "NaN"]),
+    ("emmil-extra-Y_flow", emmil("Y_flow", torch.ones(3), index=9), FEATURES,
+     ["test/Y_flow/9.pt", "unexpected file"]),
+    ("emmil-extra-Name_flow", emmil("Name_flow", "video_test_9", index=2), FEATURES,
+     ["test/Name_flow/2.pt", "unexpected file"]),
+    ("emmil-numpy-in-pt", emmil("X_RGB", feats()), FEATURES,
+     ["test/X_RGB/0.pt", "cannot read: not a plain tensor/str file"]),
+    ("emmil-crafted-pickle", emmil("X_flow", crafted_pickle_pt), FEATURES,
+     ["test/X_flow/0.pt", "cannot read: not a plain tensor/str file"]),
+    ("emmil-custom-class-label", emmil("Y_flow", crafted_pickle_pt, split="train"), FEATURES,
+     ["train/Y_flow/0.pt", "not a plain tensor/str file"]),
+    ("emmil-str-features", emmil("X_RGB", "video_test_1"), FEATURES,
+     ["test/X_RGB/0.pt", "video video_test_1", "found str"]),
+    ("emmil-dict-features", emmil("X_flow", {"x": torch.ones(4, 1024)}), FEATURES,
+     ["test/X_flow/0.pt", "video video_test_1", "found dict"]),
+    ("emmil-truncated", emmil("X_RGB", truncated, index=1), FEATURES,
+     ["test/X_RGB/1.pt", "cannot read"]),
+    ("emmil-bool-features", emmil("X_RGB", torch.ones(4, 1024, dtype=torch.bool)), FEATURES,
+     ["test/X_RGB/0.pt", "not numbers"]),
+    ("emmil-complex-features", emmil("X_flow", torch.ones(4, 1024, dtype=torch.complex64)),
+     FEATURES, ["test/X_flow/0.pt", "not numbers"]),
+    ("emmil-sparse-features", emmil("X_RGB", torch.ones(4, 1024).to_sparse()), FEATURES,
+     ["test/X_RGB/0.pt", "sparse"]),
+    ("emmil-1d-flow", emmil("X_flow", torch.ones(1024)), FEATURES,
+     ["test/X_flow/0.pt", "video video_test_1", "(1024,)"]),
+    ("emmil-wrong-width", emmil("X_RGB", torch.ones(4, 2048)), FEATURES,
+     ["test/X_RGB/0.pt", "video video_test_1", "(4, 2048)"]),
+    ("emmil-empty-rgb", emmil("X_RGB", torch.ones(0, 1024)), FEATURES,
+     ["test/X_RGB/0.pt", "video video_test_1", "RGB features are empty"]),
+    ("emmil-str-label", emmil("Y_flow", "Shotput"), FEATURES,
+     ["test/Y_flow/0.pt", "video video_test_1", "found str"]),
+    ("emmil-list-label", emmil("Y_flow", [0.0, 0.0, 1.0]), FEATURES,
+     ["test/Y_flow/0.pt", "found list"]),
+    ("emmil-name-bytes", emmil("Name_flow", b"video_\xff\xfe"), FEATURES,
+     ["test/Name_flow/0.pt", "not a plain tensor/str file"]),
+    ("emmil-expanded-view", emmil("X_flow", torch.ones(1, 1024).expand(10 ** 9, 1024)), FEATURES,
+     ["test/X_flow/0.pt", "video video_test_1", "expanded view"]),
+    ("emmil-float16-overflow-in-flow", emmil_with_args(
+        "X_flow", torch.full((4, 1024), 1e6), ["--memory", "float16"]), FEATURES[:1],
+     ["test/X_flow/0.pt", "video video_test_1", "flow features exceed the float16 range"]),
+    ("emmil-name-a-tensor", emmil("Name_flow", torch.ones(3)), FEATURES,
+     ["test/Name_flow/0.pt", "found Tensor"]),
+
+    # --- hdf5: one self-describing file
+    ("hdf5-version-text", hdf5(lambda f: f.attrs.__setitem__("version", "one")), FEATURES,
+     ["tiny.h5", "'version' is not an integer"]),
+    ("hdf5-version-float", hdf5(lambda f: f.attrs.__setitem__("version", 1.5)), FEATURES,
+     ["tiny.h5", "'version' is not an integer"]),
+    ("hdf5-version-2", hdf5(lambda f: f.attrs.__setitem__("version", 2)), FEATURES,
+     ["tiny.h5", "version 2 is not known"]),
+    ("hdf5-format-not-ours", hdf5(lambda f: f.attrs.__setitem__("format", "other-features")),
+     FEATURES, ["tiny.h5", "'other-features' is not 'emmil-features'"]),
+    ("hdf5-format-missing", hdf5(lambda f: f.attrs.__delitem__("format")), FEATURES,
+     ["tiny.h5", "attribute 'format' missing"]),
+    ("hdf5-classes-a-number", hdf5(lambda f: f.attrs.__setitem__("classes", 3)), FEATURES,
+     ["tiny.h5", "'classes' is not"]),
+    ("hdf5-rate-text", hdf5(lambda f: f.attrs.__setitem__("snippet_seconds", "fast")), FEATURES,
+     ["tiny.h5", "'snippet_seconds' is not a number"]),
+    ("hdf5-rgb-a-group", hdf5(rgb_is_a_group), FEATURES,
+     ["tiny.h5:/videos/video_test_1/rgb", "a group, expected a dataset"]),
+    ("hdf5-rgb-external-link", hdf5(external_rgb), FEATURES,
+     ["tiny.h5:/videos/video_test_1/rgb", "ExternalLink"]),
+    ("hdf5-flow-dangling-soft-link", hdf5(replace_link("flow", h5py.SoftLink("/nowhere"))),
+     FEATURES, ["tiny.h5:/videos/video_test_1/flow", "SoftLink"]),
+    ("hdf5-duration-text", hdf5(video_attr("duration", "long")), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "'duration' is not a number"]),
+    ("hdf5-duration-nan", hdf5(video_attr("duration", np.nan)), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "'duration' is nan"]),
+    ("hdf5-labels-text", hdf5(video_attr("labels", np.array(["a", "b", "c"], dtype=h5py.string_dtype()))),
+     FEATURES, ["tiny.h5:/videos/video_test_1", "'labels' is not a 1-d array of numbers"]),
+    ("hdf5-labels-not-multi-hot", hdf5(video_attr("labels", np.array([0.0, 3.0, 0.0]))), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "not multi-hot"]),
+    ("hdf5-segments-flat", hdf5(video_attr("segments", np.array([2.0, 1.0, 2.0]))), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "'segments' is not a 2-d array"]),
+    ("hdf5-segments-two-columns", hdf5(video_attr("segments", np.array([[1.0, 2.0]]))), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "segments of shape (1, 2)"]),
+    ("hdf5-segment-class-nan", hdf5(video_attr("segments", np.array([[np.nan, 1.0, 2.0]]))),
+     FEATURES, ["tiny.h5:/videos/video_test_1", "class index nan"]),
+    ("hdf5-subset-a-number", hdf5(video_attr("subset", 3)), FEATURES,
+     ["tiny.h5:/videos/video_test_1", "'subset' is not a string"]),
+    ("hdf5-too-large", hdf5(replace_dataset("rgb", shape=(2 ** 40, 1024), dtype="f4",
+                                             chunks=(1, 1024))), FEATURES,
+     ["tiny.h5:/videos/video_test_1/rgb", "video video_test_1", "cannot read"]),
+    ("hdf5-nan-in-flow", hdf5(replace_dataset("flow", data=feats(**nan_at))), FEATURES,
+     ["tiny.h5:/videos/video_test_1/flow", "video video_test_1", "NaN"]),
+    ("hdf5-float64-beyond-float32", hdf5(replace_dataset(
+        "rgb", data=feats(dtype=np.float64, at=(0, 0), value=-1e300))), FEATURES,
+     ["tiny.h5:/videos/video_test_1/rgb", "float32 range"]),
+    ("hdf5-strings", hdf5(replace_dataset("rgb", data=np.full((4, 1024), "a", dtype="S1"))),
+     FEATURES, ["tiny.h5:/videos/video_test_1/rgb", "expected (T, 1024) numbers"]),
+    ("hdf5-1d", hdf5(replace_dataset("flow", data=np.ones(1024, np.float32))), FEATURES,
+     ["tiny.h5:/videos/video_test_1/flow", "shape (1024,)"]),
+    ("hdf5-video-a-dataset", hdf5(video_is_a_dataset), FEATURES,
+     ["tiny.h5:/videos/video_test_2", "a dataset, expected a group"]),
+    ("hdf5-videos-a-dataset", hdf5(videos_is_a_dataset), FEATURES,
+     ["tiny.h5/videos", "a dataset, expected a group"]),
+    ("hdf5-notes-numbers", hdf5(lambda f: f.create_dataset("notes", data=np.ones(2))), FEATURES,
+     ["tiny.h5/notes", "strings"]),
+    ("hdf5-version-empty", hdf5(lambda f: f.attrs.__setitem__("version", h5py.Empty("i4"))),
+     FEATURES, ["tiny.h5", "'version' is not an integer"]),
+    ("hdf5-rate-negative", hdf5(lambda f: f.attrs.__setitem__("snippet_seconds", -0.64)),
+     FEATURES, ["tiny.h5", "'snippet_seconds' is -0.64, expected a positive finite number"]),
+    ("hdf5-ambiguous-names-numbers", hdf5(ambiguous(np.ones(1), np.ones((1, 2)))), FEATURES,
+     ["tiny.h5/ambiguous/video", "strings"]),
+    ("hdf5-ambiguous-segment-shape", hdf5(ambiguous(np.array(["video_test_1"], dtype=object),
+                                                    np.ones(3))), FEATURES,
+     ["tiny.h5/ambiguous/segment", "expected (1, 2) numbers"]),
+    ("hdf5-ambiguous-segment-missing", hdf5(ambiguous(np.array(["v"], dtype=object), None)),
+     FEATURES, ["tiny.h5", "dataset 'ambiguous/segment' missing"]),
+    ("hdf5-not-hdf5", not_hdf5, FEATURES, ["x.h5", "cannot read as HDF5"]),
+
+    # --- wtalc: the JOINTFeatures bundle (its pickle itself is annotation reading's concern)
+    ("wtalc-nan", wtalc(3, feats(width=2048, **nan_at)), FEATURES,
+     ["JOINTFeatures.npy", "video video_test_1", "NaN"]),
+    ("wtalc-wrong-width", wtalc(3, feats(width=1024)), FEATURES,
+     ["JOINTFeatures.npy", "video video_test_1", "(4, 1024)"]),
+    ("wtalc-1d", wtalc(3, np.ones(2048, np.float32)), FEATURES,
+     ["JOINTFeatures.npy", "video video_test_1", "(2048,)"]),
+    ("wtalc-str-element", wtalc(0, "features"), FEATURES,
+     ["JOINTFeatures.npy", "video video_validation_1", "found str"]),
+    ("wtalc-object-element", wtalc(3, np.ones((4, 2048)).astype(object)), FEATURES,
+     ["JOINTFeatures.npy", "video video_test_1", "not numbers"]),
+    ("wtalc-float64-beyond-float32", wtalc(3, feats(width=2048, dtype=np.float64, at=(0, 0),
+                                                    value=1e39)), FEATURES,
+     ["JOINTFeatures.npy", "video video_test_1", "float32 range"]),
+    ("wtalc-bundle-2d", wtalc_bundle(np.ones((5, 2048), np.float32)), FEATURES,
+     ["JOINTFeatures.npy", "expected a 1-d array"]),
+
+    # --- evaluate.py prediction files
+    ("pred-results-a-list", predictions({"results": [GOOD]}), EVALUATE,
+     ["results.json", "no 'results' object"]),
+    ("pred-top-level-list", predictions([GOOD]), EVALUATE,
+     ["results.json", "top level is not an object"]),
+    ("pred-video-not-a-list", predictions({"results": {"video_test_1": GOOD}}), EVALUATE,
+     ["results.json", "video video_test_1", "expected a list"]),
+    ("pred-entry-a-list", predictions(results([1.0, 2.0, "Shotput", 0.9])), EVALUATE,
+     ["results.json", "video video_test_1", "expected an object"]),
+    ("pred-segment-one-number", predictions(results({**GOOD, "segment": [1.0]})), EVALUATE,
+     ["results.json", "video video_test_1", "segment [1.0] is not [start, end]"]),
+    ("pred-segment-three-numbers", predictions(results({**GOOD, "segment": [1, 2, 3]})),
+     EVALUATE, ["results.json", "video video_test_1", "segment [1, 2, 3]"]),
+    ("pred-segment-strings", predictions(results({**GOOD, "segment": ["1", "2"]})), EVALUATE,
+     ["results.json", "video video_test_1", "is not [start, end]"]),
+    ("pred-score-a-string", predictions(results({**GOOD, "score": "0.9"})), EVALUATE,
+     ["results.json", "video video_test_1", "score \"0.9\" is not a number"]),
+    ("pred-score-missing", predictions(results({"label": "Shotput", "segment": [1, 2]})),
+     EVALUATE, ["results.json", "video video_test_1", "missing field 'score'"]),
+    ("pred-label-null", predictions(results({**GOOD, "label": None})), EVALUATE,
+     ["results.json", "video video_test_1", "label null"]),
+    ("pred-label-bool", predictions(results({**GOOD, "label": True})), EVALUATE,
+     ["results.json", "video video_test_1", "label true"]),
+    ("pred-label-fraction", predictions(results({**GOOD, "label": 1.5})), EVALUATE,
+     ["results.json", "video video_test_1", "label 1.5"]),
+    ("pred-label-unknown-id", predictions(results({**GOOD, "label": 77})), EVALUATE,
+     ["results.json", "class id 77"]),
+    ("pred-segment-huge-integer", predictions(
+        '{"results": {"video_test_1": [{"label": "Shotput", "segment": [1, 1' + "0" * 400 +
+        '], "score": 0.5}]}}'), EVALUATE, ["results.json", "video video_test_1", "int too large"]),
+    ("pred-score-nan", predictions('{"results": {"video_test_1": [{"label": "Shotput", '
+                                   '"segment": [1, 2], "score": NaN}]}}'), EVALUATE,
+     ["results.json", "NaN/Inf", "video_test_1"]),
+    ("pred-too-deep", predictions(nested(100000)), EVALUATE,
+     ["results.json", "nested too deeply"]),
+    ("pred-not-json", predictions("{results: 1"), EVALUATE, ["results.json", "malformed JSON"]),
+    ("pred-not-utf8", predictions(b'{"results": {"v\xff": []}}'), EVALUATE,
+     ["results.json", "utf-8"]),
+    ("pred-txt-field-count", predictions("video_test_1 1.0 2.0 79 0.9\nvideo_test_1 1.0 2.0 79\n",
+                                         suffix=".txt"), EVALUATE,
+     ["results.txt", "line 2", "expected 5 fields"]),
+    ("pred-txt-not-a-number", predictions("video_test_1 1.0 soon 79 0.9\n", suffix=".txt"),
+     EVALUATE, ["results.txt", "end is not a number", "'soon'"]),
+    ("pred-txt-score-text", predictions("video_test_1 1.0 2.0 79 high\n", suffix=".txt"),
+     EVALUATE, ["results.txt", "score is not a number"]),
+    ("pred-txt-not-utf8", predictions(b"video_test_1 1.0 2.0 79 0.9 \xff\n", suffix=".txt"),
+     EVALUATE, ["results.txt", "utf-8"]),
+    ("pred-a-folder", pred_folder, EVALUATE, ["results.json", "cannot read"]),
+    ("pred-with-bom", predictions(b'\xef\xbb\xbf{"results": {}}'), EVALUATE,
+     ["results.json", "malformed JSON"]),
+    ("pred-missing", lambda tmp: {**predictions([])(tmp), "pred": str(tmp / "none.json")},
+     EVALUATE, ["none.json", "no such file"]),
+]
+
+
+# ---------------------------------------------------------------------------
+# Running the commands
+# ---------------------------------------------------------------------------
+
+def command_argv(command, inputs, out):
+    if command == "run":
+        # the tiny data's label vectors index its own 3 classes, not the preset's 20
+        return ["--dataset", "thumos14", "--data-root", inputs["root"], "--output-dir", out,
+                "--overwrite", "--dry-run", "--threads", "1", "--quiet",
+                "--classes", "annotations", *inputs.get("args", [])]
+    if command == "summary":
+        return ["summary", "--data-root", inputs["root"], *inputs.get("args", [])]
+    return [inputs["pred"], "--gt", inputs["gt"], *inputs.get("args", [])]
+
+
+ENTRY = {"run": run.cli, "summary": ds.cli, "evaluate": evaluate.main}
+SCRIPT = {"run": "run.py", "summary": "dataset.py", "evaluate": "evaluate.py"}
+
+
+def prefilled(folder):
+    """An output folder holding an earlier run's files; returns its snapshot."""
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        f.write('{"earlier": "run"}\n')
+    with open(os.path.join(folder, "log.txt"), "w") as f:
+        f.write("the earlier run\n")
+    return snapshot(folder)
+
+
+def snapshot(folder):
+    """{relative path: bytes} of everything under folder."""
+    out = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+ERROR_LINE = re.compile(r"^(\S+\.py: )?error\b")      # "error: ...", "evaluate.py: error: ..."
+
+
+def error_lines(err):
+    """The error lines of stderr (warnings and their like aside)."""
+    return [line for line in err.splitlines() if ERROR_LINE.match(line)]
+
+
+def check_refusal(code, err, expected, where):
+    assert code == 2, f"exit code {code}, stderr: {err}"
+    assert "Traceback" not in err, err
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    for text in expected:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+    assert not os.path.exists(os.path.join(where, MARKER))
+
+
+PARAMS = [pytest.param(build, command, expected, id=f"{name}[{command}]")
+          for name, build, commands, expected in CASES for command in commands]
+
+
+def test_the_table_is_large_and_its_ids_unique():
+    assert len(CASES) >= 30
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("build, command, expected", PARAMS)
+def test_refused_in_one_line(tmp_path, capsys, build, command, expected):
+    inputs = build(tmp_path)
+    out = str(tmp_path / "out")
+    before = prefilled(out)
+    capsys.readouterr()
+    code = ENTRY[command](command_argv(command, inputs, out))
+    check_refusal(code, capsys.readouterr().err, expected, str(tmp_path))
+    for root, _, files in os.walk(tmp_path):      # no crafted pickle ran anywhere
+        assert MARKER not in files
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", ["folders-nan-in-flow", "emmil-numpy-in-pt", "hdf5-rgb-a-group",
+                                  "pred-segment-three-numbers"])
+def test_the_real_commands_refuse_in_one_line(tmp_path, name):
+    """A few rows through the scripts themselves (exit code, stderr as the user sees it)."""
+    _, build, commands, expected = next(c for c in CASES if c[0] == name)
+    inputs, out = build(tmp_path), str(tmp_path / "out")
+    before = prefilled(out)
+    command = commands[0]
+    r = subprocess.run([sys.executable, os.path.join(ROOT, SCRIPT[command]),
+                        *command_argv(command, inputs, out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    check_refusal(r.returncode, r.stderr, expected, str(tmp_path))
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("layout", ["folders", "emmil", "hdf5", "wtalc"])
+def test_the_unbroken_data_is_accepted(tmp_path, capsys, layout):
+    """The builders' starting point is valid: each row fails for the one thing it breaks."""
+    root = {"folders": lambda: write_folders(str(tmp_path / "f"), tiny_videos()),
+            "emmil": lambda: write_emmil(str(tmp_path / "e"), tiny_videos()),
+            "hdf5": lambda: write_hdf5_by_hand(str(tmp_path / "t.h5"), tiny_videos()),
+            "wtalc": lambda: write_wtalc(tmp_path / "w", tiny_videos())}[layout]()
+    assert ds.cli(["summary", "--data-root", root]) == 0
+    assert json.loads(capsys.readouterr().out)["splits"]["test"]["videos"] == 2
+
+
+def test_good_predictions_are_accepted(tmp_path, capsys):
+    inputs = predictions(results({**GOOD, "label": 79, "segment": [2, 3]}))(tmp_path)
+    assert evaluate.main([inputs["pred"], "--gt", inputs["gt"]]) == 0
+    assert "3 predictions" in capsys.readouterr().out
