@@ -9,8 +9,10 @@ time, edit `DATA_ROOTS` just below.
 """
 import argparse
 import json
+import math
 import os
 import re
+import sys
 import time
 
 # ----------------------------------------------------------------------------
@@ -70,8 +72,16 @@ def dry_run_schedule(schedule):
     return ",".join(shorten(p) for p in schedule.split(","))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is reported as one line (no usage block), exit 2."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="run.py",
         description="Train EM-MIL (Luo et al., ECCV 2020), localise actions, evaluate mAP.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -210,8 +220,8 @@ def resolve(args):
     r.train_subset = preset["train_subset"]
     r.test_subset = preset["test_subset"]
     fps, frames = FEATURE_PRESETS[args.features]
-    r.feature_fps = args.feature_fps or fps
-    r.frames_per_snippet = args.frames_per_snippet or frames
+    r.feature_fps = fps if args.feature_fps is None else args.feature_fps
+    r.frames_per_snippet = frames if args.frames_per_snippet is None else args.frames_per_snippet
     r.snippet_seconds = snippet_seconds(r.feature_fps, r.frames_per_snippet)
     r.tiou = args.tiou or list(preset["tiou"])
     if args.tiou:
@@ -227,17 +237,107 @@ def resolve(args):
     return r
 
 
+# ----------------------------------------------------------------------------
+# Checks of every option, before anything is read or written.
+# ----------------------------------------------------------------------------
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _in(lo, hi, hi_open=False):
+    return (lambda v: _number(v) and lo <= v and (v < hi if hi_open else v <= hi),
+            f"must be in [{lo}, {hi}{')' if hi_open else ']'}")
+
+
+def _above(lo):
+    return (lambda v: _number(v) and v > lo), f"must be > {lo}"
+
+
+def _at_least(lo):
+    return (lambda v: _number(v) and v >= lo), f"must be >= {lo}"
+
+
+MAX_SEED = 2 ** 32 - 1          # NumPy's limit
+# option -> (rule, what the rule says); a list option is checked element by element,
+# an option left at None (no value) is not checked
+RULES = {
+    "synthetic_videos": _at_least(0),
+    "synthetic_max_seconds": _above(0),
+    "feature_fps": _above(0),
+    "frames_per_snippet": _at_least(1),
+    "feature_dim": _at_least(1),
+    "hidden_dim": _at_least(1),
+    "lr": _above(0),
+    "stage2_lr_mult": _above(0),
+    "gamma": _in(-1, 1),             # q > mean + gamma (max - min): beyond +-1 all or nothing
+    "batch_size": _at_least(1),
+    "cls_epochs": _at_least(0),
+    "cls_lr": _above(0),
+    "lam": _in(0, 1),
+    "cls_threshold": _in(0, 1),      # video scores are probabilities
+    "loc_threshold": _in(-1, 1),     # (s - mean) / (max - min) lies in [-1, 1]
+    "oic_margin": _at_least(0),
+    "nms_iou": _in(0, 1),
+    "soft_sigma": _above(0),
+    "tiou": _in(0, 1),
+    "eval_every": _at_least(0),
+    "val_fraction": _in(0, 1, hi_open=True),
+    "seed": _in(0, MAX_SEED),
+    "seeds": _in(0, MAX_SEED),
+    "threads": _at_least(0),
+    "save_every": _at_least(0),
+}
+NOT_EMPTY = ("data_root", "annotations", "output_dir", "resume")   # "" would mean the default
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def option_problems(opts):
+    """Every problem of a (resolved) options namespace, as one-line messages."""
+    problems = []
+    for name, (ok, says) in RULES.items():
+        value = getattr(opts, name, None)
+        for v in (value if isinstance(value, list) else [value]):
+            if v is not None and not ok(v):
+                problems.append(f"{flag(name)} {v}: {says}")
+                break
+    for name in ("tiou", "seeds"):
+        value = getattr(opts, name, None) or []
+        dup = sorted({v for v in value if value.count(v) > 1})
+        if dup:
+            problems.append(f"{flag(name)} {' '.join(map(str, value))}: {dup[0]} given twice")
+    for name in NOT_EMPTY:
+        if getattr(opts, name, None) == "":
+            problems.append(f"{flag(name)}: must not be empty")
+    if getattr(opts, "eval_every", 0) and not getattr(opts, "val_fraction", 0):
+        problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
+                        "test split)")
+    if not problems:
+        from em_trainer import parse_schedule            # torch is imported only here
+        from utils import InputError
+        try:
+            parse_schedule(opts.schedule, opts.stage2_lr_mult)
+        except InputError as e:
+            problems.append(str(e))
+    return problems
+
+
+def check_options(opts):
+    """Raise InputError (one line) naming the first bad option."""
+    from utils import InputError
+    problems = option_problems(opts)
+    if problems:
+        raise InputError(problems[0])
+
+
 def parse_opts(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    if not 0.0 <= args.lam <= 1.0:
-        parser.error("--lam must be in [0, 1]")
-    if not 0.0 <= args.val_fraction < 1.0:
-        parser.error("--val-fraction must be in [0, 1)")
-    if args.eval_every and not args.val_fraction:
-        parser.error("--eval-every needs --val-fraction > 0 (mAP is never computed on the test split)")
+    """The resolved, checked options of a command line (a bad one: InputError, or exit 2
+    from argparse for what it checks itself)."""
+    args = build_parser().parse_args(argv)
+    check_options(args)              # before the presets fill in: "" and 0 are not defaults
     return resolve(args)
 
 
