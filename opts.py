@@ -359,19 +359,81 @@ def given_options(argv):
     return vars(parser.parse_args(argv))
 
 
+# fields that `resolve` adds to the command line's options, with their types
+RESOLVED_TYPES = {"generate_synthetic": (bool,), "bundle": (str,), "num_classes": (int,),
+                  "train_subset": (str,), "test_subset": (str,), "snippet_seconds": (int, float),
+                  "averages": (dict,), "thumos_ids": (bool,)}
+RESOLVED_NOT_NONE = {"data_root", "feature_fps", "frames_per_snippet", "tiou", "output_dir"}
+
+
+def option_types():
+    """{dest: (types, None allowed, is a list)} of every saved option, from the parser."""
+    types = {}
+    for a in build_parser()._actions:
+        if a.dest == "help":
+            continue
+        if a.nargs == 0:                                   # flags: store_true, --no-x
+            t = (bool,)
+        else:
+            t = {int: (int,), float: (int, float), None: (str,)}[a.type]
+        types[a.dest] = (t, a.default is None and a.dest not in RESOLVED_NOT_NONE,
+                         a.nargs == "+", a.choices)
+    types.update({k: (t, False, False, None) for k, t in RESOLVED_TYPES.items()})
+    return types
+
+
+def _typed(value, types):
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def saved_problem(saved):
+    """What is wrong with the content of a saved opts.json (None: nothing)."""
+    if not isinstance(saved, dict):
+        return f"not a JSON object but {type(saved).__name__}"
+    types = option_types()
+    missing = sorted(set(types) - set(saved))
+    if missing:
+        return f"lacks the option{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    for key, (t, none_ok, is_list, choices) in types.items():
+        value = saved[key]
+        if value is None and none_ok:
+            continue
+        items = value if is_list and isinstance(value, list) else [value]
+        if (is_list and not (isinstance(value, list) and value)) or \
+                not all(_typed(v, t) for v in items):
+            kind = f"a list of {t[-1].__name__}" if is_list else t[-1].__name__
+            return f"{key} is {json.dumps(value)[:60]}, not {kind}"
+        if choices and any(v not in choices for v in items):
+            return f"{key} is {json.dumps(value)[:60]}, not one of {', '.join(map(str, choices))}"
+    if saved["num_classes"] < 1 or not _number(saved["snippet_seconds"]) or \
+            saved["snippet_seconds"] <= 0:
+        return "num_classes or snippet_seconds out of range"
+    for name, span in saved["averages"].items():
+        if not (isinstance(span, list) and len(span) == 2 and all(_number(x) for x in span)):
+            return f"averages[{name!r}] is {json.dumps(span)[:60]}, not [low, high]"
+    problems = option_problems(argparse.Namespace(**{k: saved[k] for k in types}))
+    return f"saved {problems[0]}" if problems else None
+
+
 def resume_opts(argv):
-    """Saved options of the run named by --resume; refuses contradicting options."""
+    """Saved options of the run named by --resume; refuses contradicting options and a
+    saved opts.json that is not one this project wrote."""
     from utils import InputError
     given = given_options(argv)
     folder = given["resume"]
+    if folder == "":
+        raise InputError("--resume: must not be empty")
     path = os.path.join(folder, "opts.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable saved options ({e})") from None
+        raise InputError(f"{path}: unreadable saved options ({one_line(e)})") from None
+    problem = saved_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     base = vars(build_parser().parse_args([]))
     for key, value in given.items():
         if key in RESUME_MAY_CHANGE:
@@ -383,10 +445,16 @@ def resume_opts(argv):
         if not same:
             raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
                              f"the saved option {saved.get(key)!r}")
-    opts = argparse.Namespace(**saved)
+    opts = argparse.Namespace(**{k: saved[k] for k in option_types()})
     opts.output_dir = folder
     for key in RESUME_MAY_CHANGE - {"resume"}:
         if key in given:
             setattr(opts, key, given[key])
     opts.resume = folder
+    check_options(opts)                 # the options given again (--threads) included
     return opts
+
+
+def one_line(error):
+    """An exception's message on one line."""
+    return " ".join(str(error).split())[:200]
