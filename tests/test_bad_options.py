@@ -356,3 +356,33 @@ def test_summary_of_seeds_replaces_a_link(tmp_path):
     assert outside.read_text() == "theirs"
     assert not (out / "summary.txt").is_symlink() and "mAP@0.5" in (out / "summary.txt").read_text()
     assert sorted(os.listdir(out)) == ["seed_1", "seed_2", "summary.json", "summary.txt"]
+
+
+def test_every_writer_replaces_a_link(tmp_path):
+    """The writers themselves, without --overwrite's clean-up: a link is replaced (or, for
+    a log continued on --resume, refused), its target never written."""
+    from utils import InputError, Logger, atomic_torch_save, atomic_write_text
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs")
+    for name, write in [("a.txt", lambda p: atomic_write_text(p, "ours")),
+                        ("b.pt", lambda p: atomic_torch_save({"x": 1}, p)),
+                        ("log.txt", lambda p: (Logger(quiet=True).open(p), None)[1])]:
+        path = tmp_path / name
+        path.symlink_to(outside)
+        write(str(path))
+        assert not path.is_symlink() and path.is_file(), name
+    assert outside.read_text() == "theirs"
+    (tmp_path / "log2.txt").symlink_to(outside)
+    with pytest.raises(InputError, match="log2.txt: is a symbolic link"):
+        Logger(quiet=True).open(str(tmp_path / "log2.txt"), append=True)
+    assert outside.read_text() == "theirs"
+
+
+def test_logger_keeps_lines_said_before_the_file_opens(tmp_path):
+    from utils import Logger
+    log = Logger(quiet=True)
+    log("early")
+    log.open(str(tmp_path / "log.txt"))
+    log("late")
+    log.close()
+    assert (tmp_path / "log.txt").read_text() == "early\nlate\n"
