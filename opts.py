@@ -178,7 +178,8 @@ def build_parser():
                    help="where everything is written; default runs/<dataset>-<time>;"
                         " must be empty or new unless --overwrite")
     g.add_argument("--overwrite", action="store_true",
-                   help="allow writing into a non-empty --output-dir (files of the same name are replaced)")
+                   help="allow a non-empty --output-dir: the files an earlier run wrote there are removed"
+                        " once every check has passed (files of other names are kept)")
     g.add_argument("--seed", type=int, default=1, help="seed of Python, NumPy and torch")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available")
