@@ -55,6 +55,10 @@ def check_output_dir(path, overwrite):
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
         raise InputError(f"{path}: output folder is not empty; choose another --output-dir, "
                          f"continue it with --resume {path}, or pass --overwrite")
+    for name in os.listdir(path) if os.path.isdir(path) else []:
+        if RUN_FILES.fullmatch(name) and os.path.isdir(os.path.join(path, name)) \
+                and not os.path.islink(os.path.join(path, name)):
+            raise InputError(f"{os.path.join(path, name)}: a folder where the run writes a file")
     ancestor = os.path.abspath(path)
     while not os.path.lexists(ancestor):
         ancestor = os.path.dirname(ancestor)

@@ -151,6 +151,17 @@ def test_output_dir_not_empty_without_overwrite(capsys, folder):
     assert snapshot(folder) == before
 
 
+def test_a_folder_where_an_output_file_goes(capsys, folder):
+    (folder / "metrics.json").unlink()
+    (folder / "metrics.json").mkdir()
+    before = snapshot(folder)
+    line = refused(capsys, [*DRY, "--output-dir", str(folder), "--overwrite"])
+    assert "metrics.json: a folder where the run writes a file" in line
+    assert snapshot(folder) == before
+    assert "metrics.json: a folder" in refused(capsys, ["--resume", str(folder)])
+    assert snapshot(folder) == before
+
+
 def test_output_dir_empty_string(capsys, tmp_path):
     assert "--output-dir: must not be empty" in refused(capsys, [*DRY, "--output-dir", ""])
 
