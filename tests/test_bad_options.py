@@ -106,6 +106,9 @@ BAD_OPTIONS = [
     (["--seeds", "1", "1"], "--seeds 1 1: 1 given twice"),
     (["--seeds", "1", "-2"], "--seeds -2"),
     (["--synthetic-videos", "-1"], "--synthetic-videos -1"),
+    (["--synthetic-videos", "1"], "--synthetic-videos 1 --synthetic-max-seconds 150: keeps no"),
+    (["--synthetic-max-seconds", "1"], "--synthetic-max-seconds 1: keeps no validation video"),
+    (["--synthetic-max-seconds", "nan"], "--synthetic-max-seconds nan"),
     (["--data-root", ""], "--data-root: must not be empty"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ]
