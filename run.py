@@ -368,8 +368,12 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
 
     # models, optimizers, and where we are
     K = len(data.classes)
-    model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
-    classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    try:
+        model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
+        classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    except (RuntimeError, MemoryError) as e:          # sizes beyond memory
+        raise InputError(f"--hidden-dim {opts.hidden_dim}: the networks cannot be built "
+                         f"({one_line(e)[:120]})") from None
     # one video per step: the training features as the steps read them (on a GPU: copied
     # there once, shared by both trainers)
     inputs = VideoInputs(train_set.videos, device) if opts.batch_size == 1 else None

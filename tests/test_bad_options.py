@@ -89,6 +89,7 @@ BAD_OPTIONS = [
     (["--nms-iou", "1.5"], "--nms-iou 1.5"),
     (["--oic-margin", "-1"], "--oic-margin -1.0"),
     (["--hidden-dim", "0"], "--hidden-dim 0: must be >= 1"),
+    (["--hidden-dim", str(10 ** 15)], "the networks cannot be built"),
     (["--feature-dim", "0"], "--feature-dim 0: must be >= 1"),
     (["--feature-dim", "512"], "--feature-dim 512: the features have 1024 per stream"),
     (["--batch-size", "0"], "--batch-size 0: must be >= 1"),
