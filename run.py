@@ -50,6 +50,13 @@ TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")
 def check_output_dir(path, overwrite):
     """The output folder can be created and written, and is empty unless --overwrite.
     Probes with a temporary file or folder, removed at once: nothing is left behind."""
+    try:
+        _check_output_dir(path, overwrite)
+    except OSError as e:                                  # e.g. a folder that cannot be listed
+        raise InputError(f"{path}: --output-dir cannot be used ({e.strerror})") from None
+
+
+def _check_output_dir(path, overwrite):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise InputError(f"{path}: --output-dir exists and is not a folder")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:

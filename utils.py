@@ -78,17 +78,21 @@ def atomic_torch_save(obj, path):
 
 
 def open_no_follow(path, append=False):
-    """A text file opened for writing that is never a symbolic link's target: a link at
-    `path` is removed first (append=False) or refused with InputError (append=True)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    if not append and os.path.islink(path):
-        os.remove(path)
+    """A text file opened for writing that is never a link's target. append=False: whatever
+    is at `path` (a symbolic or hard link included) is removed and a new file created;
+    append=True: a symbolic link, or a file with other hard links, is refused (InputError)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_EXCL)
     try:
+        if not append and os.path.lexists(path):
+            os.remove(path)
         fd = os.open(path, flags, 0o666)
     except OSError as e:
         if os.path.islink(path):
             raise InputError(f"{path}: is a symbolic link; it is never written through") from None
         raise InputError(f"{path}: cannot be written ({e.strerror})") from None
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        raise InputError(f"{path}: has other hard links; it is never written through")
     return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
 
 

@@ -391,6 +391,16 @@ def test_every_writer_replaces_a_link(tmp_path):
     with pytest.raises(InputError, match="log2.txt: is a symbolic link"):
         Logger(quiet=True).open(str(tmp_path / "log2.txt"), append=True)
     assert outside.read_text() == "theirs"
+    os.link(outside, tmp_path / "log3.txt")                        # a hard link
+    log = Logger(quiet=True)
+    log.open(str(tmp_path / "log3.txt"))
+    log("ours")
+    log.close()
+    assert outside.read_text() == "theirs" and (tmp_path / "log3.txt").read_text() == "ours\n"
+    os.link(outside, tmp_path / "log4.txt")
+    with pytest.raises(InputError, match="log4.txt: has other hard links"):
+        Logger(quiet=True).open(str(tmp_path / "log4.txt"), append=True)
+    assert outside.read_text() == "theirs"
 
 
 def test_logger_keeps_lines_said_before_the_file_opens(tmp_path):
