@@ -411,3 +411,25 @@ def test_logger_keeps_lines_said_before_the_file_opens(tmp_path):
     log("late")
     log.close()
     assert (tmp_path / "log.txt").read_text() == "early\nlate\n"
+
+
+def test_resume_refuses_a_symlinked_tensorboard_folder(capsys, folder, tmp_path):
+    outside = tmp_path / "tb"
+    outside.mkdir()
+    shutil.rmtree(folder / "tensorboard")
+    (folder / "tensorboard").symlink_to(outside)
+    assert "tensorboard: is a symbolic link" in resume_refused(capsys, folder)
+    assert os.listdir(outside) == []
+
+
+def test_the_command_line_itself_says_one_line(folder):
+    """As the issue tried it: --tiou 1.5 over an earlier run, a real `python run.py`."""
+    import subprocess
+    import sys
+    before = snapshot(folder)
+    r = subprocess.run([sys.executable, os.path.join(run.__file__), *DRY, "--output-dir",
+                        str(folder), "--overwrite", "--tiou", "1.5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["error: --tiou 1.5: must be in [0, 1]"]
+    assert snapshot(folder) == before
