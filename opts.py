@@ -368,7 +368,7 @@ RESOLVED_NOT_NONE = {"data_root", "feature_fps", "frames_per_snippet", "tiou", "
 
 
 def option_types():
-    """{dest: (types, None allowed, is a list)} of every saved option, from the parser."""
+    """{dest: (types, None allowed, is a list, choices)} of every saved option."""
     types = {}
     for a in build_parser()._actions:
         if a.dest == "help":

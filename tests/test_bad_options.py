@@ -427,7 +427,7 @@ def test_the_command_line_itself_says_one_line(folder):
     import subprocess
     import sys
     before = snapshot(folder)
-    r = subprocess.run([sys.executable, os.path.join(run.__file__), *DRY, "--output-dir",
+    r = subprocess.run([sys.executable, run.__file__, *DRY, "--output-dir",
                         str(folder), "--overwrite", "--tiou", "1.5"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
