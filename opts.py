@@ -9,8 +9,10 @@ time, edit `DATA_ROOTS` just below.
 """
 import argparse
 import json
+import math
 import os
 import re
+import sys
 import time
 
 # ----------------------------------------------------------------------------
@@ -82,8 +84,16 @@ def dry_run_schedule(schedule):
     return ",".join(shorten(p) for p in schedule.split(","))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is reported as one line (no usage block), exit 2."""
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="run.py",
         description="Train EM-MIL (Luo et al., ECCV 2020), localise actions, evaluate mAP.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -189,7 +199,8 @@ def build_parser():
                    help="where everything is written; default runs/<dataset>-<time>;"
                         " must be empty or new unless --overwrite")
     g.add_argument("--overwrite", action="store_true",
-                   help="allow writing into a non-empty --output-dir (files of the same name are replaced)")
+                   help="allow a non-empty --output-dir: the files an earlier run wrote there are removed"
+                        " once every check has passed (files of other names are kept)")
     g.add_argument("--seed", type=int, default=1, help="seed of Python, NumPy and torch")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available")
@@ -238,7 +249,7 @@ def resolve(args):
         r.frames_per_snippet = frames if args.frames_per_snippet is None else args.frames_per_snippet
         r.snippet_seconds = snippet_seconds(r.feature_fps, r.frames_per_snippet)
     else:
-        r.snippet_seconds = None
+        r.feature_fps = r.frames_per_snippet = r.snippet_seconds = None
     r.tiou = args.tiou or list(preset["tiou"])
     if args.tiou:
         r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}
@@ -253,17 +264,107 @@ def resolve(args):
     return r
 
 
+# ----------------------------------------------------------------------------
+# Checks of every option, before anything is read or written.
+# ----------------------------------------------------------------------------
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _in(lo, hi, hi_open=False):
+    return (lambda v: _number(v) and lo <= v and (v < hi if hi_open else v <= hi),
+            f"must be in [{lo}, {hi}{')' if hi_open else ']'}")
+
+
+def _above(lo):
+    return (lambda v: _number(v) and v > lo), f"must be > {lo}"
+
+
+def _at_least(lo):
+    return (lambda v: _number(v) and v >= lo), f"must be >= {lo}"
+
+
+MAX_SEED = 2 ** 32 - 1          # NumPy's limit
+# option -> (rule, what the rule says); a list option is checked element by element,
+# an option left at None (no value) is not checked
+RULES = {
+    "synthetic_videos": _at_least(0),
+    "synthetic_max_seconds": _above(0),
+    "feature_fps": _above(0),
+    "frames_per_snippet": _at_least(1),
+    "feature_dim": _at_least(1),
+    "hidden_dim": _at_least(1),
+    "lr": _above(0),
+    "stage2_lr_mult": _above(0),
+    "gamma": _in(-1, 1),             # q > mean + gamma (max - min): beyond +-1 all or nothing
+    "batch_size": _at_least(1),
+    "cls_epochs": _at_least(0),
+    "cls_lr": _above(0),
+    "lam": _in(0, 1),
+    "cls_threshold": _in(0, 1),      # video scores are probabilities
+    "loc_threshold": _in(-1, 1),     # (s - mean) / (max - min) lies in [-1, 1]
+    "oic_margin": _at_least(0),
+    "nms_iou": _in(0, 1),
+    "soft_sigma": _above(0),
+    "tiou": _in(0, 1),
+    "eval_every": _at_least(0),
+    "val_fraction": _in(0, 1, hi_open=True),
+    "seed": _in(0, MAX_SEED),
+    "seeds": _in(0, MAX_SEED),
+    "threads": _at_least(0),
+    "save_every": _at_least(0),
+}
+NOT_EMPTY = ("data_root", "annotations", "output_dir", "resume")   # "" would mean the default
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def option_problems(opts):
+    """Every problem of a (resolved) options namespace, as one-line messages."""
+    problems = []
+    for name, (ok, says) in RULES.items():
+        value = getattr(opts, name, None)
+        for v in (value if isinstance(value, list) else [value]):
+            if v is not None and not ok(v):
+                problems.append(f"{flag(name)} {v}: {says}")
+                break
+    for name in ("tiou", "seeds"):
+        value = getattr(opts, name, None) or []
+        dup = sorted({v for v in value if value.count(v) > 1})
+        if dup:
+            problems.append(f"{flag(name)} {' '.join(map(str, value))}: {dup[0]} given twice")
+    for name in NOT_EMPTY:
+        if getattr(opts, name, None) == "":
+            problems.append(f"{flag(name)}: must not be empty")
+    if getattr(opts, "eval_every", 0) and not getattr(opts, "val_fraction", 0):
+        problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
+                        "test split)")
+    if not problems:
+        from em_trainer import parse_schedule            # torch is imported only here
+        from utils import InputError
+        try:
+            parse_schedule(opts.schedule, opts.stage2_lr_mult)
+        except InputError as e:
+            problems.append(str(e))
+    return problems
+
+
+def check_options(opts):
+    """Raise InputError (one line) naming the first bad option."""
+    from utils import InputError
+    problems = option_problems(opts)
+    if problems:
+        raise InputError(problems[0])
+
+
 def parse_opts(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
-    if not 0.0 <= args.lam <= 1.0:
-        parser.error("--lam must be in [0, 1]")
-    if not 0.0 <= args.val_fraction < 1.0:
-        parser.error("--val-fraction must be in [0, 1)")
-    if args.eval_every and not args.val_fraction:
-        parser.error("--eval-every needs --val-fraction > 0 (mAP is never computed on the test split)")
+    """The resolved, checked options of a command line (a bad one: InputError, or exit 2
+    from argparse for what it checks itself)."""
+    args = build_parser().parse_args(argv)
+    check_options(args)              # before the presets fill in: "" and 0 are not defaults
     return resolve(args)
 
 
@@ -285,19 +386,82 @@ def given_options(argv):
     return vars(parser.parse_args(argv))
 
 
+# fields that `resolve` adds to the command line's options, with their types
+RESOLVED_TYPES = {"generate_synthetic": (bool,), "bundle": (str,),
+                  "train_subset": (str,), "test_subset": (str,), "snippet_seconds": (int, float),
+                  "averages": (dict,), "thumos_ids": (bool,)}
+RESOLVED_MAY_BE_NONE = {"snippet_seconds"}       # None: the layout's own
+RESOLVED_NOT_NONE = {"data_root", "classes", "tiou", "output_dir"}
+
+
+def option_types():
+    """{dest: (types, None allowed, is a list, choices)} of every saved option."""
+    types = {}
+    for a in build_parser()._actions:
+        if a.dest == "help":
+            continue
+        if a.nargs == 0:                                   # flags: store_true, --no-x
+            t = (bool,)
+        else:
+            t = {int: (int,), float: (int, float), None: (str,)}[a.type]
+        types[a.dest] = (t, a.default is None and a.dest not in RESOLVED_NOT_NONE,
+                         a.nargs == "+", a.choices)
+    types.update({k: (t, k in RESOLVED_MAY_BE_NONE, False, None) for k, t in RESOLVED_TYPES.items()})
+    return types
+
+
+def _typed(value, types):
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def saved_problem(saved):
+    """What is wrong with the content of a saved opts.json (None: nothing)."""
+    if not isinstance(saved, dict):
+        return f"not a JSON object but {type(saved).__name__}"
+    types = option_types()
+    missing = sorted(set(types) - set(saved))
+    if missing:
+        return f"lacks the option{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    for key, (t, none_ok, is_list, choices) in types.items():
+        value = saved[key]
+        if value is None and none_ok:
+            continue
+        items = value if is_list and isinstance(value, list) else [value]
+        if (is_list and not (isinstance(value, list) and value)) or \
+                not all(_typed(v, t) for v in items):
+            kind = f"a list of {t[-1].__name__}" if is_list else t[-1].__name__
+            return f"{key} is {json.dumps(value)[:60]}, not {kind}"
+        if choices and any(v not in choices for v in items):
+            return f"{key} is {json.dumps(value)[:60]}, not one of {', '.join(map(str, choices))}"
+    if saved["snippet_seconds"] is not None and (not _number(saved["snippet_seconds"]) or
+                                                 saved["snippet_seconds"] <= 0):
+        return "snippet_seconds out of range"
+    for name, span in saved["averages"].items():
+        if not (isinstance(span, list) and len(span) == 2 and all(_number(x) for x in span)):
+            return f"averages[{name!r}] is {json.dumps(span)[:60]}, not [low, high]"
+    problems = option_problems(argparse.Namespace(**{k: saved[k] for k in types}))
+    return f"saved {problems[0]}" if problems else None
+
+
 def resume_opts(argv):
-    """Saved options of the run named by --resume; refuses contradicting options."""
+    """Saved options of the run named by --resume; refuses contradicting options and a
+    saved opts.json that is not one this project wrote."""
     from utils import InputError
     given = given_options(argv)
     folder = given["resume"]
+    if folder == "":
+        raise InputError("--resume: must not be empty")
     path = os.path.join(folder, "opts.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable saved options ({e})") from None
+        raise InputError(f"{path}: unreadable saved options ({one_line(e)})") from None
+    problem = saved_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     base = vars(build_parser().parse_args([]))
     for key, value in given.items():
         if key in RESUME_MAY_CHANGE:
@@ -309,10 +473,16 @@ def resume_opts(argv):
         if not same:
             raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
                              f"the saved option {saved.get(key)!r}")
-    opts = argparse.Namespace(**saved)
+    opts = argparse.Namespace(**{k: saved[k] for k in option_types()})
     opts.output_dir = folder
     for key in RESUME_MAY_CHANGE - {"resume"}:
         if key in given:
             setattr(opts, key, given[key])
     opts.resume = folder
+    check_options(opts)                 # the options given again (--threads) included
     return opts
+
+
+def one_line(error):
+    """An exception's message on one line."""
+    return " ".join(str(error).split())[:200]

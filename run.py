@@ -7,8 +7,11 @@
 """
 import argparse
 import os
+import pickle
 import random
+import re
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -25,9 +28,9 @@ from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoc
                         format_schedule, parse_schedule, progress)
 from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
-from opts import parse_opts, resume_opts, save_opts
-from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, resolve_device,
-                   set_seed)
+from opts import one_line, parse_opts, resume_opts, save_opts
+from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, atomic_write_text,
+                   resolve_device, set_seed)
 
 DRY_RUN_VIDEOS = 4
 LAST = "checkpoint_last.pt"
@@ -35,12 +38,80 @@ LAST = "checkpoint_last.pt"
 
 # 1. setup -------------------------------------------------------------------
 
+# What this project writes into an output folder (and into a seed_<s> subfolder of one):
+# --overwrite removes these names, and only these; a file of any other name is the user's
+# and is left where it is.
+RUN_FILES = re.compile(r"(opts\.json|log\.txt|metrics\.json|results\.json|results\.txt"
+                       r"|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
+                       r"|checkpoint_last\.pt(\.link)?|checkpoint_\d+\.pt|\.tmp-.*)")
+RUN_FOLDERS = re.compile(r"tensorboard|seed_\d+")
+TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")
+
+
 def check_output_dir(path, overwrite):
-    if os.path.isfile(path):
-        raise InputError(f"{path}: --output-dir is a file")
+    """The output folder can be created and written, and is empty unless --overwrite.
+    Probes with a temporary file or folder, removed at once: nothing is left behind."""
+    try:
+        _check_output_dir(path, overwrite)
+    except OSError as e:                                  # e.g. a folder that cannot be listed
+        raise InputError(f"{path}: --output-dir cannot be used ({e.strerror})") from None
+
+
+def _check_output_dir(path, overwrite):
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(f"{path}: --output-dir exists and is not a folder")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
         raise InputError(f"{path}: output folder is not empty; choose another --output-dir, "
                          f"continue it with --resume {path}, or pass --overwrite")
+    for name in os.listdir(path) if os.path.isdir(path) else []:
+        if RUN_FILES.fullmatch(name) and os.path.isdir(os.path.join(path, name)) \
+                and not os.path.islink(os.path.join(path, name)):
+            raise InputError(f"{os.path.join(path, name)}: a folder where the run writes a file")
+    ancestor = os.path.abspath(path)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise InputError(f"{path}: --output-dir cannot be created: {ancestor} is not a folder")
+    try:
+        if ancestor == os.path.abspath(path):
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe")
+            os.close(fd)
+            os.remove(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".tmp-probe"))
+    except OSError as e:
+        raise InputError(f"{path}: --output-dir is not writable ({e.strerror})") from None
+
+
+def clear_earlier_run(folder):
+    """Remove what an earlier run wrote into `folder` (RUN_FILES, RUN_FOLDERS), never
+    following a link: a link of one of these names is removed itself."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.islink(path) or not os.path.isdir(path):
+            if RUN_FILES.fullmatch(name) or RUN_FOLDERS.fullmatch(name):
+                os.remove(path)
+        elif RUN_FOLDERS.fullmatch(name):
+            if name == "tensorboard":
+                for event in os.listdir(path):
+                    if TENSORBOARD_FILES.fullmatch(event):
+                        os.remove(os.path.join(path, event))
+            else:
+                clear_earlier_run(path)
+            if not os.listdir(path):
+                os.rmdir(path)
+
+
+def check_resume_folder(folder):
+    """Before --resume writes: the folder is writable and its log and TensorBoard folder
+    are not links (they are appended to, so they cannot be replaced)."""
+    for name in ("log.txt", "tensorboard"):
+        if os.path.islink(os.path.join(folder, name)):
+            raise InputError(f"{os.path.join(folder, name)}: is a symbolic link; --resume "
+                             f"never writes through one")
+    check_output_dir(folder, overwrite=True)
 
 
 def setup_torch(opts):
@@ -70,11 +141,31 @@ def load_data(opts, log):
 
 def split_validation(videos, fraction, seed):
     """(train, held-out) lists: a seeded random `fraction` of the training videos held out."""
-    n_val = int(round(fraction * len(videos)))
+    n_val = held_out_count(len(videos), fraction)
     order = np.random.default_rng(seed).permutation(len(videos))
     held = set(order[:n_val].tolist())
     return ([v for i, v in enumerate(videos) if i not in held],
             [v for i, v in enumerate(videos) if i in held])
+
+
+def held_out_count(n_videos, fraction):
+    return int(round(fraction * n_videos))
+
+
+def check_data(opts, data):
+    """The options that depend on the data, checked before anything is written."""
+    train = data.split("train")
+    width = {v.features.shape[1] // 2 for v in data.videos}
+    if width and width != {opts.feature_dim}:
+        raise InputError(f"--feature-dim {opts.feature_dim}: the features have "
+                         f"{' or '.join(map(str, sorted(width)))} per stream")
+    n_val = held_out_count(len(train), opts.val_fraction)
+    if n_val >= len(train):
+        raise InputError(f"--val-fraction {opts.val_fraction}: holds out {n_val} of the "
+                         f"{len(train)} training videos, leaving none to train on")
+    if opts.val_fraction and not n_val:
+        raise InputError(f"--val-fraction {opts.val_fraction}: holds out none of the "
+                         f"{len(train)} training videos")
 
 
 def ground_truth(videos, classes, ambiguous):
@@ -132,7 +223,7 @@ def save_checkpoint(opts, position, model, classifier, em, cls):
         kept = os.path.join(opts.output_dir, f"checkpoint_{position:04d}.pt")
         atomic_torch_save(state, kept)
         tmp = last + ".link"
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         try:
             os.link(kept, tmp)
@@ -144,17 +235,74 @@ def save_checkpoint(opts, position, model, classifier, em, cls):
 
 
 def load_checkpoint(folder):
+    """The last checkpoint of `folder` as a dict (tensors and plain values only)."""
     path = os.path.join(folder, LAST)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no checkpoint to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        missing = {"position", "model", "classifier", "cls_trainer", "rng"} - set(state)
+    except pickle.UnpicklingError as e:
+        # torch's message is several lines of advice; keep what it refused to build
+        asked = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"asks to build {asked.group(1)}" if asked else one_line(e)
+        raise InputError(f"{path}: refused: not a checkpoint of this project ({what})") from None
     except Exception as e:
         raise InputError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a checkpoint of this project (a {type(state).__name__})")
+    missing = {"position", "model", "classifier", "cls_trainer", "rng"} - set(state)
     if missing:
         raise InputError(f"{path}: not a checkpoint of this project (missing {sorted(missing)})")
     return state
+
+
+def check_optimizer(opt):
+    """Adam's loaded state fits its parameters (load_state_dict checks only the counts)."""
+    for group in opt.param_groups:
+        for key in ("lr", "eps", "weight_decay"):
+            if not (isinstance(group.get(key), (int, float)) and np.isfinite(group[key])):
+                raise ValueError(f"param group {key} is {group.get(key)!r}")
+        betas = group.get("betas")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"param group betas is {betas!r}")
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if not torch.is_tensor(value):
+                    raise ValueError(f"state {key} is a {type(value).__name__}")
+                if key == "step" and value.numel() != 1:
+                    raise ValueError("state step is not one number")
+                if key != "step" and value.shape != p.shape:
+                    raise ValueError(f"state {key} of shape {tuple(value.shape)} for a "
+                                     f"parameter of shape {tuple(p.shape)}")
+
+
+def restore(checkpoint, path, total, model, classifier, cls, em):
+    """Load a checkpoint into the run's models, trainers and random streams; its position.
+    Whatever does not fit this run is an InputError naming the part."""
+    position = checkpoint["position"]
+    if type(position) is not int or not 0 <= position <= total:
+        raise InputError(f"{path}: position {str(position)[:40]!r} is not an epoch count "
+                         f"in 0..{total}")
+
+    def trainer(t):
+        def load(state):
+            t.load_state_dict(state)
+            for opt in (t.opt.values() if isinstance(t.opt, dict) else [t.opt]):
+                check_optimizer(opt)
+        return load
+
+    parts = [("model", model.load_state_dict), ("classifier", classifier.load_state_dict),
+             ("cls_trainer", trainer(cls))]
+    if em is not None:
+        parts.append(("em_trainer", trainer(em)))
+    parts.append(("rng", set_rng_state))
+    for key, load in parts:
+        try:
+            load(checkpoint.get(key))
+        except Exception as e:
+            raise InputError(f"{path}: its {key} does not fit this run "
+                             f"({type(e).__name__}: {one_line(e)})") from None
+    return position
 
 
 # 4. detection -----------------------------------------------------------------
@@ -215,39 +363,39 @@ def open_tensorboard(opts, position):
     if not opts.tensorboard:
         return None
     from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(log_dir=os.path.join(opts.output_dir, "tensorboard"),
-                         purge_step=position + 1 if position else None)
+    folder = os.path.join(opts.output_dir, "tensorboard")
+    if os.path.islink(folder):             # refused up front on --resume, removed by --overwrite
+        raise InputError(f"{folder}: is a symbolic link; TensorBoard never writes through one")
+    os.makedirs(folder, exist_ok=True)
+    return SummaryWriter(log_dir=folder, purge_step=position + 1 if position else None)
 
 
 # the pipeline -------------------------------------------------------------------
 
-def run_pipeline(opts, checkpoint=None):
-    """Train (or continue training), detect, evaluate; returns the metrics dict."""
-    log = Logger(quiet=opts.quiet)
+def run_pipeline(opts, loaded, checkpoint=None, log=None):
+    """Train (or continue training), detect, evaluate; returns the metrics dict.
+    loaded: (root, data) from load_data, checked by check_data; checkpoint: one to continue
+    from (load_checkpoint), its contents checked here before the first write."""
+    log = log or Logger(quiet=opts.quiet)
     show = not opts.quiet
     schedule = parse_schedule(opts.schedule, opts.stage2_lr_mult)
     device = setup_torch(opts)
     t_start = time.time()
 
-    # data (read and checked before anything is written)
-    root, data = load_data(opts, log)
+    root, data = loaded
     test_gt = evaluation_ground_truth(data, opts.test_subset)     # checked before any write
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), data.snippet_seconds)
-    os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
-    if checkpoint is None:
-        save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
-    log(f"data: {opts.dataset} from {root}: {len(train_set)} train"
-        f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
-        f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
-        f" device {device}; method {opts.method}")
 
     # models, optimizers, and where we are
     K = len(data.classes)
-    model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
-    classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    try:
+        model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
+        classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+    except (RuntimeError, MemoryError) as e:          # sizes beyond memory
+        raise InputError(f"--hidden-dim {opts.hidden_dim}: the networks cannot be built "
+                         f"({one_line(e)[:120]})") from None
     # one video per step: the training features as the steps read them (on a GPU: copied
     # there once, shared by both trainers)
     inputs = VideoInputs(train_set.videos, device) if opts.batch_size == 1 else None
@@ -257,19 +405,28 @@ def run_pipeline(opts, checkpoint=None):
     if opts.method == "emmil":
         em = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device, opts.seed,
                        log=log, amp=opts.amp, show_progress=show, inputs=inputs)
-        log(f"schedule: {format_schedule(schedule)}")
+    total = opts.cls_epochs + (len(schedule) if em else 0)
     position = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        classifier.load_state_dict(checkpoint["classifier"])
-        cls.load_state_dict(checkpoint["cls_trainer"])
-        if em is not None:
-            em.load_state_dict(checkpoint["em_trainer"])
-        set_rng_state(checkpoint["rng"])
-        position = checkpoint["position"]
+        position = restore(checkpoint, os.path.join(opts.output_dir, LAST), total,
+                           model, classifier, cls, em)
+
+    # everything is checked: the first write (an earlier run's files removed just before)
+    if checkpoint is None and opts.overwrite:
+        clear_earlier_run(opts.output_dir)
+    os.makedirs(opts.output_dir, exist_ok=True)
+    log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
+    if checkpoint is None:
+        save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
+    log(f"data: {opts.dataset} from {root}: {len(train_set)} train"
+        f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
+        f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
+        f" device {device}; method {opts.method}")
+    if em is not None:
+        log(f"schedule: {format_schedule(schedule)}")
+    if checkpoint is not None:
         log(f"resumed from {LAST} after {position} of {opts.cls_epochs} classifier + "
             f"{len(schedule) if em else 0} EM epochs")
-    total = opts.cls_epochs + (len(schedule) if em else 0)
     if checkpoint is not None and position >= total:
         log("training was already complete: detecting and evaluating again")
     writer = open_tensorboard(opts, position)
@@ -357,35 +514,42 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def run_seeds(opts):
+def run_seeds(opts, loaded, log):
+    """The whole pipeline once per seed, into OUTPUT_DIR/seed_<s>; summary.json/.txt."""
+    if opts.overwrite:
+        clear_earlier_run(opts.output_dir)
     results = []
     for seed in opts.seeds:
         sub = argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None,
                                     "output_dir": os.path.join(opts.output_dir, f"seed_{seed}")})
-        check_output_dir(sub.output_dir, opts.overwrite)
-        results.append(run_pipeline(sub))
+        results.append(run_pipeline(sub, loaded, log=log.fresh()))
     summary = summarise_seeds(opts.seeds, results)
     atomic_write_json(os.path.join(opts.output_dir, "summary.json"), summary)
     text = format_summary(summary)
     print(text)
-    with open(os.path.join(opts.output_dir, "summary.txt"), "w") as f:
-        f.write(text + "\n")
+    atomic_write_text(os.path.join(opts.output_dir, "summary.txt"), text + "\n")
     return summary
 
 
 def main(argv=None):
+    """Check everything (options, output folder, data, checkpoint), then run."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    checkpoint = None
     if any(a == "--resume" or a.startswith("--resume=") for a in argv):
         opts = resume_opts(argv)
+        check_resume_folder(opts.output_dir)
         checkpoint = load_checkpoint(opts.output_dir)
-        run_pipeline(opts, checkpoint)
-        return 0
-    opts = parse_opts(argv)
-    check_output_dir(opts.output_dir, opts.overwrite)
-    if opts.seeds:
-        run_seeds(opts)
     else:
-        run_pipeline(opts)
+        opts = parse_opts(argv)
+        check_output_dir(opts.output_dir, opts.overwrite)
+    resolve_device(opts.device)
+    log = Logger(quiet=opts.quiet)
+    loaded = load_data(opts, log)
+    check_data(opts, loaded[1])
+    if opts.seeds and checkpoint is None:
+        run_seeds(opts, loaded, log)
+    else:
+        run_pipeline(opts, loaded, checkpoint, log)
     return 0
 
 

@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 from dataset import STREAM_DIM, wtalc_paths
-from safe_io import load_npy
+from safe_io import InputError, load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")
@@ -42,6 +42,10 @@ def select_videos(durations, subsets, labels_all, n_videos, max_seconds, seed):
         pool = [i for i in range(len(durations)) if subsets[i] == split
                 and durations[i] <= max_seconds and len(labels_all[i]) > 0]
         take = min(n_videos // 2, len(pool))
+        if take == 0:                      # an empty split: refused before anything is written
+            raise InputError(f"--synthetic-videos {n_videos} --synthetic-max-seconds "
+                             f"{max_seconds:g}: keeps no {split.decode()} video ({len(pool)} "
+                             f"are that short; at least 2 videos are needed, one per split)")
         chosen += sorted(rng.choice(pool, size=take, replace=False).tolist())
     return np.array(chosen)
 

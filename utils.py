@@ -27,8 +27,15 @@ def resolve_device(name):
     return torch.device(name)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data):
-    """Write to a temporary file in the same folder, then rename over `path`."""
+    """Write to a temporary file in the same folder, then rename over `path`: a crash never
+    leaves a truncated file, and a symbolic link at `path` is replaced, never followed."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -37,6 +44,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -53,12 +61,13 @@ def atomic_write_json(path, obj):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save through a temporary file, so a crash never leaves a truncated file."""
+    """torch.save through a temporary file renamed over `path` (as atomic_write_bytes)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -66,16 +75,48 @@ def atomic_torch_save(obj, path):
         raise
 
 
+def open_no_follow(path, append=False):
+    """A text file opened for writing that is never a link's target. append=False: whatever
+    is at `path` (a symbolic or hard link included) is removed and a new file created;
+    append=True: a symbolic link, or a file with other hard links, is refused (InputError)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_EXCL)
+    try:
+        if not append and os.path.lexists(path):
+            os.remove(path)
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise InputError(f"{path}: is a symbolic link; it is never written through") from None
+        raise InputError(f"{path}: cannot be written ({e.strerror})") from None
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        raise InputError(f"{path}: has other hard links; it is never written through")
+    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+
+
 class Logger:
-    """Prints to the console and appends the same lines to a log file (once it is opened)."""
+    """Prints to the console and writes the same lines to a log file. Lines said before the
+    file is opened are kept and written first when it is."""
 
     def __init__(self, quiet=False):
         self.quiet = quiet
         self.file = None
+        self.pending = []
+
+    def fresh(self):
+        """A new Logger with the same setting and the lines this one has kept (not reprinted)."""
+        new = Logger(self.quiet)
+        new.pending = list(self.pending)
+        return new
 
     def open(self, path, append=False):
-        """Start the log file (append=True continues it, as on --resume)."""
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
+        """Start the log file (append=True continues it, as on --resume). Never through a
+        symbolic link: one is replaced, or refused when appending."""
+        self.file = open_no_follow(path, append)
+        for line in self.pending:
+            self.file.write(line + "\n")
+        self.pending = []
+        self.file.flush()
 
     def __call__(self, *parts):
         line = " ".join(str(p) for p in parts)
@@ -84,6 +125,8 @@ class Logger:
         if self.file is not None:
             self.file.write(line + "\n")
             self.file.flush()
+        else:
+            self.pending.append(line)
 
     def close(self):
         if self.file is not None:
