@@ -93,7 +93,7 @@ def test_activitynet_protocol_gives_the_official_figures(anet_map):
 def test_figures_that_differ_from_the_published_ones(anet_map, th14_map):
     """Pin what is computed where the published figure is not reproduced."""
     assert round(100 * anet_map[6], 1) == 5.0
-    assert 100 * np.mean(anet_map) == pytest.approx(21.255, abs=0.0005)   # README: 21.3
+    assert 100 * np.mean(anet_map) == pytest.approx(21.26, abs=0.005)   # README: 21.3
     assert th14_map[3] == pytest.approx(0.2503615, abs=1e-7)
 
 
