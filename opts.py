@@ -129,6 +129,11 @@ def build_parser():
                         " attention x class scores (no EM training)")
 
     g = p.add_argument_group("detection")
+    g.add_argument("--detection", default="ours", choices=["ours", "released"],
+                   help="ours: the post-processing below; released: the released test()"
+                        " exactly (curve q + p normalised, so --lam is unused; no top-1"
+                        " class; runs reaching the last snippet dropped; confidence 1;"
+                        " no clamp to the duration; results.txt class ids 1..K)")
     g.add_argument("--lam", type=float, default=0.8,
                    help="localisation score s_c = lam*q + (1-lam)*p_c")
     g.add_argument("--cls-threshold", type=float, default=0.15,
@@ -234,6 +239,14 @@ def parse_opts(argv=None):
         parser.error("--batch-size must be >= 1")
     if not 0.0 <= args.lam <= 1.0:
         parser.error("--lam must be in [0, 1]")
+    if args.detection == "released":
+        extra = [flag for flag, used in [
+            ("--method untrimmednet", args.method != "emmil"),
+            ("several --loc-threshold", len(args.loc_threshold) > 1),
+            ("--score oic", args.score != "mean"), ("--nms", args.nms != "none"),
+            ("--drop-ambiguous", args.drop_ambiguous)] if used]
+        if extra:
+            parser.error(f"--detection released is the released test(); it has no {extra[0]}")
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error("--val-fraction must be in [0, 1)")
     if args.eval_every and not args.val_fraction:
