@@ -542,13 +542,25 @@ def official_preference(prop: np.ndarray, value: np.ndarray) -> np.ndarray:
     return pos
 
 
+def tied_blocks(prop: np.ndarray, value: np.ndarray, floor: float) -> np.ndarray:
+    """(n,) bool: the pairs of the proposers (contiguous blocks) that have two equal values
+    at or above ``floor``; only there can the order of ties change a match."""
+    high = np.flatnonzero(value >= floor)
+    high = high[np.lexsort((value[high], prop[high]))]
+    same = (prop[high][1:] == prop[high][:-1]) & (value[high][1:] == value[high][:-1])
+    return np.isin(prop, prop[high][1:][same])
+
+
 def _activitynet(p, g, tious, n_classes, n_videos, n_pos) -> np.ndarray:
     p = _sorted(p, official_rank(p["cls"], p["score"], n_classes))   # by class, then rank
     pi, gi = same_key_pairs(p["cls"] * n_videos + p["vid"], g["cls"] * n_videos + g["vid"])
     tiou = segment_tiou(p["start"][pi], p["end"][pi], g["start"][gi], g["end"][gi])
-    # Equal tIoUs fall as in the official argsort()[::-1] (pairs: by pi, then gi).
-    match = _match_all_thresholds(pi, gi, tiou, official_preference(pi, tiou), tious, False,
-                                  len(p["cls"]), len(g["cls"]))
+    # Equal tIoUs fall as in the official argsort()[::-1] (pairs: by pi, then gi); the
+    # sort is needed only where two usable tIoUs of one prediction are equal.
+    tie = np.zeros(len(pi), dtype=np.int64)
+    tied = tied_blocks(pi, tiou, tious.min())
+    tie[tied] = official_preference(pi[tied], tiou[tied])
+    match = _match_all_thresholds(pi, gi, tiou, tie, tious, False, len(p["cls"]), len(g["cls"]))
     tp = match >= 0
     bounds = np.searchsorted(p["cls"], np.arange(n_classes + 1))
     return np.array([interpolated_ap(tp[:, bounds[c]:bounds[c + 1]], n_pos[c])

@@ -93,7 +93,8 @@ def test_activitynet_protocol_gives_the_official_figures(anet_map):
 def test_figures_that_differ_from_the_published_ones(anet_map, th14_map):
     """Pin what is computed where the published figure is not reproduced."""
     assert round(100 * anet_map[6], 1) == 5.0
-    assert 100 * np.mean(anet_map) == pytest.approx(21.26, abs=0.005)   # README: 21.3
+    # README: 21.3; 21.2550 here, 21.2576 where numpy sorts ties stably (both 21.3)
+    assert 100 * np.mean(anet_map) == pytest.approx(21.256, abs=0.002)
     assert th14_map[3] == pytest.approx(0.2503615, abs=1e-7)
 
 
