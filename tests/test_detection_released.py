@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from detection import (RELEASED_LAM, PostProcess, detect_batch, localisation_scores,
                        normalise_released, released_class_ids, segments_frame,
@@ -125,3 +126,27 @@ def test_released_detection_refuses_options_it_does_not_have(tmp_path, extra):
     r = run("--dry-run", "--detection", "released", *extra, "--output-dir", str(tmp_path / "o"))
     assert r.returncode == 2 and "--detection released" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_detection_script_detects_three_ways_on_the_same_weights(tmp_path):
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compare_detection.py"),
+                        "--seeds", "1", "--output-dir", str(out), "--",
+                        "--dry-run", "--cls-threshold", "0"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4 and "released" in rows[3]              # header + three detections
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 3
+    runs = [out / "seed_1" / f"detection_{k}" for k in range(3)]
+    first = torch.load(runs[0] / "em_mil.pt")
+    for d in runs[1:]:                                            # the same trained weights
+        for name, w in torch.load(d / "em_mil.pt").items():
+            assert torch.equal(w, first[name])
+    assert json.loads((runs[2] / "opts.json").read_text())["detection"] == "released"
+    dets = json.loads((runs[2] / "results.json").read_text())["results"]
+    assert {d["score"] for v in dets.values() for d in v} == {1.0}
+    for name, s in summary.items():
+        m = json.loads((runs[list(summary).index(name)] / "metrics.json").read_text())
+        assert s["metrics"]["mAP@0.5"]["values"] == [m["mAP"]["0.5"]]
