@@ -12,7 +12,6 @@ from dataset import snippets_to_seconds
 from utils import atomic_write_text
 
 COLUMNS = ["video", "label", "start", "end", "score"]
-DETECTION_MODES = ("ours", "released")
 # The released test() scores snippets by lam*q + lam*p_c (lam = 0.8 hard-coded), then
 # normalises it, (s - mean) / (max - min): the factor lam cancels, so its curve is the
 # normalised 0.5*q + 0.5*p_c, i.e. localisation_scores(q, p, RELEASED_LAM) (tested).
