@@ -13,15 +13,27 @@ from dataset import snippets_to_seconds
 from utils import atomic_write_text
 
 COLUMNS = ["video", "label", "start", "end", "score"]
+# The released test() scores snippets by lam*q + lam*p_c (lam = 0.8 hard-coded), then
+# normalises it, (s - mean) / (max - min): the factor lam cancels, so its curve is the
+# normalised 0.5*q + 0.5*p_c, i.e. localisation_scores(q, p, RELEASED_LAM) (tested).
+RELEASED_LAM = 0.5
 
 
-def select_classes(video_scores, threshold):
-    """Indices of the classes to localise: video score >= threshold, else the top-1 class.
+def select_classes(video_scores, threshold, fallback=True):
+    """Indices of the classes to localise: video score >= threshold, else (fallback) the
+    top-1 class, else (the released rule) none.
 
     video_scores: (K,). Returns int array (C,).
     """
     chosen = np.flatnonzero(video_scores >= threshold)
-    return chosen if chosen.size else np.array([int(np.argmax(video_scores))])
+    if chosen.size or not fallback:
+        return chosen
+    return np.array([int(np.argmax(video_scores))])
+
+
+def released_class_ids(classes):
+    """Class ids the released code writes into its results file: 1..K in class order."""
+    return {c: i + 1 for i, c in enumerate(classes)}
 
 
 def localisation_scores(q, p, lam):
@@ -54,11 +66,13 @@ class PostProcess:
     nms_iou: float = 0.5          # hard NMS: drop a segment overlapping a better one by more
     soft_sigma: float = 0.3       # soft-NMS: score *= exp(-tIoU^2 / sigma)
     drop_ambiguous: bool = False  # drop segments that overlap an Ambiguous segment
+    detection: str = "ours"       # 'released': the released test() (see detect_batch)
 
     @classmethod
     def from_opts(cls, opts):
         return cls(opts.cls_threshold, tuple(opts.loc_threshold), opts.score, opts.oic_margin,
-                   opts.nms, opts.nms_iou, opts.soft_sigma, opts.drop_ambiguous)
+                   opts.nms, opts.nms_iou, opts.soft_sigma, opts.drop_ambiguous,
+                   opts.detection)
 
 
 def segment_iou(starts, ends):
@@ -186,16 +200,27 @@ def detect_batch(scores, video_scores, post, *, snippet_seconds, durations, ambi
     (video, class) curve becomes one column and runs are found in all columns together.
     Confidence of a run (default 'mean') = mean of the raw localisation score s_c over the
     run's snippets times the video score of c: in [0, 1], it ranks runs across videos.
+
+    post.detection == 'released' is the released test() instead (with scores made with
+    RELEASED_LAM): no top-1 class when none reaches the threshold, a run still open at the
+    last snippet is dropped (its loop closes a run only at a snippet below the threshold),
+    every confidence is 1, and segments are not clamped to the duration.
     """
-    chosen = [select_classes(v, post.cls_threshold) if len(s) else np.zeros(0, dtype=int)
+    released = post.detection == "released"
+    chosen = [select_classes(v, post.cls_threshold, fallback=not released) if len(s)
+              else np.zeros(0, dtype=int)
               for s, v in zip(scores, video_scores)]                # a video without snippets: none
     col_video = np.repeat(np.arange(len(scores)), [len(c) for c in chosen]).astype(int)
     col_class = np.concatenate(chosen).astype(int) if chosen else np.zeros(0, dtype=int)
     flat, n = lay_end_to_end(scores, chosen)
     col, start, end, run_score = runs_end_to_end(flat, n, post)
+    if released:
+        closed = end < n[col]                                   # not reaching the last snippet
+        col, start, end = col[closed], start[closed], end[closed]
+        run_score = np.ones(len(col))
     video, label = col_video[col], col_class[col]
-    conf = run_score * video_scores[video, label]
-    duration = np.asarray(durations, dtype=float)[video]
+    conf = run_score if released else run_score * video_scores[video, label]
+    duration = None if released else np.asarray(durations, dtype=float)[video]
     t0 = snippets_to_seconds(start, snippet_seconds, duration)
     t1 = snippets_to_seconds(end, snippet_seconds, duration)
     keep = t1 > t0                      # a run entirely past the annotated duration is empty

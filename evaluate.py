@@ -467,12 +467,50 @@ def _sorted(d: dict, order: np.ndarray) -> dict:
     return {k: v[order] for k, v in d.items()}
 
 
+def official_rank(cls: np.ndarray, score: np.ndarray, n_classes: int) -> np.ndarray:
+    """Prediction order of the official ActivityNet evaluator: class by class, each
+    class's predictions in file order ranked by ``np.argsort(score)[::-1]``, numpy's
+    default (unstable) sort reversed, so that tied scores fall exactly as there."""
+    by_class = np.argsort(cls, kind="stable")                 # (n,) file order per class
+    bounds = np.searchsorted(cls[by_class], np.arange(1, n_classes))
+    return np.concatenate([idx[np.argsort(score[idx])[::-1]]
+                           for idx in np.split(by_class, bounds)])
+
+
+def official_preference(prop: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Position of each pair in its proposer's preference list, as the official
+    ``tiou_arr.argsort()[::-1]``: the pairs of one proposer are contiguous, in ground-truth
+    file order; blocks of equal length are sorted together, one row each (numpy sorts
+    every row of an (m, n) array with the same call as a 1-d array of length n)."""
+    pos = np.empty(len(prop), dtype=np.int64)
+    first = np.flatnonzero(np.r_[True, prop[1:] != prop[:-1]]) if len(prop) else prop
+    size = np.diff(np.r_[first, len(prop)])
+    for n in np.unique(size):
+        rows = first[size == n][:, None] + np.arange(n)        # (m, n) pair indices
+        pref = np.argsort(value[rows], axis=1)[:, ::-1]        # (m, n) official order
+        pos[np.take_along_axis(rows, pref, axis=1)] = np.arange(n)
+    return pos
+
+
+def tied_blocks(prop: np.ndarray, value: np.ndarray, floor: float) -> np.ndarray:
+    """(n,) bool: the pairs of the proposers (contiguous blocks) that have two equal values
+    at or above ``floor``; only there can the order of ties change a match."""
+    high = np.flatnonzero(value >= floor)
+    high = high[np.lexsort((value[high], prop[high]))]
+    same = (prop[high][1:] == prop[high][:-1]) & (value[high][1:] == value[high][:-1])
+    return np.isin(prop, prop[high][1:][same])
+
+
 def _activitynet(p, g, tious, n_classes, n_videos, n_pos) -> np.ndarray:
-    p = _sorted(p, np.lexsort((-p["score"], p["cls"])))      # by class, then score (stable)
+    p = _sorted(p, official_rank(p["cls"], p["score"], n_classes))   # by class, then rank
     pi, gi = same_key_pairs(p["cls"] * n_videos + p["vid"], g["cls"] * n_videos + g["vid"])
     tiou = segment_tiou(p["start"][pi], p["end"][pi], g["start"][gi], g["end"][gi])
-    # Equal tIoUs: the later ground truth first, as the official argsort()[::-1] does.
-    match = _match_all_thresholds(pi, gi, tiou, -gi, tious, False, len(p["cls"]), len(g["cls"]))
+    # Equal tIoUs fall as in the official argsort()[::-1] (pairs: by pi, then gi); the
+    # sort is needed only where two usable tIoUs of one prediction are equal.
+    tie = np.zeros(len(pi), dtype=np.int64)
+    tied = tied_blocks(pi, tiou, tious.min())
+    tie[tied] = official_preference(pi[tied], tiou[tied])
+    match = _match_all_thresholds(pi, gi, tiou, tie, tious, False, len(p["cls"]), len(g["cls"]))
     tp = match >= 0
     bounds = np.searchsorted(p["cls"], np.arange(n_classes + 1))
     return np.array([interpolated_ap(tp[:, bounds[c]:bounds[c + 1]], n_pos[c])

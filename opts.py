@@ -160,6 +160,11 @@ def build_parser():
                         " attention x class scores (no EM training)")
 
     g = p.add_argument_group("detection")
+    g.add_argument("--detection", default="ours", choices=["ours", "released"],
+                   help="ours: the post-processing below; released: the released test()"
+                        " exactly (curve q + p normalised, so --lam is unused; no top-1"
+                        " class; runs reaching the last snippet dropped; confidence 1;"
+                        " no clamp to the duration; results.txt class ids 1..K)")
     g.add_argument("--lam", type=float, default=0.8,
                    help="localisation score s_c = lam*q + (1-lam)*p_c")
     g.add_argument("--cls-threshold", type=float, default=0.15,
@@ -339,6 +344,14 @@ def option_problems(opts):
     for name in NOT_EMPTY:
         if getattr(opts, name, None) == "":
             problems.append(f"{flag(name)}: must not be empty")
+    if getattr(opts, "detection", "ours") == "released":
+        extra = [flag for flag, used in [
+            ("--method untrimmednet", opts.method != "emmil"),
+            ("several --loc-threshold", len(opts.loc_threshold) > 1),
+            ("--score oic", opts.score != "mean"), ("--nms", opts.nms != "none"),
+            ("--drop-ambiguous", opts.drop_ambiguous)] if used]
+        if extra:
+            problems.append(f"--detection released is the released test(); it has no {extra[0]}")
     if getattr(opts, "eval_every", 0) and not getattr(opts, "val_fraction", 0):
         problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
                         "test split)")

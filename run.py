@@ -22,8 +22,9 @@ import annotation_reader
 import evaluate
 import synthetic
 from dataset import SnippetDataset, load_dataset, read_class_list, stream_pair
-from detection import (PostProcess, attention_scores, detect_batch, localisation_scores,
-                       segments_frame, write_results_json, write_results_txt)
+from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
+                       localisation_scores, released_class_ids, segments_frame,
+                       write_results_json, write_results_txt)
 from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoch,
                         format_schedule, parse_schedule, progress)
 from fast_step import PackedModel, compute_dtype
@@ -341,7 +342,8 @@ def localise(model, classifier, dataset, classes, opts, device, show_progress=Fa
     for video, s, e in ambiguous:
         if video in index:
             spans.setdefault(index[video], []).append((s, e))
-    curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=opts.lam,
+    lam = RELEASED_LAM if opts.detection == "released" else opts.lam
+    curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=lam,
                                         method=opts.method, amp=opts.amp,
                                         show_progress=show_progress)
     found = detect_batch(curves, video_scores, post, snippet_seconds=dataset.snippet_seconds,
@@ -470,8 +472,9 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
                                         show_progress=show, ambiguous=data.ambiguous)
     write_results_json(os.path.join(opts.output_dir, "results.json"), detections)
     if opts.thumos_ids:
-        write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections,
-                          test_gt.class_ids)
+        ids = (released_class_ids(data.classes) if opts.detection == "released"
+               else test_gt.class_ids)
+        write_results_txt(os.path.join(opts.output_dir, "results.txt"), detections, ids)
 
     # evaluate and report
     metrics = evaluate_run(detections, video_scores, data.split("test"), test_gt, opts)
