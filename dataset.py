@@ -63,7 +63,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import annotation_reader
-from safe_io import check_video_name, load_npy, read_text
+from safe_io import check_video_name, first_line, load_npy, read_text
 from opts import FEATURE_PRESETS, LAYOUT_FEATURES, PRESETS, snippet_seconds as preset_snippet_seconds
 from utils import InputError, warn
 
@@ -180,13 +180,6 @@ class Entry:
     reread: object = None      # for streaming: picklable () -> (rgb, flow); None: cannot
     streams: tuple = None      # (RGB file, flow file) named in errors about one stream;
                                # None: `where` holds both
-
-
-def first_line(error, limit=200):
-    """One line of an exception's text (library messages can span many lines)."""
-    lines = str(error).strip().splitlines()
-    text = lines[0].strip() if lines else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -15,6 +15,8 @@ import re
 import sys
 import time
 
+from safe_io import InputError, one_line
+
 # ----------------------------------------------------------------------------
 # Default feature folders, one per dataset (edit these, or pass --data-root).
 # ----------------------------------------------------------------------------
@@ -357,7 +359,6 @@ def option_problems(opts):
                         "test split)")
     if not problems:
         from em_trainer import parse_schedule            # torch is imported only here
-        from utils import InputError
         try:
             parse_schedule(opts.schedule, opts.stage2_lr_mult)
         except InputError as e:
@@ -367,7 +368,6 @@ def option_problems(opts):
 
 def check_options(opts):
     """Raise InputError (one line) naming the first bad option."""
-    from utils import InputError
     problems = option_problems(opts)
     if problems:
         raise InputError(problems[0])
@@ -459,7 +459,6 @@ def saved_problem(saved):
 def resume_opts(argv):
     """Saved options of the run named by --resume; refuses contradicting options and a
     saved opts.json that is not one this project wrote."""
-    from utils import InputError
     given = given_options(argv)
     folder = given["resume"]
     if folder == "":
@@ -496,6 +495,3 @@ def resume_opts(argv):
     return opts
 
 
-def one_line(error):
-    """An exception's message on one line."""
-    return " ".join(str(error).split())[:200]

@@ -29,7 +29,8 @@ from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoc
                         format_schedule, parse_schedule, progress)
 from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
-from opts import one_line, parse_opts, resume_opts, save_opts
+from opts import parse_opts, resume_opts, save_opts
+from safe_io import one_line
 from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, atomic_write_text,
                    resolve_device, set_seed)
 

@@ -27,6 +27,13 @@ def one_line(text, limit=200):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def first_line(error, limit=200):
+    """The first line of an exception's text (library messages can span many lines, e.g.
+    torch's advice after a refused load), cut to `limit` characters."""
+    lines = str(error).strip().splitlines()
+    return one_line(lines[0] if lines else type(error).__name__, limit)
+
+
 # ---------------------------------------------------------------------------
 # .npy files: pickled object arrays through a restricted unpickler
 # ---------------------------------------------------------------------------
