@@ -125,10 +125,13 @@ def _no_duplicate_keys(pairs):
 
 def read_json(path):
     """A JSON object (duplicate keys refused); InputError otherwise."""
+    text = read_text(path)                # its own InputError (an InputError is a ValueError)
     try:
-        data = json.loads(read_text(path), object_pairs_hook=_no_duplicate_keys)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except ValueError as e:
         raise InputError(f"{path}: malformed JSON ({one_line(e)})") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: malformed JSON: the top level is not an object")
     return data

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 import annotation_reader
-from safe_io import InputError, check_video_name  # noqa: F401  (the project's one InputError)
+from safe_io import InputError, check_video_name, read_rows  # noqa: F401  (the one InputError)
 
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {
@@ -63,50 +63,6 @@ class GroundTruth:
 
 
 # ----------------------------------------------------------------------------- reading
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: cannot read: {err}") from None
-
-
-def _no_duplicate_keys(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise ValueError(f"duplicate key {dup!r}")
-    return dict(pairs)
-
-
-def _read_json(path: Path) -> dict:
-    text = _read_text(path)
-    try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except ValueError as err:
-        raise InputError(f"{path}: malformed JSON: {err}") from None
-    except RecursionError:
-        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: malformed JSON: top level is not an object")
-    return data
-
-
-def _read_rows(path: Path, n_fields: int, what: str) -> list[list[str]]:
-    """Whitespace separated rows of exactly ``n_fields`` fields; blank lines skipped."""
-    rows = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != n_fields:
-            raise InputError(f"{path}: line {number}: expected {n_fields} fields ({what}), "
-                             f"got {len(fields)}: {line.strip()[:80]!r}")
-        rows.append(fields)
-    return rows
-
 
 def _to_float(path: Path, rows: list[list[str]], column: int, what: str) -> np.ndarray:
     try:
@@ -275,7 +231,7 @@ def _prediction_row(video, e, name_of_id: dict) -> tuple:
 
 
 def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
-    results = _read_json(path).get("results")
+    results = annotation_reader.read_json(path).get("results")
     if not isinstance(results, dict):
         raise InputError(f"{path}: no 'results' object")
     name_of_id = {i: c for c, i in gt.class_ids.items()}
@@ -303,7 +259,7 @@ def _shown(name: str) -> str:
 
 
 def _predictions_from_txt(path: Path, gt: GroundTruth) -> pd.DataFrame:
-    rows = _read_rows(path, 5, "video start end class_id score")
+    rows = [fields for _, fields in read_rows(path, 5, "video start end class_id score")]
     ids = _to_float(path, rows, 3, "class id")
     name_of_id = {i: c for c, i in gt.class_ids.items()}
     labels = [name_of_id.get(int(i), f"class id {i:g}") if float(i).is_integer()

@@ -10,7 +10,6 @@ seeds, one row per detection, as a Markdown table; writes summary.json. RUN_OPTI
 --data-root DIR`.
 """
 import argparse
-import json
 import os
 import sys
 import time

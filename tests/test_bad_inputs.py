@@ -485,7 +485,7 @@ CASES = [
      ["results.json", "nested too deeply"]),
     ("pred-not-json", predictions("{results: 1"), EVALUATE, ["results.json", "malformed JSON"]),
     ("pred-not-utf8", predictions(b'{"results": {"v\xff": []}}'), EVALUATE,
-     ["results.json", "utf-8"]),
+     ["results.json", "not UTF-8"]),
     ("pred-txt-field-count", predictions("video_test_1 1.0 2.0 79 0.9\nvideo_test_1 1.0 2.0 79\n",
                                          suffix=".txt"), EVALUATE,
      ["results.txt", "line 2", "expected 5 fields"]),
@@ -494,12 +494,12 @@ CASES = [
     ("pred-txt-score-text", predictions("video_test_1 1.0 2.0 79 high\n", suffix=".txt"),
      EVALUATE, ["results.txt", "score is not a number"]),
     ("pred-txt-not-utf8", predictions(b"video_test_1 1.0 2.0 79 0.9 \xff\n", suffix=".txt"),
-     EVALUATE, ["results.txt", "utf-8"]),
+     EVALUATE, ["results.txt", "not UTF-8"]),
     ("pred-a-folder", pred_folder, EVALUATE, ["results.json", "cannot read"]),
     ("pred-with-bom", predictions(b'\xef\xbb\xbf{"results": {}}'), EVALUATE,
      ["results.json", "malformed JSON"]),
     ("pred-missing", lambda tmp: {**predictions([])(tmp), "pred": str(tmp / "none.json")},
-     EVALUATE, ["none.json", "no such file"]),
+     EVALUATE, ["none.json", "file not found"]),
 ]
 
 

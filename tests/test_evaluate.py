@@ -481,7 +481,7 @@ def test_cli_empty_predictions_give_zero(tmp_path, capsys):
     ("bad2.json", '{"results": {"v": [{"label": "Billiards"}]}}', "malformed prediction"),
     ("unknown.txt", "video_test_0000004 1.0 2.0 3 0.5\n", "classes absent from the ground"),
     ("nan.txt", "video_test_0000004 1.0 2.0 7 nan\n", "NaN/Inf"),
-    ("missing.txt", None, "no such file"),
+    ("missing.txt", None, "file not found"),
 ])
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, name, content, message):
     path = tmp_path / name
