@@ -503,7 +503,8 @@ def _thumos14(p, g, amb, tious, n_classes, n_videos, n_pos) -> np.ndarray:
 def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
     """Video classification mAP: per class non-interpolated AP over videos (mean of
     the precision at each positive, ranking by score, stable), averaged over the
-    classes having at least one positive."""
+    classes having at least one positive; NaN (reported as null) when no class has one,
+    as the detection mAP is when no class has a ground-truth segment."""
     scores, positive = np.asarray(scores, dtype=float), np.asarray(labels) > 0
     order = np.argsort(-scores, axis=0, kind="stable")
     hits = np.take_along_axis(positive, order, axis=0)
@@ -511,7 +512,7 @@ def classification_map(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos = hits.sum(axis=0)
     has_pos = n_pos > 0
     if not has_pos.any():
-        raise ValueError("no class has a positive video")
+        return float("nan")
     ap = (precision * hits).sum(axis=0)[has_pos] / n_pos[has_pos]
     return float(ap.mean())
 

@@ -267,6 +267,15 @@ def test_classification_map_hand_worked():
     assert E.classification_map(scores, labels) == pytest.approx(5 / 8, abs=1e-12)
 
 
+def test_classification_map_without_any_positive_is_undefined_not_an_error():
+    # e.g. a run whose only labelled test videos were dropped for empty features
+    cmap = E.classification_map(np.array([[.9, .2], [.1, .3]]), np.zeros((2, 2)))
+    assert np.isnan(cmap)
+    metrics = E.build_metrics("activitynet", [0.5], [0.25], {}, cmap)
+    assert metrics["cmAP"] is None and metrics["mAP"] == {"0.5": 0.25}
+    assert E.format_table(metrics).splitlines()[-1].split() == ["cmAP", "--"]
+
+
 # ---------------------------------------------------------------------------- loaders
 
 def test_gt_json_with_string_segments(tmp_path):
