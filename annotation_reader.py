@@ -295,7 +295,12 @@ def read_official(folder, subset):
                          if k != "ambiguous")
         class_ids = None
     if not classes:
-        raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt")
+        inside = sorted(n for n in os.listdir(folder) if n.endswith("-Annotations") or
+                        n == "gt.json")
+        hint = (f"; the annotations are probably {os.path.join(folder, inside[0])}"
+                if inside else "")
+        raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt (expected a gt.json, a "
+                         f"W-TALC *-Annotations folder or the official THUMOS14 folder){hint}")
     segments_of, swapped = {}, 0
     for cls in classes:
         found = files.get(cls.lower(), [])

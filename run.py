@@ -196,6 +196,16 @@ def evaluation_ground_truth(data, test_subset):
     return ground_truth(videos, data.classes, data.ambiguous)
 
 
+def only_videos(gt, names):
+    """The ground truth of some of its videos (names), in its own video order."""
+    keep = set(names)
+    return evaluate.GroundTruth(
+        segments=gt.segments[gt.segments["video"].isin(keep)].reset_index(drop=True),
+        videos=[v for v in gt.videos if v in keep], classes=gt.classes,
+        ambiguous=gt.ambiguous[gt.ambiguous["video"].isin(keep)].reset_index(drop=True),
+        class_ids=gt.class_ids)
+
+
 # 3. checkpoints ---------------------------------------------------------------
 
 def rng_state():
@@ -387,6 +397,9 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
 
     root, data = loaded
     test_gt = evaluation_ground_truth(data, opts.test_subset)     # checked before any write
+    if opts.dry_run:                    # only the test videos the dry run read (dropped included)
+        test_gt = only_videos(test_gt, [v.name for v in data.split("test")] +
+                              [name for name, split, _ in data.dropped if split == "test"])
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), data.snippet_seconds)
@@ -425,6 +438,7 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
         f"{f' (+{len(val_videos)} held out)' if val_videos else ''} / {len(test_set)} test"
         f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
         f" device {device}; method {opts.method}")
+    log(f"evaluation ground truth: {data.source} ({len(test_gt.videos)} test videos)")
     if em is not None:
         log(f"schedule: {format_schedule(schedule)}")
     if checkpoint is not None:

@@ -1,6 +1,7 @@
 """run.py end to end (--dry-run) and its handling of bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,9 @@ def test_dry_run_end_to_end(tmp_path):
     opts = json.loads((out / "opts.json").read_text())
     assert opts["seed"] == 1 and opts["dataset"] == "synthetic" and opts["lam"] == 0.8
     assert "tIoU" in r.stdout and "cmAP" in r.stdout
+    # a dry run is evaluated against the 4 test videos it read, named with their source
+    assert re.search(r"evaluation ground truth: \S+Thumos14reduced-Annotations \(4 test videos\)",
+                     r.stdout), r.stdout
 
 
 def test_non_empty_output_dir_is_refused(tmp_path):
