@@ -481,18 +481,18 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
                           data.ambiguous) if val_videos else None
 
-    def after_epoch(position, phase, stats, seconds):
+    def after_epoch(pos, phase, stats, seconds):
         log(describe_epoch(phase, schedule, stats, seconds))
         for tag, value in epoch_scalars(phase, stats) if writer else []:
-            writer.add_scalar(tag, value, position)
+            writer.add_scalar(tag, value, pos)
         if phase.is_em and opts.eval_every and val_gt is not None \
                 and phase.epoch % opts.eval_every == 0:
             val_map = held_out_map(model, classifier, val_videos, val_gt, data, opts, device)
             log(f"  held-out training videos: mAP {100 * val_map:.2f}"
                 f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
             if writer:
-                writer.add_scalar("val/mAP_mean", val_map, position)
-        save_checkpoint(opts, position, model, classifier, em, cls)
+                writer.add_scalar("val/mAP_mean", val_map, pos)
+        save_checkpoint(opts, pos, model, classifier, em, cls)
 
     train(schedule, position, {"C": cls, "M": em, "E": em}, after_epoch, show)
     if writer:
