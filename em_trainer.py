@@ -1,14 +1,10 @@
-"""EM training: the schedule as data, the two losses, and the training loops.
+"""EM training: the two losses and the trainers of one epoch (schedule.py: the phases).
 
 Each phase trains only its own branch with its own Adam optimizer, so the frozen
 branch never moves (one shared Adam, as released, keeps moving a frozen branch
 through its momentum). The frozen branch's output cannot change during a block of
 consecutive epochs of the same phase, so it is computed once per block.
 """
-import re
-import time
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -17,79 +13,6 @@ from dataset import collate, stream_pair
 from fast_step import PackedBranch, PackedClassifier, compute_dtype
 from model import video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
-from utils import InputError
-
-
-# ---------------------------------------------------------------------------
-# The schedule
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Phase:
-    epoch: int        # 1-based
-    step: str         # 'M' trains the classifier p, 'E' trains the key-instance network q
-    stage: int        # 1: M-step targets are the video labels; 2: they come from q
-    lr_mult: float    # learning-rate factor of this epoch
-
-    def __str__(self):
-        return f"{self.epoch:3d} {self.step}{self.stage if self.step == 'M' else ' '} lr x{self.lr_mult:g}"
-
-
-_PART = re.compile(r"^(M1|M2|E|alt):(\d+)$")
-
-
-def parse_schedule(text, stage2_lr_mult=4.0):
-    """'M1:10,E:10,M2:10,alt:35' -> list of Phase, one per epoch.
-
-    M1: M-step, stage 1. E: E-step. M2: M-step, stage 2. alt: E and M2 alternating,
-    starting with E. The learning rate is multiplied by `stage2_lr_mult` from the
-    first M2 epoch on (E epochs after it included), as released.
-    """
-    steps = []
-    for part in text.replace(" ", "").split(","):
-        m = _PART.match(part)
-        if not m:
-            raise InputError(f"--schedule: cannot read {part!r}; expected PHASE:EPOCHS with "
-                             f"PHASE in M1, E, M2, alt (e.g. M1:10,E:10,M2:10,alt:35)")
-        kind, n = m.group(1), int(m.group(2))
-        if kind == "alt":
-            steps += [("E", 2) if i % 2 == 0 else ("M", 2) for i in range(n)]
-        else:
-            steps += [("M", 1) if kind == "M1" else ("M", 2) if kind == "M2" else ("E", None)] * n
-    if not steps:
-        raise InputError("--schedule: no epochs")
-    phases, mult, stage = [], 1.0, 1
-    for i, (step, st) in enumerate(steps):
-        if step == "M":
-            stage = st
-            if st == 2:
-                mult = stage2_lr_mult
-        phases.append(Phase(i + 1, step, stage, mult))
-    return phases
-
-
-def format_schedule(phases):
-    """Compact printable form: '1-10 M1 lr x1 | 11-20 E lr x1 | 21-30 M2 lr x4 | 31-65 alt E/M2 lr x4'."""
-    name = [f"M{p.stage}" if p.step == "M" else "E" for p in phases]
-    blocks, i = [], 0                       # blocks of (first, last, label)
-    while i < len(phases):
-        j = i
-        while j + 1 < len(phases) and (name[j + 1], phases[j + 1].lr_mult) == \
-                (name[i], phases[i].lr_mult):
-            j += 1
-        blocks.append([phases[i].epoch, phases[j].epoch, name[i], phases[i].lr_mult])
-        i = j + 1
-    merged = []                             # single epochs alternating E/M2 -> one 'alt' block
-    for blk in blocks:
-        prev = merged[-1] if merged else None
-        single = blk[0] == blk[1]
-        starts_alt = prev and prev[0] == prev[1] and prev[2] == "E" and blk[2] == "M2"
-        continues_alt = prev and prev[2] == "alt E/M2" and blk[2] in ("E", "M2")
-        if single and (starts_alt or continues_alt) and prev[3] == blk[3]:
-            prev[1], prev[2] = blk[1], "alt E/M2"
-        else:
-            merged.append(blk)
-    return " | ".join(f"{a}-{b} {n} lr x{m:g}" for a, b, n, m in merged)
 
 
 # ---------------------------------------------------------------------------
@@ -342,12 +265,6 @@ class EMTrainer:
         return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
 
 
-def describe_epoch(phase, n_epochs, stats, seconds):
-    name = f"M{phase.stage}" if phase.step == "M" else "E "
-    return (f"epoch {phase.epoch:3d}/{n_epochs}  {name}  lr {stats['lr']:.0e}"
-            f"  loss {stats['loss']:.4f}  positive {stats['positive']:.3f}  {seconds:.1f}s")
-
-
 class ClassifierTrainer:
     """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label.
     One video per step (the default) uses the hand-written step of fast_step.py."""
@@ -373,9 +290,9 @@ class ClassifierTrainer:
         self.opt.load_state_dict(state["opt"])
         self.generator.set_state(state["generator"])
 
-    def train_epoch(self, epoch=0):
-        """One epoch; returns dict(loss=mean loss per labelled video)."""
-        desc = f"classifier epoch {epoch}"
+    def train_epoch(self, phase):
+        """One epoch (a 'C' Phase); returns dict(loss=mean loss per labelled video)."""
+        desc = f"classifier epoch {phase.epoch}"
         if not self.fast:
             return self._batched_epoch(desc)
         self.packed.load()                 # the module may have been loaded from a checkpoint
@@ -411,63 +328,3 @@ class ClassifierTrainer:
             total += loss.item()
             n += int(keep.sum())
         return {"loss": total / max(n, 1)}
-
-
-def train_video_classifier(model, dataset, epochs, lr, batch_size, device, seed, log=print):
-    """All classifier epochs at once (no checkpoints); run.py drives ClassifierTrainer itself."""
-    trainer = ClassifierTrainer(model, dataset, lr, batch_size, device, seed)
-    for epoch in range(1, epochs + 1):
-        t0 = time.time()
-        stats = trainer.train_epoch(epoch)
-        log(f"classifier epoch {epoch:3d}/{epochs}  loss {stats['loss']:.4f}"
-            f"  {time.time() - t0:.1f}s")
-
-
-# ---------------------------------------------------------------------------
-# A plain per-video reference of the released loop (for equivalence tests and benchmarks)
-# ---------------------------------------------------------------------------
-
-def reference_epoch(model, videos, phase, gamma, optimizers, order, lr):
-    """One epoch the way the released train.py does it: one video at a time, all four
-    branches forwarded, the frozen one with requires_grad off, the loss as a Python loop
-    over classes. `optimizers` = {'M': Adam(cls), 'E': Adam(key)} (separate, as ours)."""
-    bce = torch.nn.BCELoss()
-    trained = model.cls_parameters() if phase.step == "M" else model.key_parameters()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in trained:
-        p.requires_grad_(True)
-    opt = optimizers[phase.step]
-    for g in opt.param_groups:
-        g["lr"] = lr * phase.lr_mult
-    losses = []
-    for i in order:
-        v = videos[i]
-        rgb, flow = v.features[None, :, :1024], v.features[None, :, 1024:]
-        T, K = v.features.shape[0], v.labels.shape[0]
-        q_rgb, q_flow = model.key_streams(rgb, flow)
-        p_rgb, p_flow = model.cls_streams(rgb, flow)
-        opt.zero_grad(set_to_none=True)
-        loss = 0.0
-        if phase.step == "M":
-            if phase.stage == 1:
-                one = torch.ones(T)
-            else:
-                key = ((q_rgb + q_flow) / 2)[0].detach()
-                one = (key > key.mean() + gamma * (key.max() - key.min())).float()
-            for c in range(K):
-                target = one if v.labels[c] == 1 else torch.zeros(T)
-                loss = loss + bce(p_rgb[0, :, c], target) + bce(p_flow[0, :, c], target)
-        else:
-            cls = ((p_rgb + p_flow) / 2)[0].detach()
-            pseudo = torch.zeros(T)
-            for c in range(K):
-                if v.labels[c] == 1:
-                    pseudo = torch.max(pseudo, (cls[:, c] > cls[:, c].mean()).float())
-            loss = bce(q_rgb[0], pseudo) + bce(q_flow[0], pseudo)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return losses

@@ -11,11 +11,11 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 
 from safe_io import InputError, one_line
+from schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------
 # Default feature folders, one per dataset (edit these, or pass --data-root).
@@ -68,22 +68,14 @@ FEATURE_PRESETS = {
 
 LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil"}
 
+# The EM phases of the released schedule (schedule.py); the video classifier's 45 epochs
+# (--cls-epochs) come first: C:45,M1:10,E:10,M2:10,alt:35.
 RELEASED_SCHEDULE = "M1:10,E:10,M2:10,alt:35"
 
 
 def snippet_seconds(feature_fps, frames_per_snippet):
     """Seconds covered by one feature vector (dataset.snippets_to_seconds uses it)."""
     return frames_per_snippet / feature_fps
-
-
-def dry_run_schedule(schedule):
-    """The same schedule with one epoch per phase (two for 'alt'): M1:10,E:10 -> M1:1,E:1."""
-    def shorten(part):
-        m = re.match(r"^\s*(\w+):(\d+)\s*$", part)
-        if not m:
-            return part                       # left for parse_schedule to report
-        return f"{m.group(1)}:{min(int(m.group(2)), 2 if m.group(1) == 'alt' else 1)}"
-    return ",".join(shorten(p) for p in schedule.split(","))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -146,14 +138,17 @@ def build_parser():
     g = p.add_argument_group("EM schedule")
     g.add_argument("--schedule", default=RELEASED_SCHEDULE,
                    help="EM schedule: comma-separated PHASE:EPOCHS with PHASE in M1 (M-step,"
-                        " stage 1), E, M2 (M-step, stage 2), alt (E and M2 alternating, E first)")
+                        " stage 1), E, M2 (M-step, stage 2), alt (E and M2 alternating, E first);"
+                        " trained after the --cls-epochs of the video classifier (the run's whole"
+                        " schedule, as released: C:45,M1:10,E:10,M2:10,alt:35)")
     g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the EM networks")
     g.add_argument("--stage2-lr-mult", type=float, default=4.0,
                    help="learning-rate factor from the first stage-2 M epoch on (released: x4)")
     g.add_argument("--gamma", type=float, default=0.15,
                    help="stage-2 M-step: positive if q > mean(q) + gamma*(max(q)-min(q))")
     g.add_argument("--batch-size", type=int, default=1, help="videos per optimizer step")
-    g.add_argument("--cls-epochs", type=int, default=45, help="video classifier epochs")
+    g.add_argument("--cls-epochs", type=int, default=45, help="video classifier epochs (the C phase,"
+                   " trained before the --schedule)")
     g.add_argument("--cls-lr", type=float, default=1e-4, help="video classifier learning rate")
 
     g.add_argument("--method", default="emmil", choices=["emmil", "untrimmednet"],
@@ -358,9 +353,8 @@ def option_problems(opts):
         problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
                         "test split)")
     if not problems:
-        from em_trainer import parse_schedule            # torch is imported only here
         try:
-            parse_schedule(opts.schedule, opts.stage2_lr_mult)
+            run_schedule(opts.cls_epochs, opts.schedule, opts.stage2_lr_mult)
         except InputError as e:
             problems.append(str(e))
     return problems

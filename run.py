@@ -25,12 +25,12 @@ from dataset import SnippetDataset, load_dataset, read_class_list, stream_pair
 from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
                        localisation_scores, released_class_ids, segments_frame,
                        write_results_json, write_results_txt)
-from em_trainer import (ClassifierTrainer, EMTrainer, VideoInputs, describe_epoch,
-                        format_schedule, parse_schedule, progress)
+from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts, resume_opts, save_opts
 from safe_io import one_line
+from schedule import describe_epoch, format_schedule, run_schedule
 from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, atomic_write_text,
                    resolve_device, set_seed)
 
@@ -383,6 +383,36 @@ def open_tensorboard(opts, position):
     return SummaryWriter(log_dir=folder, purge_step=position + 1 if position else None)
 
 
+def epoch_scalars(phase, stats):
+    """TensorBoard (tag, value) pairs of one trained epoch."""
+    if not phase.is_em:
+        return [("classifier/loss", stats["loss"])]
+    return [(f"loss/{phase.name}", stats["loss"]), ("lr", stats["lr"]),
+            (f"positive_fraction/{phase.name}", stats["positive"])]
+
+
+def held_out_map(model, classifier, val_videos, val_gt, data, opts, device):
+    """--eval-every: detection mAP on the held-out training videos, mean over the tIoUs."""
+    val_set = SnippetDataset(val_videos, data.snippet_seconds)
+    dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
+    return float(np.mean(evaluate.evaluate_detection(dets, val_gt, opts.tiou,
+                                                     "activitynet")["mAP"]))
+
+
+# the training loop ----------------------------------------------------------------
+
+def train(schedule, done, trainer_of, after_epoch, show=False):
+    """The algorithm (schedule.py): the epochs of `schedule` after the first `done`, in
+    order; each phase trains one network (phase.trained) on its targets (phase.targets),
+    from the frozen other one (phase.frozen). trainer_of: step -> its trainer.
+    after_epoch(position, phase, stats, seconds): log, TensorBoard, checkpoint."""
+    todo = list(enumerate(schedule, 1))[done:]                  # (position, Phase)
+    for position, phase in progress(todo, len(todo), "epochs", show):
+        t0 = time.time()
+        stats = trainer_of[phase.step].train_epoch(phase)
+        after_epoch(position, phase, stats, time.time() - t0)
+
+
 # the pipeline -------------------------------------------------------------------
 
 def run_pipeline(opts, loaded, checkpoint=None, log=None):
@@ -391,7 +421,8 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     from (load_checkpoint), its contents checked here before the first write."""
     log = log or Logger(quiet=opts.quiet)
     show = not opts.quiet
-    schedule = parse_schedule(opts.schedule, opts.stage2_lr_mult)
+    schedule = run_schedule(opts.cls_epochs, opts.schedule, opts.stage2_lr_mult,
+                            em=opts.method == "emmil")
     device = setup_torch(opts)
     t_start = time.time()
 
@@ -421,10 +452,10 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     if opts.method == "emmil":
         em = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device, opts.seed,
                        log=log, amp=opts.amp, show_progress=show, inputs=inputs)
-    total = opts.cls_epochs + (len(schedule) if em else 0)
-    position = 0
+    em_epochs = sum(p.is_em for p in schedule)
+    position = 0                        # epochs of the schedule done
     if checkpoint is not None:
-        position = restore(checkpoint, os.path.join(opts.output_dir, LAST), total,
+        position = restore(checkpoint, os.path.join(opts.output_dir, LAST), len(schedule),
                            model, classifier, cls, em)
 
     # everything is checked: the first write (an earlier run's files removed just before)
@@ -440,43 +471,30 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
         f" device {device}; method {opts.method}")
     log(f"evaluation ground truth: {data.source} ({len(test_gt.videos)} test videos)")
     if em is not None:
-        log(f"schedule: {format_schedule(schedule)}")
+        log(f"schedule: {format_schedule([p for p in schedule if p.is_em])}")
     if checkpoint is not None:
         log(f"resumed from {LAST} after {position} of {opts.cls_epochs} classifier + "
-            f"{len(schedule) if em else 0} EM epochs")
-    if checkpoint is not None and position >= total:
+            f"{em_epochs} EM epochs")
+    if checkpoint is not None and position >= len(schedule):
         log("training was already complete: detecting and evaluating again")
     writer = open_tensorboard(opts, position)
     val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
                           data.ambiguous) if val_videos else None
 
-    # training: classifier epochs, then EM epochs; a checkpoint after each
-    for pos in progress(range(position + 1, total + 1), total - position, "epochs", show):
-        t0 = time.time()
-        if pos <= opts.cls_epochs:
-            stats = cls.train_epoch(pos)
-            log(f"classifier epoch {pos:3d}/{opts.cls_epochs}  loss {stats['loss']:.4f}"
-                f"  {time.time() - t0:.1f}s")
+    def after_epoch(pos, phase, stats, seconds):
+        log(describe_epoch(phase, schedule, stats, seconds))
+        for tag, value in epoch_scalars(phase, stats) if writer else []:
+            writer.add_scalar(tag, value, pos)
+        if phase.is_em and opts.eval_every and val_gt is not None \
+                and phase.epoch % opts.eval_every == 0:
+            val_map = held_out_map(model, classifier, val_videos, val_gt, data, opts, device)
+            log(f"  held-out training videos: mAP {100 * val_map:.2f}"
+                f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
             if writer:
-                writer.add_scalar("classifier/loss", stats["loss"], pos)
-        else:
-            phase = schedule[pos - opts.cls_epochs - 1]
-            stats = em.train_epoch(phase)
-            log(describe_epoch(phase, len(schedule), stats, time.time() - t0))
-            if writer:
-                rule = f"M{phase.stage}" if phase.step == "M" else "E"
-                writer.add_scalar(f"loss/{rule}", stats["loss"], pos)
-                writer.add_scalar("lr", stats["lr"], pos)
-                writer.add_scalar(f"positive_fraction/{rule}", stats["positive"], pos)
-            if opts.eval_every and val_gt is not None and phase.epoch % opts.eval_every == 0:
-                val_set = SnippetDataset(val_videos, data.snippet_seconds)
-                dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
-                val_map = evaluate.evaluate_detection(dets, val_gt, opts.tiou, "activitynet")["mAP"]
-                log(f"  held-out training videos: mAP {100 * float(np.mean(val_map)):.2f}"
-                    f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
-                if writer:
-                    writer.add_scalar("val/mAP_mean", float(np.mean(val_map)), pos)
+                writer.add_scalar("val/mAP_mean", val_map, pos)
         save_checkpoint(opts, pos, model, classifier, em, cls)
+
+    train(schedule, position, {"C": cls, "M": em, "E": em}, after_epoch, show)
     if writer:
         writer.close()
     atomic_torch_save(classifier.state_dict(), os.path.join(opts.output_dir, "classifier.pt"))

@@ -36,9 +36,10 @@ sys.path.insert(0, ROOT)
 
 import dataset  # noqa: E402
 from dataset import SnippetDataset, Video, load_dataset, write_hdf5  # noqa: E402
-from em_trainer import EMTrainer, parse_schedule, train_video_classifier  # noqa: E402
+from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
 from opts import PRESETS  # noqa: E402
+from schedule import parse_schedule  # noqa: E402
 
 FULL_VIDEOS = 7200
 NUM_CLASSES = 100
@@ -205,10 +206,11 @@ def run_layout(data_dir, layout, hidden_dim):
     classifier = UntrimmedNetClassifier(len(data.classes), 1024)
     model = EMMIL(len(data.classes), 1024, hidden_dim)
     t = time.time()
-    train_video_classifier(classifier, train, 1, 1e-4, 1, cpu, 0, log=quiet)
-    trainer = EMTrainer(model, train, 1e-4, 0.15, 1, cpu, 0, log=quiet)
-    for phase in parse_schedule("M1:1,E:1,M2:1"):
-        trainer.train_epoch(phase)
+    trainers = {"C": ClassifierTrainer(classifier, train, 1e-4, 1, cpu, 0),
+                "M": EMTrainer(model, train, 1e-4, 0.15, 1, cpu, 0, log=quiet)}
+    trainers["E"] = trainers["M"]
+    for phase in parse_schedule("C:1,M1:1,E:1,M2:1", 4.0):
+        trainers[phase.step].train_epoch(phase)
     train_s = time.time() - t
     return {"layout": layout, "videos": len(data.videos), "train_videos": len(train),
             "disk_gb": disk_size(path) / GB, "load_s": load_s,

@@ -16,13 +16,17 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 from dataset import SnippetDataset, Video  # noqa: E402
 from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: E402
                        segments_frame)
-from em_trainer import ClassifierTrainer, EMTrainer, Phase, reference_epoch  # noqa: E402
+from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: E402
+from ref_released_training import reference_epoch  # noqa: E402
 from run import score_videos  # noqa: E402
+from schedule import Phase  # noqa: E402
 
 K, D, H = 20, 1024, 256
 POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
@@ -215,7 +219,7 @@ def main():
               for name, ph in phases.items()}
     clf = UntrimmedNetClassifier(K).to(device)
     cls_trainer = ClassifierTrainer(clf, dataset, 1e-4, 1, device, seed=1, amp=a.amp)
-    t_ours["cls"] = timed(lambda: cls_trainer.train_epoch(1), device)
+    t_ours["cls"] = timed(lambda: cls_trainer.train_epoch(Phase(1, "C", 0, 1.0)), device)
     t_ours["test"] = timed(lambda: test_pass(ours, clf, test, device), device)
 
     t_ref = {}

@@ -1,40 +1,15 @@
-"""Schedule, losses against the released formulas, frozen branches, batching."""
+"""Losses against the released formulas, frozen branches, batching."""
 import copy
 
 import numpy as np
-import pytest
 import torch
 
 from dataset import SnippetDataset, Video
-from em_trainer import (EMTrainer, e_step_loss, format_schedule, m_step_loss, parse_schedule)
+from em_trainer import EMTrainer, e_step_loss, m_step_loss
 from model import EMMIL
-from opts import RELEASED_SCHEDULE
 from pseudo_labels import e_step_targets, m_step_targets
-from utils import InputError
-
-
-def test_default_schedule_is_the_released_one():
-    phases = parse_schedule(RELEASED_SCHEDULE, 4.0)
-    assert len(phases) == 65
-    assert [p.epoch for p in phases] == list(range(1, 66))
-    for p in phases:
-        e = p.epoch
-        if e <= 10:
-            expected = ("M", 1, 1.0)
-        elif e <= 20:
-            expected = ("E", 1, 1.0)
-        elif e <= 30:
-            expected = ("M", 2, 4.0)
-        else:   # released: E_step = not E_step, starting after an M epoch -> 31 is E
-            expected = ("E" if e % 2 == 1 else "M", 2, 4.0)
-        assert (p.step, p.stage, p.lr_mult) == expected, p
-    assert format_schedule(phases) == "1-10 M1 lr x1 | 11-20 E lr x1 | 21-30 M2 lr x4 | 31-65 alt E/M2 lr x4"
-
-
-@pytest.mark.parametrize("bad", ["", "M3:2", "M1:x", "E10", "alt:-1"])
-def test_bad_schedule_is_an_input_error(bad):
-    with pytest.raises(InputError):
-        parse_schedule(bad)
+from ref_released_training import reference_epoch
+from schedule import parse_schedule
 
 
 def _video(g, T, K, name, labels):
@@ -140,7 +115,6 @@ def test_batched_padded_training_equals_sum_of_single_videos():
 def test_optimised_trainer_equals_the_released_reference_loop():
     """Same init, same video order: same losses and trained weights (to 1e-5), at the
     released learning rate."""
-    from em_trainer import reference_epoch
     torch.manual_seed(0)
     data = _tiny_set()
     labelled = SnippetDataset(data.videos[:5], 0.64)

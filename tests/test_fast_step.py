@@ -6,6 +6,7 @@ import torch
 from em_trainer import e_step_loss, m_step_loss
 from fast_step import PackedBranch
 from model import EMMIL
+from schedule import Phase
 
 
 def _features(T, D, seed):
@@ -113,7 +114,8 @@ def test_cuda_training_follows_cpu_training():
     """A few EM epochs on the GPU (features held there) end near the CPU's weights."""
     import copy
     from dataset import SnippetDataset, Video
-    from em_trainer import EMTrainer, parse_schedule
+    from em_trainer import EMTrainer
+    from schedule import parse_schedule
     g = torch.Generator().manual_seed(3)
     videos = [Video(f"v{i}", "train", torch.randn(T, 2 * 32, generator=g),
                     torch.eye(4)[i % 4], T * 0.64) for i, T in enumerate([9, 30, 4, 17])]
@@ -123,7 +125,7 @@ def test_cuda_training_follows_cpu_training():
     gpu = copy.deepcopy(cpu).cuda()
     trainers = [EMTrainer(m, data, 1e-3, 0.15, 1, d, seed=1, log=lambda *a: None)
                 for m, d in ((cpu, "cpu"), (gpu, "cuda"))]
-    for phase in parse_schedule("M1:2,E:1,M2:1,alt:2"):
+    for phase in parse_schedule("M1:2,E:1,M2:1,alt:2", 4.0):
         a, b = (t.train_epoch(phase) for t in trainers)
         assert abs(a["loss"] - b["loss"]) < 1e-4 * max(1.0, a["loss"]), phase
         assert abs(a["positive"] - b["positive"]) < 0.05, phase       # a snippet or two
@@ -183,7 +185,7 @@ def test_classifier_trainer_equals_a_plain_autograd_loop():
     opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     order_gen = torch.Generator().manual_seed(4)
     for epoch in range(2):
-        stats = trainer.train_epoch(epoch)
+        stats = trainer.train_epoch(Phase(epoch + 1, "C", 0, 1.0))
         losses = []
         for i in torch.randperm(len(videos), generator=order_gen).tolist():
             v = videos[i]

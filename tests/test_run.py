@@ -119,7 +119,7 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
 
 
 def test_dry_run_checks_and_shortens_the_given_schedule(tmp_path):
-    from opts import dry_run_schedule
+    from schedule import dry_run_schedule
     assert dry_run_schedule("M1:10,E:10,M2:10,alt:35") == "M1:1,E:1,M2:1,alt:2"
     r = run("--dry-run", "--schedule", "M3:10", "--output-dir", str(tmp_path / "o"))
     assert r.returncode == 2 and "--schedule" in r.stderr
