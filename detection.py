@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from safe_io import InputError, check_video_name
+from safe_io import InputError, atomic_write_text, check_video_name
 from dataset import snippets_to_seconds
-from utils import atomic_write_text
 
 COLUMNS = ["video", "label", "start", "end", "score"]
 # The released test() scores snippets by lam*q + lam*p_c (lam = 0.8 hard-coded), then
