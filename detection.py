@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from safe_io import InputError, check_video_name
+from safe_io import InputError, atomic_write_text, check_video_name
 from dataset import snippets_to_seconds
-from utils import atomic_write_text
 
 COLUMNS = ["video", "label", "start", "end", "score"]
 # The released test() scores snippets by lam*q + lam*p_c (lam = 0.8 hard-coded), then
@@ -57,16 +56,17 @@ def normalise_released(s):
 
 @dataclass(frozen=True)
 class PostProcess:
-    """How runs of snippets become scored segments (defaults: opts.py, the released ones)."""
+    """How runs of snippets become scored segments: one field per option of opts.py's
+    'detection' group, which holds their defaults (the released ones); see `from_opts`."""
     cls_threshold: float          # localise classes with video score >= this (else top-1)
     loc_thresholds: tuple         # one threshold (released) or a sweep whose runs are pooled
-    score: str = "mean"           # 'mean': mean s_c over the run; 'oic': outer-inner contrast
-    oic_margin: float = 0.25      # outer region on each side, as a fraction of the run length
-    nms: str = "none"             # 'none', 'hard' (per-class NMS) or 'soft' (Gaussian soft-NMS)
-    nms_iou: float = 0.5          # hard NMS: drop a segment overlapping a better one by more
-    soft_sigma: float = 0.3       # soft-NMS: score *= exp(-tIoU^2 / sigma)
-    drop_ambiguous: bool = False  # drop segments that overlap an Ambiguous segment
-    detection: str = "ours"       # 'released': the released test() (see detect_batch)
+    score: str                    # 'mean': mean s_c over the run; 'oic': outer-inner contrast
+    oic_margin: float             # outer region on each side, as a fraction of the run length
+    nms: str                      # 'none', 'hard' (per-class NMS) or 'soft' (Gaussian soft-NMS)
+    nms_iou: float                # hard NMS: drop a segment overlapping a better one by more
+    soft_sigma: float             # soft-NMS: score *= exp(-tIoU^2 / sigma)
+    drop_ambiguous: bool          # drop segments that overlap an Ambiguous segment
+    detection: str                # 'ours', or 'released': the released test() (see detect_batch)
 
     @classmethod
     def from_opts(cls, opts):

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from safe_io import InputError, one_line
+from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
+from safe_io import InputError, atomic_write_text, one_line
 from schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------
@@ -30,10 +31,8 @@ DATA_ROOTS = {
 # ----------------------------------------------------------------------------
 # Dataset presets.
 # ----------------------------------------------------------------------------
-THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1, 0.9)}
-ANET_TIOU = [round(0.5 + 0.05 * i, 2) for i in range(10)]
-ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
+# The tIoU thresholds and averaged ranges are the benchmarks' own (THUMOS14: 0.1:0.1:0.9,
+# ActivityNet: 0.5:0.05:0.95); they are defined once, in evaluate.py.
 
 # Canonical class lists (one name a line, index order), copied from the W-TALC classlist.npy
 # of each dataset (see data/SOURCES.md).
@@ -44,16 +43,16 @@ PRESETS = {
     # THUMOS14-shaped synthetic data built on the real THUMOS14 annotations.
     "synthetic": dict(bundle="Thumos14reduced", train_subset="validation",
                       test_subset="test",
-                      tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True,
+                      tiou=THUMOS_TIOUS, averages=THUMOS_AVERAGES, thumos_ids=True,
                       classes=THUMOS_CLASSES),
     # W-TALC bundle: I3D, one snippet = 16 frames at 25 fps = 0.64 s.
     "thumos14": dict(bundle="Thumos14reduced", train_subset="validation",
                      test_subset="test",
-                     tiou=THUMOS_TIOU, averages=THUMOS_AVERAGES, thumos_ids=True,
+                     tiou=THUMOS_TIOUS, averages=THUMOS_AVERAGES, thumos_ids=True,
                      classes=THUMOS_CLASSES),
     "activitynet12": dict(bundle="ActivityNet1.2", train_subset="training",
                           test_subset="validation",
-                          tiou=ANET_TIOU, averages=ANET_AVERAGES, thumos_ids=False,
+                          tiou=ANET_TIOUS, averages=ANET_AVERAGES, thumos_ids=False,
                           classes=ANET_CLASSES),
 }
 
@@ -377,7 +376,6 @@ def parse_opts(argv=None):
 
 def save_opts(opts, path):
     """Write the resolved options as JSON (tuples become lists)."""
-    from utils import atomic_write_text
     atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")
 
 

@@ -34,10 +34,11 @@ def key_instances(q, mask, gamma):
 
 
 @torch.no_grad()
-def m_step_targets(labels, mask, stage, q=None, gamma=0.15):
+def m_step_targets(labels, mask, stage, q=None, gamma=None):
     """Targets of the classifier p in the M-step.
 
-    labels: (B, K) multi-hot video labels; mask: (B, T); q: (B, T) key score (stage 2 only).
+    labels: (B, K) multi-hot video labels; mask: (B, T); q: (B, T) key score and gamma the
+    key_instances margin (--gamma; stage 2 only).
     Returns (B, T, K): for a labelled class, stage 1 -> 1 on every real snippet,
     stage 2 -> key_instances(q); for an unlabelled class -> 0 everywhere. With mask=None,
     stage 1 returns (B, 1, K), the same for every snippet (broadcast over time).
@@ -45,8 +46,8 @@ def m_step_targets(labels, mask, stage, q=None, gamma=0.15):
     if stage == 1:
         positive = mask.float() if mask is not None else labels.new_ones(len(labels), 1)
     elif stage == 2:
-        if q is None:
-            raise ValueError("stage-2 M-step targets need the key score q")
+        if q is None or gamma is None:
+            raise ValueError("stage-2 M-step targets need the key score q and gamma")
         positive = key_instances(q, mask, gamma)                   # (B, T)
     else:
         raise ValueError(f"stage must be 1 or 2, got {stage}")

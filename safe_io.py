@@ -1,5 +1,6 @@
-"""Reading untrusted files: the one InputError, a restricted loader for pickled .npy files,
-and the checks of names and text read from data files. Torch-free.
+"""Reading untrusted files and writing files safely: the one InputError, a restricted loader
+for pickled .npy files, the checks of names and text read from data files, and the one
+write-then-rename writer. Torch-free.
 
 `load_npy` parses the .npy header itself; plain dtypes are read without pickle; object arrays
 (the W-TALC bundle, pickled by Python 2) are unpickled by `ArrayUnpickler`, which can build
@@ -9,9 +10,15 @@ unpickler with only the lookup of globals replaced, so as fast as np.load.
 
 A video name is data (`check_video_name`): it becomes part of file paths and of output lines,
 so a name with a path separator, '.'/'..', whitespace or a control character is refused.
+
+Every file the project writes goes through `write_atomically`: a temporary file in the same
+folder, renamed over the target only when complete, so a crash never leaves a truncated
+file and a link at the target is replaced, never written through.
 """
+import json
 import os
 import pickle
+import tempfile
 import unicodedata
 
 import numpy as np
@@ -213,3 +220,56 @@ def read_video_list(path):
     """The video names of a split file, one a line (blank lines skipped), each checked."""
     return [check_video_name(fields[0], f"{path}: line {n}")
             for n, fields in read_rows(path, 1, "one video name")]
+
+
+# ---------------------------------------------------------------------------
+# Writing: a temporary file in the same folder, renamed when complete
+# ---------------------------------------------------------------------------
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path, write):
+    """Create `path` by calling `write(tmp)`, which writes the whole file at the path `tmp`
+    (a temporary file in the same folder), then rename `tmp` over `path`: a crash never
+    leaves a truncated file, and a link at `path` is replaced, never followed. The folder is
+    created if missing; the file gets the permissions the umask gives a new file. An OSError
+    (no space, no permission, a folder at `path`) becomes InputError "PATH: cannot write"."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        os.close(fd)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+
+
+def _write_synced(tmp, data):
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())                   # on disk before the rename makes it visible
+
+
+def atomic_write_text(path, text):
+    """`text` as a UTF-8 file at `path`, through write_atomically (synced before the rename)."""
+    data = text.encode("utf-8")
+    write_atomically(path, lambda tmp: _write_synced(tmp, data))
+
+
+def atomic_write_json(path, obj):
+    """`obj` as indented JSON (one trailing newline) at `path`, through write_atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

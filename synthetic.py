@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 from dataset import STREAM_DIM, wtalc_paths
-from safe_io import InputError, load_npy
+from safe_io import InputError, as_text, load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")
@@ -87,7 +87,7 @@ def generate(out_dir, n_videos, max_seconds, seed=0, snippet_seconds=0.64,
     raw = {n: load_npy(os.path.join(source, n + ".npy")) for n in ARRAYS}
     durations = raw["duration"].reshape(-1).astype(float)
     keep = select_videos(durations, raw["subset"], raw["labels_all"], n_videos, max_seconds, seed)
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in raw["classlist"]]
+    classes = [as_text(c, source, "class name") for c in raw["classlist"]]
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(seed)
     protos = {"action": _prototypes(rng, len(classes)),
@@ -95,10 +95,9 @@ def generate(out_dir, n_videos, max_seconds, seed=0, snippet_seconds=0.64,
               "background": _prototypes(rng, 12, active=128)}
     feats = np.empty(len(keep), dtype=object)
     for j, i in enumerate(keep):
-        decode = lambda x: x.decode() if isinstance(x, bytes) else str(x)  # noqa: E731
         T = max(1, int(np.ceil(durations[i] / snippet_seconds)))
-        labels = [index[decode(c)] for c in raw["labels"][i]]
-        video_classes = sorted({index[decode(c)] for c in raw["labels_all"][i]})
+        labels = [index[as_text(c, source, "label")] for c in raw["labels"][i]]
+        video_classes = sorted({index[as_text(c, source, "label")] for c in raw["labels_all"][i]})
         segs = [(float(s), float(e)) for s, e in raw["segments"][i]]
         feats[j] = video_features(np.random.default_rng([seed, int(i)]), T, segs, labels,
                                   video_classes, protos, snippet_seconds)

@@ -1,14 +1,13 @@
 """Small helpers shared by the other modules: seeding, devices, safe writes, logging."""
-import json
 import os
 import random
 import sys
-import tempfile
 
 import numpy as np
 import torch
 
-from safe_io import InputError  # noqa: F401  (the one InputError, torch-free)
+# the one InputError and the torch-free writers, importable from here as well
+from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically  # noqa: F401
 
 
 def set_seed(seed):
@@ -27,52 +26,9 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, data):
-    """Write to a temporary file in the same folder, then rename over `path`: a crash never
-    leaves a truncated file, and a symbolic link at `path` is replaced, never followed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def atomic_torch_save(obj, path):
-    """torch.save through a temporary file renamed over `path` (as atomic_write_bytes)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save through safe_io.write_atomically (a temporary file renamed over `path`)."""
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def open_no_follow(path, append=False):

@@ -25,11 +25,12 @@ from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: 
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: E402
 from ref_released_training import reference_epoch  # noqa: E402
+from opts import build_parser  # noqa: E402
 from run import score_videos  # noqa: E402
 from schedule import Phase  # noqa: E402
 
 K, D, H = 20, 1024, 256
-POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
+POST = PostProcess.from_opts(build_parser().parse_args([]))     # opts.py's defaults
 
 
 def make_videos(n, rng, split):

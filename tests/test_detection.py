@@ -1,4 +1,6 @@
 """Detection on hand-made score curves; vectorised runs against a simple loop."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,9 +9,13 @@ from dataset import snippets_to_seconds
 from detection import (PostProcess, attention_scores, detect_video, flat_run_scores,
                        lay_end_to_end, localisation_scores, nms, normalise_released,
                        runs_end_to_end, select_classes)
+from opts import build_parser
+
+POST = PostProcess.from_opts(build_parser().parse_args([]))     # opts.py's defaults
 
 
-POST = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
+def test_the_defaults_are_the_released_post_processing():
+    assert POST == PostProcess(0.15, (0.05,), "mean", 0.25, "none", 0.5, 0.3, False, "ours")
 
 
 def runs_by_loop(active):
@@ -37,7 +43,8 @@ def test_runs_of_many_curves_match_the_loop_curve_by_curve():
         curves[3] = np.ones(12)                                 # flat: normalised to 0
         videos = [c[:, None] for c in curves]                   # one class per video
         flat, n = lay_end_to_end(videos, [[0] if len(c) else [] for c in curves])
-        col, start, end, _ = runs_end_to_end(flat, n, PostProcess(0.1, (threshold,)))
+        post = replace(POST, cls_threshold=0.1, loc_thresholds=(threshold,))
+        col, start, end, _ = runs_end_to_end(flat, n, post)
         live = np.flatnonzero([len(c) for c in curves])         # column -> curve
         col = live[col]
         expected = []
@@ -144,13 +151,13 @@ def test_threshold_sweep_pools_runs_and_merges_duplicates():
     s = localisation_scores(np.zeros(8), p, 0.0)
     one = detect_video("v", s, np.array([1.0]), POST, snippet_seconds=1.0, duration=8.0,
                        classes=["a"])
-    sweep = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05, 0.5, 0.6))
+    sweep = replace(POST, loc_thresholds=(0.05, 0.5, 0.6))
     many = detect_video("v", s, np.array([1.0]), sweep, snippet_seconds=1.0, duration=8.0,
                         classes=["a"])
     # norm = p - 0.375: 0.05 -> [1, 5); 0.5 and 0.6 -> [2, 4) once
     assert one[["start", "end"]].values.tolist() == [[1.0, 5.0]]
     assert sorted(many[["start", "end"]].values.tolist()) == [[1.0, 5.0], [2.0, 4.0]]
-    hard = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05, 0.5), nms="hard", nms_iou=0.4)
+    hard = replace(POST, loc_thresholds=(0.05, 0.5), nms="hard", nms_iou=0.4)
     merged = detect_video("v", s, np.array([1.0]), hard, snippet_seconds=1.0, duration=8.0,
                           classes=["a"])
     assert merged[["start", "end"]].values.tolist() == [[2.0, 4.0]]   # higher mean wins
@@ -158,7 +165,7 @@ def test_threshold_sweep_pools_runs_and_merges_duplicates():
 
 def test_drop_ambiguous():
     p = np.array([[1.0], [0.0], [0.0], [1.0], [0.0]])
-    drop = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,), drop_ambiguous=True)
+    drop = replace(POST, drop_ambiguous=True)
     det = detect_video("v", p, np.array([1.0]), drop, snippet_seconds=1.0, duration=5.0,
                        classes=["a"], ambiguous=[(3.5, 3.8)])
     assert det[["start", "end"]].values.tolist() == [[0.0, 1.0]]
@@ -168,9 +175,9 @@ def test_drop_ambiguous():
 
 
 @pytest.mark.parametrize("post", [
-    PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,)),
-    PostProcess(cls_threshold=0.3, loc_thresholds=(0.0, 0.1), score="oic", nms="hard"),
-    PostProcess(cls_threshold=0.2, loc_thresholds=(0.05,), nms="soft", drop_ambiguous=True)])
+    POST,
+    replace(POST, cls_threshold=0.3, loc_thresholds=(0.0, 0.1), score="oic", nms="hard"),
+    replace(POST, cls_threshold=0.2, loc_thresholds=(0.05,), nms="soft", drop_ambiguous=True)])
 def test_batch_over_videos_equals_one_video_at_a_time(post):
     from detection import detect_batch, segments_frame
     rng = np.random.default_rng(4)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ import torch
 from detection import (RELEASED_LAM, PostProcess, detect_batch, localisation_scores,
                        normalise_released, released_class_ids, segments_frame,
                        write_results_txt)
+from opts import build_parser
 from ref_released_detection import released_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASED = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,), detection="released")
+OURS = PostProcess.from_opts(build_parser().parse_args([]))     # opts.py's defaults
+RELEASED = replace(OURS, detection="released")
 
 
 def random_videos(rng, n_videos=40, n_classes=5):
@@ -84,7 +87,7 @@ def test_released_rules_on_a_hand_made_video():
     p = np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [0.0], [0.9], [0.9]])
     q = np.zeros(8)
     curves = [localisation_scores(q, p, RELEASED_LAM)]
-    ours = PostProcess(cls_threshold=0.15, loc_thresholds=(0.05,))
+    ours = OURS
     for post, starts, ends, conf in [(RELEASED, [0.64], [3 * 0.64], [1.0]),
                                      (ours, [0.64, 6 * 0.64], [3 * 0.64, 5.0],
                                       [0.5 * 0.9, 0.5 * 0.9 * 0.9])]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import evaluate as E
+import protocols
 from safe_io import load_npy
 from evaluate import GroundTruth, InputError, InputWarning
 
@@ -251,7 +252,7 @@ def test_serial_dictatorship_is_greedy_in_priority_order():
     # proposer 0 prefers a1 then a0; proposer 1 prefers a1; proposer 2 prefers a1, a0, a2.
     proposer = np.array([0, 0, 1, 2, 2, 2])
     acceptor = np.array([1, 0, 1, 1, 0, 2])
-    holder = E.serial_dictatorship(proposer, acceptor, 4)
+    holder = protocols.serial_dictatorship(proposer, acceptor, 4)
     # 0 takes a1; 1 finds a1 taken and has nothing else; 2 finds a1 taken and takes a0.
     assert holder.tolist() == [2, 0, -1, -1]
 

@@ -1,4 +1,5 @@
 """Hand-worked pseudo-labels for both steps and both stages, and padding invariance."""
+import pytest
 import torch
 
 from pseudo_labels import e_step_targets, key_instances, m_step_targets
@@ -25,6 +26,9 @@ def test_m_step_stage2_threshold_hand_worked():
     # gamma 0: threshold = mean 0.45 -> 0.9 and 0.5 are positive
     t0 = m_step_targets(labels, mask, stage=2, q=q, gamma=0.0)
     assert torch.equal(t0[0, :, 1], torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    # gamma has no default here (it is --gamma's, in opts.py): stage 2 without it is refused
+    with pytest.raises(ValueError, match="q and gamma"):
+        m_step_targets(labels, mask, stage=2, q=q)
 
 
 def test_e_step_hand_worked():

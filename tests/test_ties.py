@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import evaluate as E
+import protocols
 from ref_official_anet import official_map
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_a_stable_ranking_gives_other_figures_on_this_case():
 def test_official_rank_is_numpy_argsort_reversed_per_class_in_file_order():
     cls = np.array([1, 0, 1, 1, 0, 1, 1, 1])
     score = np.array([.5, .2, .5, .5, .2, .1, .5, .5])
-    order = E.official_rank(cls, score, 2)
+    order = protocols.official_rank(cls, score, 2)
     idx0, idx1 = np.flatnonzero(cls == 0), np.flatnonzero(cls == 1)
     expected = np.r_[idx0[np.argsort(score[idx0])[::-1]], idx1[np.argsort(score[idx1])[::-1]]]
     np.testing.assert_array_equal(order, expected)
@@ -74,7 +75,7 @@ def test_official_preference_rows_equal_one_dimensional_argsort():
     sizes = rng.integers(1, 40, 300)
     prop = np.repeat(np.arange(len(sizes)), sizes)
     value = rng.integers(0, 3, len(prop)) / 4
-    pos = E.official_preference(prop, value)
+    pos = protocols.official_preference(prop, value)
     first = np.r_[0, np.cumsum(sizes)[:-1]]
     for f, n in zip(first, sizes):
         block = value[f:f + n]
