@@ -76,6 +76,12 @@ def snippet_seconds(feature_fps, frames_per_snippet):
     return frames_per_snippet / feature_fps
 
 
+def layout_snippet_seconds():
+    """{layout: seconds per snippet} of each folder layout's own features (LAYOUT_FEATURES),
+    handed to dataset.load_dataset; an HDF5 file stores its own."""
+    return {layout: snippet_seconds(*FEATURE_PRESETS[f]) for layout, f in LAYOUT_FEATURES.items()}
+
+
 def dry_run_schedule(schedule):
     """The same schedule with one epoch per phase (two for 'alt'): M1:10,E:10 -> M1:1,E:1."""
     def shorten(part):
