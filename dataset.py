@@ -14,8 +14,8 @@ non-empty one: an error), .npy/.pt files holding anything but a plain array/tens
 (never unpickled), RGB/flow of different lengths (cut to the shorter, warned), videos whose
 features are empty or all zero (dropped, one warning counting them), segments outside the
 video (clipped, one warning counting them), videos with an empty label set (kept, one
-warning). Errors are
-`safe_io.InputError` with one line naming the file (and video) and the problem.
+warning). Errors are `safe_io.InputError` with one line naming the file (and video) and
+the problem.
 
 Memory: the W-TALC bundle is one pickled array, read whole and kept without copies. The
 other layouts stream by default: features are checked once, then read from disk on every
