@@ -265,7 +265,7 @@ def _hdf5_entries(path, log):
 
 def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset="", source="",
                ambiguous=(), notes=(), total=None, progress=True):
-    """Write videos (an iterable of Video) as one HDF5 file (schema above), atomically:
+    """Write videos (an iterable of Video) as one HDF5 file (HDF5_SCHEMA), atomically:
     a temporary file in the same folder, renamed to `path` only when complete."""
     dtype = np.float16 if fp16 else np.float32
     text = h5py.string_dtype()
@@ -288,7 +288,7 @@ def write_hdf5(path, classes, videos, snippet_seconds, *, fp16=False, dataset=""
 
 
 def write_video(group, v, snippet_seconds, dtype):
-    """One Video as the group /videos/<name> (schema above); features stored as dtype."""
+    """One Video as the group /videos/<name> (HDF5_SCHEMA); features stored as dtype."""
     if "/" in v.name or v.name in (".", ""):
         raise InputError(f"video {v.name!r}: name cannot be an HDF5 group name")
     g = group.create_group(v.name)
