@@ -77,6 +77,12 @@ def snippet_seconds(feature_fps, frames_per_snippet):
     return frames_per_snippet / feature_fps
 
 
+def layout_snippet_seconds():
+    """{layout: seconds per snippet} of each folder layout's own features (LAYOUT_FEATURES),
+    handed to dataset.load_dataset; an HDF5 file stores its own."""
+    return {layout: snippet_seconds(*FEATURE_PRESETS[f]) for layout, f in LAYOUT_FEATURES.items()}
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad command line is reported as one line (no usage block), exit 2."""
 

@@ -28,7 +28,7 @@ from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from fast_step import PackedModel, compute_dtype
 from model import EMMIL, UntrimmedNetClassifier
-from opts import parse_opts, resume_opts, save_opts
+from opts import layout_snippet_seconds, parse_opts, resume_opts, save_opts
 from safe_io import one_line
 from schedule import describe_epoch, format_schedule, run_schedule
 from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, atomic_write_text,
@@ -137,7 +137,8 @@ def load_data(opts, log):
     classes = None if opts.classes == "annotations" else read_class_list(opts.classes)
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
                         opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
-                        memory=opts.memory, classes=classes)
+                        layout_seconds=layout_snippet_seconds(), memory=opts.memory,
+                        classes=classes)
     return root, data
 
 

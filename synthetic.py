@@ -17,7 +17,8 @@ import tempfile
 
 import numpy as np
 
-from dataset import STREAM_DIM, wtalc_paths
+from features import STREAM_DIM
+from layouts import wtalc_paths
 from safe_io import InputError, as_text, load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))

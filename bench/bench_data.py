@@ -34,17 +34,18 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import dataset  # noqa: E402
-from dataset import SnippetDataset, Video, load_dataset, write_hdf5  # noqa: E402
+from dataset import SnippetDataset, Video, load_dataset  # noqa: E402
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
-from opts import PRESETS  # noqa: E402
+from hdf5_format import write_hdf5  # noqa: E402
+from layouts import wtalc_paths  # noqa: E402
+from opts import PRESETS, layout_snippet_seconds  # noqa: E402
 from schedule import parse_schedule  # noqa: E402
 
 FULL_VIDEOS = 7200
 NUM_CLASSES = 100
 PRESET = PRESETS["activitynet12"]
-SNIPPET = dataset.DEFAULT_SNIPPET_SECONDS
+SNIPPET = layout_snippet_seconds()["wtalc"]     # I3D: 0.64 s
 LAYOUTS = ["hdf5", "hdf5-fp16", "hdf5-ram16", "wtalc", "folders"]
 GB = 1024 ** 3
 
@@ -96,7 +97,7 @@ def object_array(values):
 
 def write_wtalc(root, n, n_train):
     """The W-TALC bundle: one pickled object array, so all features are in RAM while writing."""
-    feat_path, ann = dataset.wtalc_paths(root, PRESET["bundle"])
+    feat_path, ann = wtalc_paths(root, PRESET["bundle"])
     os.makedirs(ann)
     subset = {"train": PRESET["train_subset"], "test": PRESET["test_subset"]}
     feats, meta = object_array([None] * n), []
@@ -189,7 +190,7 @@ def run_layout(data_dir, layout, hidden_dim):
     rss_start = proc_status("VmRSS")
     t = time.time()
     data = load_dataset(path, PRESET["bundle"], PRESET["train_subset"], PRESET["test_subset"],
-                        kind, memory=memory, log=quiet)
+                        kind, memory=memory, layout_seconds=layout_snippet_seconds(), log=quiet)
     load_s = time.time() - t
     rss_loaded = proc_status("VmRSS")
     train = SnippetDataset(data.split("train"), data.snippet_seconds)

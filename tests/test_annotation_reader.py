@@ -9,6 +9,9 @@ import pytest
 
 import annotation_reader
 import dataset as ds
+import dataset_cli
+import layouts
+from opts import layout_snippet_seconds
 import evaluate as E
 from test_dataset import _save_py2_style, write_tiny_bundle
 from test_layouts import tiny_videos, write_folders
@@ -20,7 +23,7 @@ def both_commands(capsys, root, gt):
     """(exit code, stderr) of `dataset.py summary --data-root root` and of
     `evaluate.py PRED --gt gt`, run in-process through their command-line entry points."""
     out = []
-    for call in (lambda: ds.cli(["summary", "--data-root", root]),
+    for call in (lambda: dataset_cli.cli(["summary", "--data-root", root]),
                  lambda: E.main([os.path.join(root, "no-predictions.json"), "--gt", gt])):
         code = call()
         out.append((code, capsys.readouterr().err))
@@ -36,7 +39,7 @@ def assert_refused(results, file, text):
 
 
 def ann_dir(root):
-    return ds.wtalc_paths(root, BUNDLE)[1]
+    return layouts.wtalc_paths(root, BUNDLE)[1]
 
 
 def py2(values):
@@ -149,7 +152,7 @@ def test_text_files_that_are_not_utf8(tmp_path, capsys):
     split = os.path.join(root, "split_test.txt")
     with open(split, "ab") as f:
         f.write(b"video_\xff\n")
-    assert ds.cli(["summary", "--data-root", root]) == 2
+    assert dataset_cli.cli(["summary", "--data-root", root]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{split}: not UTF-8 text (byte 32)" in err
     os.remove(split)
@@ -170,7 +173,8 @@ def test_one_segment_rule_for_training_and_evaluation(tmp_path, capsys):
     _save_py2_style(os.path.join(ann_dir(root), "segments.npy"),
                     [[[1.2, 0.5]], [[0.0, 0.9], [1.0, 9.0]], [[2.0, 1.0]], [[0.1, 0.5]]])
     said = []
-    data = ds.load_dataset(root, BUNDLE, "validation", "test", log=said.append)
+    data = ds.load_dataset(root, BUNDLE, "validation", "test", log=said.append,
+                             layout_seconds=layout_snippet_seconds())
     assert said[0] == (f"{ann_dir(root)}: 2 ground-truth segments had start > end; start and "
                        f"end swapped")
     assert data.videos[0].segments == [(0, 0.5, 1.2)]
@@ -181,12 +185,12 @@ def test_one_segment_rule_for_training_and_evaluation(tmp_path, capsys):
 
 
 def test_the_readers_agree_on_the_real_files():
-    """dataset.py's table and evaluate.py's GroundTruth come from the same Annotations."""
+    """layouts.py's table and evaluate.py's GroundTruth come from the same Annotations."""
     real = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                         "thumos14")
     for source in ("Thumos14reduced-Annotations", "gt_basnet_210.json"):
         path = os.path.join(real, source)
-        classes, table, ambiguous = ds.read_annotations(path)
+        classes, table, ambiguous = layouts.read_annotations(path)
         gt = E.load_ground_truth(path, "test")
         ours = [(v, classes[c], s, e) for v in gt.videos for c, s, e in table[v][1]]
         assert ours == [tuple(r) for r in gt.segments.values.tolist()]

@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 import torch
 
-import dataset as ds
+import dataset_cli
+from layouts import wtalc_paths
 import evaluate
 import run
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
@@ -221,7 +222,7 @@ def wtalc_bundle(value):
     """The W-TALC bundle with its whole features file replaced."""
     def build(tmp):
         root = write_wtalc(tmp / "wtalc", tiny_videos())
-        put(ds.wtalc_paths(root, "Thumos14reduced")[0], value)
+        put(wtalc_paths(root, "Thumos14reduced")[0], value)
         return {"root": root}
     return build
 
@@ -518,7 +519,7 @@ def command_argv(command, inputs, out):
     return [inputs["pred"], "--gt", inputs["gt"], *inputs.get("args", [])]
 
 
-ENTRY = {"run": run.cli, "summary": ds.cli, "evaluate": evaluate.main}
+ENTRY = {"run": run.cli, "summary": dataset_cli.cli, "evaluate": evaluate.main}
 SCRIPT = {"run": "run.py", "summary": "dataset.py", "evaluate": "evaluate.py"}
 
 
@@ -595,7 +596,7 @@ def test_the_unbroken_data_is_accepted(tmp_path, capsys, layout):
             "emmil": lambda: write_emmil(str(tmp_path / "e"), tiny_videos()),
             "hdf5": lambda: write_hdf5_by_hand(str(tmp_path / "t.h5"), tiny_videos()),
             "wtalc": lambda: write_wtalc(tmp_path / "w", tiny_videos())}[layout]()
-    assert ds.cli(["summary", "--data-root", root]) == 0
+    assert dataset_cli.cli(["summary", "--data-root", root]) == 0
     assert json.loads(capsys.readouterr().out)["splits"]["test"]["videos"] == 2
 
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from annotation_reader import read_wtalc
-from dataset import SnippetDataset, align_streams, collate, load_wtalc, wtalc_paths
+from dataset import SnippetDataset, assemble, collate
+from features import align_streams
+from layouts import wtalc_entries, wtalc_paths
 from utils import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +49,13 @@ def write_tiny_bundle(root, lengths=(5, 3, 4, 6), width=2048, feats=None):
     return root
 
 
-def load(root, **kw):
-    return load_wtalc(str(root), "Thumos14reduced", "validation", "test", **kw)
+def load(root):
+    """The bundle's videos through the shared checks, an empty video an error (drop_empty=False;
+    load_dataset drops them with a warning)."""
+    classes, entries, source, ambiguous = wtalc_entries(str(root), "Thumos14reduced",
+                                                        "validation", "test")
+    return assemble(entries, classes, source, layout="wtalc", snippet_seconds=0.64,
+                    drop_empty=False, ambiguous=ambiguous)
 
 
 def test_tiny_bundle_loads(tmp_path, capsys):

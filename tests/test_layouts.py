@@ -13,11 +13,16 @@ import torch
 
 import annotation_reader
 import dataset as ds
-from dataset import SnippetDataset, load_dataset, video_streams, wtalc_paths
+import dataset_cli
+from dataset import SnippetDataset, load_dataset, video_streams
+from features import LazyFeatures
+from layouts import detect_layout, wtalc_paths
+from opts import layout_snippet_seconds
 from test_dataset import _save_py2_style
 from utils import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATES = layout_snippet_seconds()      # each layout's own seconds per snippet (opts.py)
 ANET_ANN = os.path.join(ROOT, "data", "activitynet12", "ActivityNet1.2-Annotations")
 CLASSES = ["Diving", "HighJump", "Shotput"]
 
@@ -114,7 +119,7 @@ def write_emmil(root, videos, annotations="gt.json"):
 
 
 def write_hdf5_by_hand(path, videos):
-    """The documented schema written directly with h5py (not with dataset.write_hdf5)."""
+    """The documented schema written directly with h5py (not with hdf5_format.write_hdf5)."""
     text = h5py.string_dtype()
     with h5py.File(path, "w") as f:
         f.attrs["format"] = "emmil-features"
@@ -146,7 +151,8 @@ def write_all(tmp_path, videos=None):
 
 
 def load(root, **kw):
-    return load_dataset(str(root), "Thumos14reduced", "validation", "test", log=lambda m: None, **kw)
+    return load_dataset(str(root), "Thumos14reduced", "validation", "test", log=lambda m: None,
+                        layout_seconds=RATES, **kw)
 
 
 def content(data):
@@ -170,7 +176,7 @@ def assert_same(a, b, exact=True):
 
 
 def summary(capsys, *args):
-    assert ds.main(["summary", *args]) == 0
+    assert dataset_cli.main(["summary", *args]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -232,8 +238,8 @@ def test_summary_is_the_same_in_every_layout(tmp_path, capsys):
 def test_layouts_are_detected(tmp_path):
     roots = write_all(tmp_path)
     for layout, root in roots.items():
-        assert ds.detect_layout(root) == layout
-    assert ds.detect_layout(str(tmp_path / "nothing")) == "wtalc"   # whose error explains
+        assert detect_layout(root) == layout
+    assert detect_layout(str(tmp_path / "nothing")) == "wtalc"   # whose error explains
     with pytest.raises(InputError, match="annotation folder not found"):
         load(tmp_path / "nothing")
 
@@ -249,7 +255,7 @@ def test_emmil_with_wtalc_annotation_folder(tmp_path):
 def test_memory_modes_hand_out_float32(tmp_path):
     roots = write_all(tmp_path)
     streamed = load(roots["hdf5"])
-    assert isinstance(streamed.videos[0].features, ds.LazyFeatures)
+    assert isinstance(streamed.videos[0].features, LazyFeatures)
     assert streamed.videos[0].num_snippets == 5
     half = load(roots["hdf5"], memory="float16")
     assert half.videos[0].features.dtype == torch.float16
@@ -279,7 +285,7 @@ def test_wtalc_features_are_not_copied(tmp_path):
 def test_convert_round_trip(tmp_path, capsys, source):
     root = write_all(tmp_path)[source]
     out = str(tmp_path / "out.h5")
-    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", out]) == 0
+    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", out]) == 0
     assert os.listdir(tmp_path).count("out.h5") == 1
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     original, converted = load(root), load(out)
@@ -296,8 +302,8 @@ def test_convert_round_trip(tmp_path, capsys, source):
 def test_convert_fp16(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     full, half = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
-    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", full]) == 0
-    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", half, "--fp16"]) == 0
+    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", full]) == 0
+    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", half, "--fp16"]) == 0
     with h5py.File(half, "r") as f:
         assert f["videos/video_test_1/flow"].dtype == np.float16
     assert os.path.getsize(half) < os.path.getsize(full)
@@ -310,7 +316,7 @@ def test_convert_fp16(tmp_path, capsys):
 def test_convert_keeps_dataset_and_rate(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     out = str(tmp_path / "o.h5")
-    assert ds.main(["convert", "--data-root", root, "--dataset", "synthetic", "--features", "unt",
+    assert dataset_cli.main(["convert", "--data-root", root, "--dataset", "synthetic", "--features", "unt",
                     "--to", "hdf5", out]) == 0
     capsys.readouterr()
     s = summary(capsys, "--data-root", out)
@@ -324,7 +330,7 @@ def test_convert_bad_input_writes_nothing(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     os.remove(os.path.join(root, "split_test.txt"))
     out = tmp_path / "out" / "x.h5"
-    assert ds.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
+    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split_test.txt: file not found" in err
     assert "\n" not in err and not out.exists()
@@ -336,7 +342,7 @@ def test_convert_failing_midway_leaves_no_file(tmp_path, capsys):
     root = write_folders(str(tmp_path / "f"), videos)
     out = tmp_path / "o" / "x.h5"
     out.parent.mkdir()
-    assert ds.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--fp16"]) == 2
+    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--fp16"]) == 2
     assert "float16 range" in capsys.readouterr().err
     assert os.listdir(out.parent) == []
 
@@ -345,9 +351,9 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     out = tmp_path / "o.h5"
     out.write_text("keep")
-    assert ds.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
+    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep"
-    assert ds.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--overwrite"]) == 0
+    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--overwrite"]) == 0
     assert h5py.is_hdf5(str(out))
 
 
@@ -359,10 +365,10 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
     assert "annotation folder not found" in r.stderr
     with pytest.raises(SystemExit) as e:
-        ds.cli(["summary", "--layout", "zip", "--data-root", str(tmp_path)])
+        dataset_cli.cli(["summary", "--layout", "zip", "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert ds.cli(["convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv"]) == 2
+    assert dataset_cli.cli(["convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv"]) == 2
     assert "only hdf5" in capsys.readouterr().err
 
 
@@ -379,7 +385,8 @@ def test_activitynet_bundle(tmp_path):
     # one shared array: pickle stores it once, so the file stays small
     _save_py2_style(feat_path, [np.ones((2, 2048), np.float32)] * n)
     said = []
-    data = load_dataset(str(root), "ActivityNet1.2", "training", "validation", log=said.append)
+    data = load_dataset(str(root), "ActivityNet1.2", "training", "validation", log=said.append,
+                        layout_seconds=RATES)
     assert n == 7202 and len(data.classes) == 100
     assert len(data.split("train")) == 4819 and len(data.split("test")) == 2383
     assert data.videos[0].name == "video_4" and data.videos[0].duration == pytest.approx(92.18)
@@ -410,7 +417,7 @@ def test_wtalc_empty_and_zero_videos_dropped_with_one_warning(tmp_path):
     videos[0]["feats"] = np.zeros((0, 2048), np.float32)
     said = []
     data = load_dataset(write_wtalc(tmp_path, videos), "Thumos14reduced", "validation", "test",
-                        log=said.append)
+                        log=said.append, layout_seconds=RATES)
     assert [v.name for v in data.split("train")] == ["video_validation_2"]
     assert said[0] == ("2 videos with empty or all-zero features were dropped: "
                        "video_validation_1, video_validation_3")
@@ -426,13 +433,13 @@ def test_wtalc_nan_is_still_an_error(tmp_path):
 def test_wtalc_missing_subset(tmp_path):
     root = write_wtalc(tmp_path, tiny_videos())
     with pytest.raises(InputError, match="no video of the subset 'training'"):
-        load_dataset(root, "Thumos14reduced", "training", "test")
+        load_dataset(root, "Thumos14reduced", "training", "test", layout_seconds=RATES)
 
 
 def test_wtalc_wrong_bundle_names_the_one_found(tmp_path):
     root = write_wtalc(tmp_path, tiny_videos())
     with pytest.raises(InputError, match="found Thumos14reduced-Annotations"):
-        load_dataset(root, "ActivityNet1.2", "training", "validation")
+        load_dataset(root, "ActivityNet1.2", "training", "validation", layout_seconds=RATES)
 
 
 def test_all_videos_of_a_split_dropped(tmp_path):

@@ -102,7 +102,7 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
     """The real W-TALC THUMOS14 annotation files (Python-2 pickles) with tiny features."""
     import shutil
     from test_dataset import REAL_ANN, _save_py2_style
-    from dataset import wtalc_paths
+    from layouts import wtalc_paths
     feat_path, ann = wtalc_paths(str(tmp_path / "data"), "Thumos14reduced")
     shutil.copytree(REAL_ANN, ann)
     rng = np.random.default_rng(0)

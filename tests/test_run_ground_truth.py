@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import evaluate as E
-from dataset import wtalc_paths
+from layouts import wtalc_paths
 from test_layouts import write_wtalc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

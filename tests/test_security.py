@@ -11,7 +11,7 @@ import pytest
 
 import annotation_reader
 from safe_io import InputError, check_video_name, load_npy
-from dataset import wtalc_paths
+from layouts import wtalc_paths
 from test_dataset import REAL_ANN, _save_py2_style, write_tiny_bundle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,8 +204,9 @@ def test_a_name_escaping_the_data_root_reads_nothing_outside(tmp_path):
 
 
 def test_names_in_every_source_are_checked(tmp_path):
-    import dataset as ds
     import evaluate as E
+    import hdf5_format
+    import layouts
     from test_layouts import tiny_videos, write_all
     paths = write_all(tmp_path, tiny_videos())
     # W-TALC videoname.npy
@@ -222,19 +223,19 @@ def test_names_in_every_source_are_checked(tmp_path):
     with open(os.path.join(root, "split_test.txt"), "a") as f:
         f.write("../x\n")
     with pytest.raises(InputError, match=r"split_test.txt: line 3: video '../x'"):
-        ds.folders_entries(root)
+        layouts.folders_entries(root)
     # emmil Name_flow
     root = paths["emmil"]
     import torch
     torch.save("/abs/name", os.path.join(root, "test", "Name_flow", "0.pt"))
     with pytest.raises(InputError, match=r"Name_flow/0.pt: video '/abs/name'"):
-        ds.emmil_entries(root, None)
+        layouts.emmil_entries(root, None)
     # HDF5 group names
     import h5py
     with h5py.File(paths["hdf5"], "a") as f:
         f.move("videos/video_test_1", "videos/bad name")
     with pytest.raises(InputError, match=r"tiny.h5:/videos: video 'bad name'"):
-        ds.hdf5_entries(paths["hdf5"], lambda m: None)
+        hdf5_format.hdf5_entries(paths["hdf5"], lambda m: None)
     # Ambiguous file, predictions (json keys and txt lines)
     (tmp_path / "Ambiguous_test.txt").write_text("vid\x01eo 1.0 2.0\n")
     with pytest.raises(InputError, match="Ambiguous_test.txt: line 1: video"):
