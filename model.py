@@ -108,12 +108,6 @@ class BranchBCE(torch.autograd.Function):
         return None, None, dW, db, dV, dc, None
 
 
-def _released_layers(feature_dim, hidden_dim, out_dim):
-    """The released branch's layers (its initialisation, drawn in the released order)."""
-    return ([nn.Conv1d(feature_dim, hidden_dim, kernel_size=3, stride=1, padding=1)
-             for _ in STREAMS], [nn.Linear(hidden_dim, out_dim) for _ in STREAMS])
-
-
 class EMMIL(nn.Module):
     """Key-instance network q and classifier p, one of each per stream."""
 
@@ -121,18 +115,15 @@ class EMMIL(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.out_dims = {"key": 1, "cls": num_classes}
-        for kind in BRANCHES:
-            convs, linears = _released_layers(feature_dim, hidden_dim, self.out_dims[kind])
-            with torch.no_grad():
-                self.register_parameter(f"{kind}_W", nn.Parameter(torch.stack(
-                    [conv.weight.permute(1, 2, 0).reshape(feature_dim, 3 * hidden_dim)
-                     for conv in convs])))                         # (H, D, 3) -> (D, 3H)
-                self.register_parameter(f"{kind}_b", nn.Parameter(torch.stack(
-                    [conv.bias[None] for conv in convs])))
-                self.register_parameter(f"{kind}_V", nn.Parameter(torch.stack(
-                    [lin.weight.t() for lin in linears])))        # (O, H) -> (H, O)
-                self.register_parameter(f"{kind}_c", nn.Parameter(torch.stack(
-                    [lin.bias[None] for lin in linears])))
+        for kind in BRANCHES:       # the released layers' initialisation, in its order
+            layers = {f"{kind}_{s}": nn.Conv1d(feature_dim, hidden_dim, kernel_size=3, padding=1)
+                      for s in STREAMS}
+            layers.update({f"{kind}_tail_{s}": nn.Linear(hidden_dim, self.out_dims[kind])
+                           for s in STREAMS})
+            released = {f"{n}.{0 if isinstance(m, nn.Conv1d) else 1}.{p}": t.detach()
+                        for n, m in layers.items() for p, t in m.named_parameters()}
+            for n, t in zip("WbVc", packed_branch(kind, released)):
+                self.register_parameter(f"{kind}_{n}", nn.Parameter(t.contiguous()))
 
     def weights(self, kind):
         """The branch's W, b, V, c ('key' or 'cls')."""
@@ -186,55 +177,46 @@ class EMMIL(nn.Module):
     # -- the released names and layouts in state dicts ------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for kind in BRANCHES:
-            W, b, V, c = (p.detach() for p in self.weights(kind))
-            D, H = W.shape[1], b.shape[2]
-            for s, name in enumerate(STREAMS):
-                destination[f"{prefix}{kind}_{name}.0.weight"] = \
-                    W[s].view(D, 3, H).permute(2, 0, 1).contiguous()         # (H, D, 3)
-                destination[f"{prefix}{kind}_{name}.0.bias"] = b[s, 0].clone()
-        for kind in BRANCHES:
-            _, _, V, c = (p.detach() for p in self.weights(kind))
-            for s, name in enumerate(STREAMS):
-                destination[f"{prefix}{kind}_tail_{name}.1.weight"] = V[s].t().contiguous()
-                destination[f"{prefix}{kind}_tail_{name}.1.bias"] = c[s, 0].clone()
+            for name, t in released_branch(kind, *self.weights(kind)).items():
+                destination[prefix + name] = t
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
-        """Released names -> the packed parameters (a released key missing or of the wrong
-        shape is left for torch's own check to report)."""
+        """Released names -> the packed parameters (released tensors missing or of the wrong
+        shape are left for torch's own check to report)."""
         for kind in BRANCHES:
-            names = {f"{prefix}{kind}_{s}.0.{p}" for s in STREAMS for p in ("weight", "bias")}
-            names |= {f"{prefix}{kind}_tail_{s}.1.{p}" for s in STREAMS
-                      for p in ("weight", "bias")}
-            if not names <= state_dict.keys():
-                continue
-            try:
-                packed = self._packed(kind, state_dict, prefix)
-            except RuntimeError:
-                continue
-            for n in names:
-                del state_dict[n]
-            state_dict.update(packed)
+            shapes = {n: t.shape for n, t in released_branch(kind, *self.weights(kind)).items()}
+            if all(prefix + n in state_dict and state_dict[prefix + n].shape == shape
+                   for n, shape in shapes.items()):
+                released = {n: state_dict.pop(prefix + n) for n in shapes}
+                for n, t in zip("WbVc", packed_branch(kind, released)):
+                    state_dict[f"{prefix}{kind}_{n}"] = t
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def _packed(self, kind, state_dict, prefix):
-        """The branch's packed W, b, V, c from released tensors (RuntimeError if misshapen)."""
-        W, b, V, c = self.weights(kind)
-        D, H, O = W.shape[1], b.shape[2], c.shape[2]
-        shapes = {f"{kind}_{s}.0.weight": (H, D, 3) for s in STREAMS}
-        shapes.update({f"{kind}_{s}.0.bias": (H,) for s in STREAMS})
-        shapes.update({f"{kind}_tail_{s}.1.weight": (O, H) for s in STREAMS})
-        shapes.update({f"{kind}_tail_{s}.1.bias": (O,) for s in STREAMS})
-        if any(tuple(state_dict[prefix + n].shape) != shape for n, shape in shapes.items()):
-            raise RuntimeError("not the shapes of this network")
-        conv = [state_dict[f"{prefix}{kind}_{s}.0.weight"] for s in STREAMS]
-        tail = [state_dict[f"{prefix}{kind}_tail_{s}.1.weight"] for s in STREAMS]
-        return {f"{prefix}{kind}_W": torch.stack([w.permute(1, 2, 0).reshape(D, 3 * H)
-                                                  for w in conv]),
-                f"{prefix}{kind}_b": torch.stack([state_dict[f"{prefix}{kind}_{s}.0.bias"]
-                                                  .view(1, H) for s in STREAMS]),
-                f"{prefix}{kind}_V": torch.stack([w.t() for w in tail]).view(V.shape),
-                f"{prefix}{kind}_c": torch.stack([state_dict[f"{prefix}{kind}_tail_{s}.1.bias"]
-                                                  for s in STREAMS]).view(c.shape)}
+
+def released_branch(kind, W, b, V, c):
+    """One branch's weights under the released names and layouts, in the released order:
+    <kind>_<stream>.0 the Conv1d (weight (H, D, 3)), <kind>_tail_<stream>.1 the Linear."""
+    W, b, V, c = (p.detach() for p in (W, b, V, c))
+    D, H = W.shape[1], b.shape[2]
+    out = {}
+    for s, name in enumerate(STREAMS):
+        out[f"{kind}_{name}.0.weight"] = W[s].view(D, 3, H).permute(2, 0, 1).contiguous()
+        out[f"{kind}_{name}.0.bias"] = b[s, 0].clone()
+    for s, name in enumerate(STREAMS):
+        out[f"{kind}_tail_{name}.1.weight"] = V[s].t().contiguous()               # (O, H)
+        out[f"{kind}_tail_{name}.1.bias"] = c[s, 0].clone()
+    return out
+
+
+def packed_branch(kind, released):
+    """The inverse of released_branch: W (2, D, 3H), b (2, 1, H), V (2, H, O), c (2, 1, O)."""
+    conv = [released[f"{kind}_{s}.0.weight"] for s in STREAMS]                    # (H, D, 3)
+    tail = [released[f"{kind}_tail_{s}.1.weight"] for s in STREAMS]               # (O, H)
+    H, D, _ = conv[0].shape
+    return (torch.stack([w.permute(1, 2, 0).reshape(D, 3 * H) for w in conv]),
+            torch.stack([released[f"{kind}_{s}.0.bias"][None] for s in STREAMS]),
+            torch.stack([w.t() for w in tail]),
+            torch.stack([released[f"{kind}_tail_{s}.1.bias"][None] for s in STREAMS]))
 
 
 def masked_softmax_time(logits, mask):

@@ -6,11 +6,12 @@ from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss
 
 def test_loads_a_state_dict_with_the_released_names():
     K = 20
-    released = {}
-    for s in ("rgb", "flow"):
-        for branch, out in (("key", 1), ("cls", K)):
+    released = {}                                      # in the released modules' order
+    for branch, out in (("key", 1), ("cls", K)):
+        for s in ("rgb", "flow"):
             released[f"{branch}_{s}.0.weight"] = torch.randn(256, 1024, 3)
             released[f"{branch}_{s}.0.bias"] = torch.randn(256)
+        for s in ("rgb", "flow"):
             released[f"{branch}_tail_{s}.1.weight"] = torch.randn(out, 256)
             released[f"{branch}_tail_{s}.1.bias"] = torch.randn(out)
     model = EMMIL(K)
@@ -20,13 +21,17 @@ def test_loads_a_state_dict_with_the_released_names():
                        released["key_rgb.0.weight"][7, :, 2])                 # tap 2, out 7
     assert torch.equal(model.cls_V[1].t(), released["cls_tail_flow.1.weight"])
     saved = model.state_dict()                         # em_mil.pt: the released names again
-    assert list(saved) == list(EMMIL(K).state_dict())
-    assert set(saved) == set(released)
+    assert list(saved) == list(released)               # the released order too
     for name, t in released.items():
         assert torch.equal(saved[name], t) and saved[name].is_contiguous(), name
     unt = {f"{n}_{s}.0.{p}": t for s in ("rgb", "flow") for n, shape in (("att", 1), ("cls", K))
            for p, t in (("weight", torch.randn(shape, 1024)), ("bias", torch.randn(shape)))}
-    UntrimmedNetClassifier(K).load_state_dict(unt, strict=True)
+    clf = UntrimmedNetClassifier(K)
+    clf.load_state_dict(unt, strict=True)
+    assert torch.equal(clf.W[1, :, 1:].t(), unt["cls_flow.0.weight"])
+    assert torch.equal(clf.b[0, 0, 0], unt["att_rgb.0.bias"][0])
+    assert set(clf.state_dict()) == set(unt)
+    assert all(torch.equal(t, unt[n]) for n, t in clf.state_dict().items())
 
 
 def test_outputs_do_not_depend_on_padding():
