@@ -6,44 +6,25 @@ through its momentum). The frozen branch's output cannot change during a block o
 consecutive epochs of the same phase, so it is computed once per block.
 """
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset import collate, stream_pair
-from fast_step import PackedBranch, PackedClassifier, compute_dtype
-from model import video_classifier_loss
+from model import bce_loss, compute_dtype, video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
 
 
 # ---------------------------------------------------------------------------
-# Losses: per stream and class, mean BCE over the video's snippets, summed
+# Losses: model.bce_loss (per stream and class, mean BCE over a video's snippets, summed)
 # ---------------------------------------------------------------------------
 
-def _masked_time_mean(x, mask):
-    """x (B, T, ...) -> (B, ...) mean over real snippets."""
-    m = mask.reshape(mask.shape + (1,) * (x.dim() - 2)).to(x.dtype)
-    return (x * m).sum(dim=1) / m.sum(dim=1)
-
-
-def streams_loss(streams, targets, mask):
-    """Sum over videos, streams and classes of the mean BCE over each video's real snippets
-    (torch's BCE, as the released BCELoss, clamps log at -100). streams: predictions of the
-    same shape as targets, (B, T, K) or (B, T); mask (B, T)."""
-    loss = 0.0
-    for pred in streams:
-        bce = F.binary_cross_entropy(pred, targets, reduction="none")
-        loss = loss + _masked_time_mean(bce, mask).sum()
-    return loss
-
-
 def m_step_loss(p_rgb, p_flow, targets, mask):
-    """Classifier loss: p_rgb, p_flow, targets (B, T, K)."""
-    return streams_loss((p_rgb, p_flow), targets, mask)
+    """Classifier loss: p_rgb, p_flow, targets (B, T, K); mask (B, T)."""
+    return bce_loss(torch.stack([p_rgb, p_flow]), targets, mask)
 
 
 def e_step_loss(q_rgb, q_flow, targets, mask):
-    """Key-instance loss: q_rgb, q_flow, targets (B, T)."""
-    return streams_loss((q_rgb, q_flow), targets, mask)
+    """Key-instance loss: q_rgb, q_flow, targets (B, T); mask (B, T)."""
+    return bce_loss(torch.stack([q_rgb, q_flow])[..., None], targets[..., None], mask)
 
 
 # ---------------------------------------------------------------------------
@@ -71,23 +52,6 @@ def batches(dataset, batch_size, generator):
 
 def _to(batch, device):
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-@torch.no_grad()
-def frozen_outputs(model, dataset, step, device):
-    """Per video, the frozen branch's stream-averaged output: q (T,) for an M-step,
-    p (T, K) for an E-step."""
-    model.eval()
-    out = []
-    for i in range(len(dataset)):
-        b = _to(collate([dataset[i]]), device)
-        if step == "M":
-            q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
-            out.append(((q_rgb + q_flow) / 2)[0])
-        else:
-            p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
-            out.append(((p_rgb + p_flow) / 2)[0])
-    return out
 
 
 def _pad_stack(tensors, length):
@@ -138,6 +102,10 @@ def adam(params, lr):
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
+BRANCH = {"M": "cls", "E": "key"}          # the branch each step trains
+FROZEN = {"M": "key", "E": "cls"}          # and the one whose output gives its targets
+
+
 class EMTrainer:
     """Trains an EMMIL model on the labelled training videos, one epoch (Phase) at a time."""
 
@@ -152,19 +120,13 @@ class EMTrainer:
         self.model, self.lr, self.gamma = model, lr, gamma
         self.batch_size, self.device, self.log = batch_size, device, log
         self.amp, self.show_progress = amp, show_progress
-        # one video per step (the default): the hand-written step of fast_step.py on packed
-        # copies of the weights; several videos per step: autograd on padded batches
+        self.dtype = compute_dtype(amp)
+        # one video per step (the default): the hand-written step (model.BranchBCE); several
+        # videos per step: autograd on padded batches
         self.fast = batch_size == 1
-        if self.fast:
-            dt = compute_dtype(amp)
-            self.packed = {"M": PackedBranch(model, "cls", dtype=dt),
-                           "E": PackedBranch(model, "key", dtype=dt)}
-            self.opt = {k: adam(b.params(), lr) for k, b in self.packed.items()}
-            self.inputs = (inputs if inputs is not None
-                           else VideoInputs(dataset.videos, device)).subset(keep)
-        else:
-            self.opt = {"M": adam(model.cls_parameters(), lr),
-                        "E": adam(model.key_parameters(), lr)}
+        self.inputs = (inputs if inputs is not None
+                       else VideoInputs(dataset.videos, device)).subset(keep)
+        self.opt = {step: adam(model.weights(kind), lr) for step, kind in BRANCH.items()}
         self.generator = torch.Generator().manual_seed(seed)
         # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p. Not saved in
         # checkpoints: recomputed from the same weights, they are bit-identical.
@@ -185,24 +147,25 @@ class EMTrainer:
         of real snippets that are positive targets, lr)."""
         for g in self.opt[phase.step].param_groups:
             g["lr"] = self.lr * phase.lr_mult
-        stats = self._fast_epoch(phase) if self.fast else self._batched_epoch(phase)
+        frozen = self._frozen(phase)
+        stats = (self._fast_epoch if self.fast else self._batched_epoch)(phase, frozen)
         # this step's branch moved: the other step's frozen outputs are stale
         self.cache.pop("E" if phase.step == "M" else "M", None)
         stats["lr"] = self.lr * phase.lr_mult
         return stats
 
-    def _fast_epoch(self, phase):
-        """One video per step with the hand-written step (fast_step.py)."""
-        step, dev = phase.step, self.device
-        for branch in self.packed.values():
-            branch.load()                  # the module may have been loaded from a checkpoint
-        trained = self.packed[step]
-        frozen_branch = self.packed["E" if step == "M" else "M"]
+    def _frozen(self, phase):
+        """Per video, the frozen branch's stream-averaged output, q (T, 1) for an M2 step,
+        p (T, K) for an E step (None for M1): computed once per block of epochs."""
+        step = phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
-            self.cache[step] = [frozen_branch.mean_scores(self.inputs[i])
-                                for i in range(len(self.dataset))]    # q (T, 1) or p (T, K)
-        frozen = self.cache.get(step)
-        opt = self.opt[step]
+            scores = self.model.branch_scorer(FROZEN[step], self.dtype)
+            self.cache[step] = [scores(self.inputs[i]) for i in range(len(self.dataset))]
+        return self.cache.get(step)
+
+    def _fast_epoch(self, phase, frozen):
+        """One video per step with the hand-written step (model.BranchBCE)."""
+        step, dev, opt = phase.step, self.device, self.opt[phase.step]
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
         total = torch.zeros((), device=dev)
         pos, n_snip = torch.zeros((), device=dev), 0
@@ -218,20 +181,17 @@ class EMTrainer:
             else:
                 target = e_step_targets(frozen[i][None], labels, None)[0][:, None]  # (T, 1)
                 pos += target.sum()
-            total += trained.loss_and_grad(xs, target)
+            opt.zero_grad(set_to_none=True)
+            loss = self.model.branch_loss(BRANCH[step], xs, target, self.dtype)
+            loss.backward()
             opt.step()
+            total += loss.detach()
             n_snip += T
-        trained.store()
         return {"loss": total.item() / max(len(order), 1), "positive": pos.item() / max(n_snip, 1)}
 
-    def _batched_epoch(self, phase):
+    def _batched_epoch(self, phase, frozen):
         """Padded batches of videos through autograd (--batch-size > 1)."""
         model, dev, step = self.model, self.device, phase.step
-        if (step == "E" or phase.stage == 2) and step not in self.cache:
-            with autocast(dev, self.amp):
-                self.cache[step] = [x.float() for x in
-                                    frozen_outputs(model, self.dataset, step, dev)]
-        frozen = self.cache.get(step)
         opt = self.opt[step]
         model.train()
         total, n_videos, pos, n_snip = 0.0, 0, 0.0, 0
@@ -243,7 +203,8 @@ class EMTrainer:
             T = mask.shape[1]
             opt.zero_grad(set_to_none=True)
             if step == "M":
-                q = _pad_stack([frozen[i] for i in b["indices"]], T) if phase.stage == 2 else None
+                q = (_pad_stack([frozen[i][:, 0] for i in b["indices"]], T)
+                     if phase.stage == 2 else None)                                  # (B, T)
                 targets = m_step_targets(labels, mask, phase.stage, q, self.gamma)  # (B, T, K)
                 with autocast(dev, self.amp):
                     p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
@@ -267,7 +228,7 @@ class EMTrainer:
 
 class ClassifierTrainer:
     """UntrimmedNet-style video classifier: minimise the NLL of the L1-normalised video label.
-    One video per step (the default) uses the hand-written step of fast_step.py."""
+    One video per step (the default) uses the hand-written step (model.ClassifierNLL)."""
 
     def __init__(self, model, dataset, lr, batch_size, device, seed, amp=False,
                  show_progress=False, inputs=None):
@@ -275,12 +236,9 @@ class ClassifierTrainer:
         self.model, self.dataset, self.batch_size, self.device = model, dataset, batch_size, device
         self.amp, self.show_progress = amp, show_progress
         self.fast = batch_size == 1
+        self.opt = adam(model.parameters(), lr)
         if self.fast:
-            self.packed = PackedClassifier(model)
-            self.opt = adam(self.packed.params(), lr)
             self.inputs = inputs if inputs is not None else VideoInputs(dataset.videos, device)
-        else:
-            self.opt = adam(model.parameters(), lr)
         self.generator = torch.Generator().manual_seed(seed)
 
     def state_dict(self):
@@ -295,16 +253,17 @@ class ClassifierTrainer:
         desc = f"classifier epoch {phase.epoch}"
         if not self.fast:
             return self._batched_epoch(desc)
-        self.packed.load()                 # the module may have been loaded from a checkpoint
         total, n = torch.zeros((), device=self.device), 0
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
         for i in progress(order, len(order), desc, self.show_progress):
             if self.dataset.videos[i].labels.sum() <= 0:         # no label: nothing to learn
                 continue
-            total += self.packed.loss_and_grad(self.inputs[i], self.inputs.labels[i])
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.model.video_loss(self.inputs[i], self.inputs.labels[i])
+            loss.backward()
             self.opt.step()
+            total += loss.detach()
             n += 1
-        self.packed.store()
         return {"loss": total.item() / max(n, 1)}
 
     def _batched_epoch(self, desc):

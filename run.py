@@ -26,8 +26,7 @@ from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch
                        localisation_scores, released_class_ids, segments_frame,
                        write_results_json, write_results_txt)
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
-from fast_step import PackedModel, compute_dtype
-from model import EMMIL, UntrimmedNetClassifier
+from model import EMMIL, UntrimmedNetClassifier, compute_dtype
 from opts import layout_snippet_seconds, parse_opts, resume_opts, save_opts
 from safe_io import one_line
 from schedule import describe_epoch, format_schedule, run_schedule
@@ -326,17 +325,18 @@ def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
     video scores (N, K). One video at a time, its features read once (a view in RAM)."""
     classifier.eval()
-    packed = PackedModel(model, compute_dtype(amp)) if method == "emmil" else None
+    if method == "emmil":
+        key, cls = (model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
     curves, video_scores = [], []
     for v in progress(videos, len(videos), "detection", show_progress):
         xs = stream_pair(v.features).to(device)                           # (2, T, D)
         rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
         mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
         a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
-        q, p = packed(xs) if packed else (None, None)                      # (T,), (T, K)
         a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
         video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
         if method == "emmil":
+            q, p = key(xs)[:, 0], cls(xs)                                  # (T,), (T, K)
             curves.append(localisation_scores(q.double().cpu().numpy(),
                                               p.double().cpu().numpy(), lam))
         else:

@@ -62,8 +62,8 @@ def _tiny_set(K=4):
     return SnippetDataset(vids, 0.64)
 
 
-def _params(mods):
-    return [p.detach().clone() for m in mods for p in m.parameters()]
+def _params(params):
+    return [p.detach().clone() for p in params]
 
 
 def test_frozen_branch_is_bit_identical_after_a_phase():
@@ -73,8 +73,8 @@ def test_frozen_branch_is_bit_identical_after_a_phase():
     phases = parse_schedule("M1:1,E:2,M2:2,alt:2", 4.0)
     trainer.train_epoch(phases[0])                       # M1: gives p momentum
     for phase in phases[1:]:
-        frozen = model.cls_branches() if phase.step == "E" else model.key_branches()
-        trained = model.key_branches() if phase.step == "E" else model.cls_branches()
+        frozen = model.cls_parameters() if phase.step == "E" else model.key_parameters()
+        trained = model.key_parameters() if phase.step == "E" else model.cls_parameters()
         before_frozen, before_trained = _params(frozen), _params(trained)
         trainer.train_epoch(phase)
         assert all(torch.equal(a, b) for a, b in zip(before_frozen, _params(frozen))), phase

@@ -1,11 +1,11 @@
-"""The hand-written step against autograd through the nn.Module (the second implementation)."""
+"""The hand-written step (model.BranchBCE, model.ClassifierNLL) against autograd through the
+released layers (Conv1d, ReLU, Linear, Sigmoid, torch's BCE) with the same weights."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from em_trainer import e_step_loss, m_step_loss
-from fast_step import PackedBranch
-from model import EMMIL
+from model import EMMIL, bce_loss
 from schedule import Phase
 
 
@@ -14,26 +14,37 @@ def _features(T, D, seed):
     return torch.randn(T, 2 * D, generator=g)              # (T, 2D): RGB then flow, as stored
 
 
-def _conv_layout(w):
-    """Packed (D, 3H) [in, (tap, out)] -> Conv1d's (H, D, 3)."""
-    D, H = w.shape[0], w.shape[1] // 3
-    return w.view(D, 3, H).permute(2, 0, 1)
-
-
-def _module_grads(model, kind, x, target):
-    """Loss and gradients by autograd through Conv1d, ReLU, Linear, Sigmoid, BCE."""
-    model.zero_grad(set_to_none=True)
+def _released_grads(model, kind, x, target):
+    """Loss and gradients (released names) by autograd through the released layers."""
+    sd = {n: t.clone().requires_grad_(True) for n, t in model.state_dict().items()
+          if n.startswith(kind)}
     D = x.shape[1] // 2
-    rgb, flow = x[None, :, :D], x[None, :, D:]
-    mask = torch.ones(1, x.shape[0], dtype=torch.bool)
-    if kind == "cls":
-        loss = m_step_loss(*model.cls_streams(rgb, flow), target[None], mask)
-        mods = model.cls_branches()
-    else:
-        loss = e_step_loss(*model.key_streams(rgb, flow), target[None, :, 0], mask)
-        mods = model.key_branches()
+    streams = []
+    for s, feats in (("rgb", x[:, :D]), ("flow", x[:, D:])):
+        h = F.conv1d(feats.t()[None], sd[f"{kind}_{s}.0.weight"], sd[f"{kind}_{s}.0.bias"],
+                     padding=1)                            # (1, H, T)
+        streams.append(torch.sigmoid(F.linear(h[0].t().relu(), sd[f"{kind}_tail_{s}.1.weight"],
+                                              sd[f"{kind}_tail_{s}.1.bias"])))    # (T, O)
+    loss = sum(F.binary_cross_entropy(y, target.expand_as(y), reduction="mean") * y.shape[1]
+               for y in streams)
     loss.backward()
-    return loss.item(), {n: p.grad.clone() for m in mods for n, p in m.named_parameters()}, mods
+    return loss.item(), {n: t.grad for n, t in sd.items()}
+
+
+def _released_layout(model, kind, grads):
+    """Our W, b, V, c gradients under the released names and layouts."""
+    holder = EMMIL(model.num_classes, model.key_W.shape[1], model.key_b.shape[2])
+    with torch.no_grad():
+        for p, g in zip(holder.weights(kind), grads):
+            p.copy_(g)
+    return {n: t for n, t in holder.state_dict().items() if n.startswith(kind)}
+
+
+def _hand_grads(model, kind, xs, target, dtype=torch.float32):
+    model.zero_grad(set_to_none=True)
+    loss = model.branch_loss(kind, xs, target, dtype)
+    loss.backward()
+    return loss.item(), [p.grad for p in model.weights(kind)]
 
 
 @pytest.mark.parametrize("kind", ["cls", "key"])
@@ -45,52 +56,51 @@ def test_loss_and_gradients_equal_autograd(kind, T):
     x = _features(T, D, seed=T)
     O = K if kind == "cls" else 1
     target = (torch.rand(T, O) > 0.5).float()
-    loss_ref, grads, mods = _module_grads(model, kind, x, target)
+    loss_ref, ref = _released_grads(model, kind, x, target)
+    loss, grads = _hand_grads(model, kind, x.view(T, 2, D).transpose(0, 1), target)  # a view
+    assert abs(loss - loss_ref) < 1e-6 * max(1.0, loss_ref)
+    ours = _released_layout(model, kind, grads)
+    assert set(ours) == set(ref) and len(ref) == 8
+    for name, g in ref.items():
+        np.testing.assert_allclose(ours[name].numpy(), g.numpy(), atol=1e-6, err_msg=name)
 
-    packed = PackedBranch(model, kind)
-    xs = x.view(T, 2, D).transpose(0, 1)                   # (2, T, D) view, no copy
-    loss = packed.loss_and_grad(xs, target)
-    assert abs(loss.item() - loss_ref) < 1e-6 * max(1.0, loss_ref)
-    trunk_rgb, trunk_flow, tail_rgb, tail_flow = mods
-    for s, (trunk, tail) in enumerate([(trunk_rgb, tail_rgb), (trunk_flow, tail_flow)]):
-        conv, lin = trunk[0], tail[1]
-        np.testing.assert_allclose(_conv_layout(packed.W.grad[s]).numpy(),
-                                   conv.weight.grad.numpy(), atol=1e-6)
-        np.testing.assert_allclose(packed.b.grad[s, 0].numpy(), conv.bias.grad.numpy(), atol=1e-6)
-        np.testing.assert_allclose(packed.V.grad[s].t().numpy(), lin.weight.grad.numpy(), atol=1e-6)
-        np.testing.assert_allclose(packed.c.grad[s, 0].numpy(), lin.bias.grad.numpy(), atol=1e-6)
+
+def test_hand_written_backward_equals_autograd_through_the_same_forward():
+    """loss.backward() through BranchBCE = autograd through the plain path (cls_streams and
+    m_step's loss), the one forward both use."""
+    torch.manual_seed(1)
+    D, K, T = 16, 4, 13
+    model = EMMIL(K, feature_dim=D, hidden_dim=8)
+    x = _features(T, D, seed=2)
+    target = (torch.rand(T, K) > 0.5).float()
+    loss, grads = _hand_grads(model, "cls", x.view(T, 2, D).transpose(0, 1), target)
+    grads = [g.clone() for g in grads]
+    model.zero_grad(set_to_none=True)
+    p_rgb, p_flow = model.cls_streams(x[None, :, :D], x[None, :, D:])
+    ref = bce_loss(torch.stack([p_rgb, p_flow]), target[None],
+                   torch.ones(1, T, dtype=torch.bool))
+    ref.backward()
+    assert loss == pytest.approx(ref.item(), rel=1e-6)
+    for g, p in zip(grads, model.cls_parameters()):
+        np.testing.assert_allclose(g.numpy(), p.grad.numpy(), atol=1e-6)
 
 
 def test_saturated_sigmoid_gradient_vanishes_as_in_torch_bce():
     """Where y (1 - y) underflows, torch's BCE-after-sigmoid gives no gradient; so do we."""
     model = EMMIL(2, feature_dim=4, hidden_dim=3)
     with torch.no_grad():
-        model.cls_tail_rgb[1].bias.fill_(40.0)             # y == 1.0 in float32 on RGB
+        model.cls_c[0].fill_(40.0)                         # y == 1.0 in float32 on RGB
     x = _features(6, 4, seed=0)
     target = torch.zeros(6, 2)
-    loss_ref, grads, mods = _module_grads(model, "cls", x, target)
-    packed = PackedBranch(model, "cls")
-    loss = packed.loss_and_grad(x.view(6, 2, 4).transpose(0, 1), target)
-    assert loss.item() == pytest.approx(loss_ref, rel=1e-6)
+    loss_ref, ref = _released_grads(model, "cls", x, target)
+    loss, grads = _hand_grads(model, "cls", x.view(6, 2, 4).transpose(0, 1), target)
+    assert loss == pytest.approx(loss_ref, rel=1e-6)
     assert loss_ref > 100                                  # the clamped log(0) = -100 counted
-    assert torch.all(packed.c.grad[0] == 0)                # no gradient through y == 1
-    np.testing.assert_allclose(packed.c.grad[0, 0].numpy(),
-                               mods[2][1].bias.grad.numpy(), atol=1e-7)
-    np.testing.assert_allclose(packed.c.grad[1, 0].numpy(),
-                               mods[3][1].bias.grad.numpy(), atol=1e-6)
-
-
-def test_store_and_load_round_trip_the_module_layout():
-    torch.manual_seed(0)
-    model, other = EMMIL(3, feature_dim=8, hidden_dim=4), EMMIL(3, feature_dim=8, hidden_dim=4)
-    PackedBranch(model, "key").store()                      # no change
-    packed = PackedBranch(model, "cls")
-    packed.convs, packed.linears = ([other.cls_rgb[0], other.cls_flow[0]],
-                                    [other.cls_tail_rgb[1], other.cls_tail_flow[1]])
-    packed.store()                                         # model's cls weights -> other
-    for a, b in zip(model.cls_parameters(), other.cls_parameters()):
-        assert torch.equal(a, b)
-    assert not torch.equal(model.key_rgb[0].weight, other.key_rgb[0].weight)
+    assert torch.all(grads[3][0] == 0)                     # no gradient through y == 1
+    assert torch.all(ref["cls_tail_rgb.1.bias"] == 0)
+    np.testing.assert_allclose(grads[3][1, 0].numpy(), ref["cls_tail_flow.1.bias"].numpy(),
+                               atol=1e-6)
+    assert grads[3][1].abs().max() > 0.1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -100,13 +110,13 @@ def test_cuda_step_equals_cpu_autograd():
     model = EMMIL(K, feature_dim=D, hidden_dim=32)
     x = _features(T, D, seed=1)
     target = (torch.rand(T, K) > 0.5).float()
-    loss_ref, _, mods = _module_grads(model, "cls", x, target)
-    ref_grad = mods[0][0].weight.grad.clone()
-    packed = PackedBranch(model.cuda(), "cls")
-    loss = packed.loss_and_grad(x.cuda().view(T, 2, D).transpose(0, 1), target.cuda())
-    assert abs(loss.item() - loss_ref) < 1e-5 * max(1.0, loss_ref)
-    np.testing.assert_allclose(_conv_layout(packed.W.grad[0]).cpu().numpy(),
-                               ref_grad.numpy(), atol=1e-5)
+    loss_ref, ref = _released_grads(model, "cls", x, target)
+    model.cuda()
+    loss, grads = _hand_grads(model, "cls", x.cuda().view(T, 2, D).transpose(0, 1), target.cuda())
+    assert abs(loss - loss_ref) < 1e-5 * max(1.0, loss_ref)
+    ours = _released_layout(model.cpu(), "cls", [g.cpu() for g in grads])
+    np.testing.assert_allclose(ours["cls_rgb.0.weight"].numpy(),
+                               ref["cls_rgb.0.weight"].numpy(), atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -135,32 +145,25 @@ def test_cuda_training_follows_cpu_training():
 
 @pytest.mark.parametrize("labels", [[1, 0, 0, 1], [0, 0, 1, 0]])
 def test_classifier_loss_and_gradients_equal_autograd(labels):
-    from fast_step import PackedClassifier
+    import copy
     from model import UntrimmedNetClassifier, video_classifier_loss
     torch.manual_seed(0)
     D, T = 16, 23
     clf = UntrimmedNetClassifier(4, feature_dim=D)
+    ref = copy.deepcopy(clf)
     x = _features(T, D, seed=5)
     y = torch.tensor(labels, dtype=torch.float32)
-    scores = clf(x[None, :, :D], x[None, :, D:], torch.ones(1, T, dtype=torch.bool))
+    scores = ref(x[None, :, :D], x[None, :, D:], torch.ones(1, T, dtype=torch.bool))
     loss_ref = video_classifier_loss(scores, y[None])
     loss_ref.backward()
-    packed = PackedClassifier(clf)
-    loss = packed.loss_and_grad(x.view(T, 2, D).transpose(0, 1), y)
+    loss = clf.video_loss(x.view(T, 2, D).transpose(0, 1), y)
+    loss.backward()
     assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-6)
-    for s, (att, cls) in enumerate(packed.pairs):
-        np.testing.assert_allclose(packed.W.grad[s, :, 0].numpy(), att.weight.grad[0].numpy(),
-                                   atol=1e-6)
-        np.testing.assert_allclose(packed.W.grad[s, :, 1:].t().numpy(), cls.weight.grad.numpy(),
-                                   atol=1e-6)
-        np.testing.assert_allclose(packed.b.grad[s, 0, 0].item(), att.bias.grad[0].item(),
-                                   atol=1e-6)
-        np.testing.assert_allclose(packed.b.grad[s, 0, 1:].numpy(), cls.bias.grad.numpy(),
-                                   atol=1e-6)
-    packed.W.add_(1.0)
-    packed.store()
-    np.testing.assert_allclose(clf.cls_flow[0].weight.detach().numpy(),
-                               packed.W[1, :, 1:].t().numpy())
+    for (name, p), q in zip(clf.named_parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), atol=1e-6, err_msg=name)
+        assert p.grad.abs().max() > 0.01, name
+    assert torch.all(clf.b.grad[:, 0, 0] == 0)          # attention bias: exactly (a softmax
+    assert torch.all(clf.b.grad[:, 0, 1:] != 0)         # over time ignores a constant)
 
 
 def test_classifier_trainer_equals_a_plain_autograd_loop():
@@ -219,13 +222,14 @@ def test_bfloat16_products_stay_close_to_float32():
     model = EMMIL(K, feature_dim=D, hidden_dim=32)
     xs = _features(T, D, seed=3).view(T, 2, D).transpose(0, 1)
     target = (torch.rand(T, K) > 0.5).float()
-    full = PackedBranch(model, "cls")
-    half = PackedBranch(model, "cls", dtype=torch.bfloat16)
-    loss32, loss16 = full.loss_and_grad(xs, target), half.loss_and_grad(xs, target)
-    assert half.W.grad.dtype == torch.float32 and half.W.dtype == torch.float32
-    assert abs(loss16.item() - loss32.item()) < 1e-2 * loss32.item()
-    for p32, p16 in zip(full.params(), half.params()):
-        err = (p16.grad - p32.grad).norm() / p32.grad.norm()
+    loss32, grads32 = _hand_grads(model, "cls", xs, target)
+    grads32 = [g.clone() for g in grads32]
+    loss16, grads16 = _hand_grads(model, "cls", xs, target, torch.bfloat16)
+    assert all(g.dtype == torch.float32 for g in grads16)
+    assert model.cls_W.dtype == torch.float32
+    assert abs(loss16 - loss32) < 1e-2 * loss32
+    for g32, g16 in zip(grads32, grads16):
+        err = (g16 - g32).norm() / g32.norm()
         # rounded, but the same gradient (autocast through the module errs up to 0.11 here)
         assert 0 < err < 0.1
 
@@ -238,14 +242,20 @@ def test_bfloat16_weights_follow_every_optimizer_step():
     model = EMMIL(K, feature_dim=D, hidden_dim=16)
     xs = _features(T, D, seed=4).view(T, 2, D).transpose(0, 1)
     target = torch.ones(T, K)
-    trained = PackedBranch(model, "cls", dtype=torch.bfloat16)
-    opt = torch.optim.Adam(trained.params(), lr=0.05, fused=True)
-    before = trained.mean_scores(xs)
+    opt = torch.optim.Adam(model.cls_parameters(), lr=0.05, fused=True)
+    before = model.branch_scorer("cls", torch.bfloat16)(xs)
+    losses = []
     for _ in range(3):
-        trained.loss_and_grad(xs, target)
+        opt.zero_grad(set_to_none=True)
+        loss = model.branch_loss("cls", xs, target, torch.bfloat16)
+        loss.backward()
         opt.step()
-    trained.store()
-    fresh = PackedBranch(model, "cls", dtype=torch.bfloat16)      # from the stored weights
-    after = trained.mean_scores(xs)
-    assert torch.equal(after, fresh.mean_scores(xs))
-    assert (after - before).abs().max() > 0.05                     # the steps did move p
+        losses.append(loss.item())
+    fresh = EMMIL(K, feature_dim=D, hidden_dim=16)
+    fresh.load_state_dict(model.state_dict())                   # the stepped weights
+    after = model.branch_scorer("cls", torch.bfloat16)(xs)
+    assert torch.equal(after, fresh.branch_scorer("cls", torch.bfloat16)(xs))
+    assert (after - before).abs().max() > 0.05                  # the steps did move p
+    assert losses[0] > losses[1] > losses[2]                    # each step saw the last one
+    assert model.branch_loss("cls", xs, target, torch.bfloat16).item() == \
+        fresh.branch_loss("cls", xs, target, torch.bfloat16).item()
