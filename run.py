@@ -28,10 +28,9 @@ from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier, compute_dtype
 from opts import layout_snippet_seconds, parse_opts, resume_opts, save_opts
-from safe_io import one_line
+from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
 from schedule import describe_epoch, format_schedule, run_schedule
-from utils import (InputError, Logger, atomic_torch_save, atomic_write_json, atomic_write_text,
-                   resolve_device, set_seed)
+from utils import Logger, atomic_torch_save, resolve_device, set_seed
 
 DRY_RUN_VIDEOS = 4
 LAST = "checkpoint_last.pt"

@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import torch
 
-# the one InputError and the torch-free writers, importable from here as well
-from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically  # noqa: F401
+from safe_io import InputError, write_atomically
 
 
 def set_seed(seed):

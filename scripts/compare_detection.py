@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 import run  # noqa: E402  (after the path is set)
 from opts import parse_opts, save_opts  # noqa: E402
-from utils import atomic_write_json  # noqa: E402
+from safe_io import atomic_write_json  # noqa: E402
 
 # (row name, options changed from the trained run's; the first row trains)
 DETECTIONS = [("ours (default)", {}),

@@ -975,7 +975,8 @@ def test_summary_of_seeds_replaces_a_link(tmp_path):
 def test_every_writer_replaces_a_link(tmp_path):
     """The writers themselves, without --overwrite's clean-up: a link is replaced (or, for
     a log continued on --resume, refused), its target never written."""
-    from utils import InputError, Logger, atomic_torch_save, atomic_write_text
+    from safe_io import InputError, atomic_write_text
+    from utils import Logger, atomic_torch_save
     outside = tmp_path / "outside.txt"
     outside.write_text("theirs")
     for name, write in [("a.txt", lambda p: atomic_write_text(p, "ours")),

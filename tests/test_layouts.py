@@ -19,7 +19,7 @@ from features import LazyFeatures
 from layouts import detect_layout, wtalc_paths
 from opts import layout_snippet_seconds
 from test_dataset import _save_py2_style
-from utils import InputError
+from safe_io import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = layout_snippet_seconds()      # each layout's own seconds per snippet (opts.py)
