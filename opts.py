@@ -199,7 +199,9 @@ def build_parser():
                    help="every N EM epochs, mAP on the held-out part of the training split"
                         " (needs --val-fraction > 0; never the test split); 0 = off")
     g.add_argument("--val-fraction", type=float, default=0.0,
-                   help="fraction of the training videos held out for --eval-every (not trained on)")
+                   help="fraction of the training videos held out (not trained on): --eval-every"
+                        " reports mAP on them, and metrics.json gets their final mAP as"
+                        " val_mAP (what sweep.py ranks by)")
 
     g = p.add_argument_group("system")
     g.add_argument("--output-dir", default=None,
@@ -220,6 +222,9 @@ def build_parser():
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="run the whole pipeline once per seed into OUTPUT_DIR/seed_<s> and"
                         " write summary.json (mean and std of every metric)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="with --seeds: run N seeds at once, each a Ray task (trials.py) on a"
+                        " local Ray; 1 = one after the other in this process, without Ray")
     g.add_argument("--deterministic", action="store_true",
                    help="torch deterministic algorithms (and the CUDA settings they need)")
     g.add_argument("--amp", action="store_true",
@@ -319,6 +324,7 @@ RULES = {
     "val_fraction": _in(0, 1, hi_open=True),
     "seed": _in(0, MAX_SEED),
     "seeds": _in(0, MAX_SEED),
+    "workers": _at_least(1),
     "threads": _at_least(0),
     "save_every": _at_least(0),
 }
@@ -386,7 +392,7 @@ def save_opts(opts, path):
 
 
 # Options that may differ when a run is resumed (they change no result).
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard"}
+RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "workers"}
 
 
 def given_options(argv):

@@ -19,7 +19,7 @@ from dataset import SnippetDataset, load_dataset, read_class_list
 from detection import released_class_ids, write_results_json, write_results_txt
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
-from opts import layout_snippet_seconds, parse_opts, resume_opts, save_opts
+from opts import RESUME_MAY_CHANGE, layout_snippet_seconds, parse_opts, resume_opts, save_opts
 from run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                         load_checkpoint, restore, save_checkpoint)
 from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
@@ -208,6 +208,9 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     train(schedule, position, {"C": cls, "M": em, "E": em}, after_epoch, show)
     if writer:
         writer.close()
+    # the final mAP on the held-out training videos: what sweep.py ranks by, never the test split
+    val_map = held_out_map(model, classifier, val_videos, val_gt, data, opts, device) \
+        if val_gt is not None else None
     atomic_torch_save(classifier.state_dict(), os.path.join(opts.output_dir, "classifier.pt"))
     atomic_torch_save(model.state_dict(), os.path.join(opts.output_dir, "em_mil.pt"))
 
@@ -222,6 +225,8 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
 
     # evaluate and report
     metrics = evaluate_run(detections, video_scores, data.split("test"), test_gt, opts)
+    if val_map is not None:
+        metrics["val_mAP"] = val_map
     atomic_write_json(os.path.join(opts.output_dir, "metrics.json"), metrics)
     log(f"{len(detections)} detections on {len(test_set)} test videos "
         f"(protocol {opts.eval_protocol})")
@@ -236,20 +241,50 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
 
 
 def run_seeds(opts, loaded, log):
-    """The whole pipeline once per seed, into OUTPUT_DIR/seed_<s>; summary.json/.txt."""
+    """The whole pipeline once per seed, into OUTPUT_DIR/seed_<s>; summary.json/.txt.
+    --workers N > 1: the seeds as N parallel trials on Ray (trials.py), else one by one here."""
     if opts.overwrite:
         clear_earlier_run(opts.output_dir)
-    results = []
-    for seed in opts.seeds:
-        sub = argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None,
-                                    "output_dir": os.path.join(opts.output_dir, f"seed_{seed}")})
-        results.append(run_pipeline(sub, loaded, log=log.fresh()))
+    subs = [argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None,
+                                  "output_dir": os.path.join(opts.output_dir, f"seed_{seed}")})
+            for seed in opts.seeds]
+    if opts.workers > 1:
+        results = seeds_on_ray(opts, subs, log)
+    else:
+        results = [run_pipeline(sub, loaded, log=log.fresh()) for sub in subs]
     summary = summarise_seeds(opts.seeds, results)
     atomic_write_json(os.path.join(opts.output_dir, "summary.json"), summary)
     text = format_summary(summary)
     print(text)
     atomic_write_text(os.path.join(opts.output_dir, "summary.txt"), text + "\n")
     return summary
+
+
+def seeds_on_ray(opts, subs, log):
+    """The runs `subs` as trials on a local Ray (trials.py), at most --workers at once."""
+    from trials import run_trials, trials_of          # Ray is imported only when used
+    from run import trial_work as work       # the module's, not __main__'s: sent by name
+    done = run_trials(trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE), work,
+                      cpus=max(1, opts.threads), workers=opts.workers,
+                      gpus=int(resolve_device(opts.device).type == "cuda"),
+                      on_done=lambda r: log(f"{r['name']}: {r['status']}, {r['seconds']:.0f} s"))
+    failed = [r for r in done if r["status"] == "failed"]
+    if failed:
+        raise InputError(f"{failed[0]['name']}: {failed[0]['error']}")
+    return [r["metrics"] for r in done]
+
+
+def trial_work(saved, resume):
+    """One trial of trials.py, in a Ray worker: a new run with the resolved, checked options
+    `saved` (a dict), or (resume) the continuation of the run in saved["output_dir"]."""
+    if resume:
+        return main(["--resume", saved["output_dir"], "--quiet"])
+    opts = argparse.Namespace(**saved)
+    check_output_dir(opts.output_dir, overwrite=True)
+    log = Logger(quiet=opts.quiet)
+    loaded = load_data(opts, log)
+    check_data(opts, loaded[1])
+    return run_pipeline(opts, loaded, log=log)
 
 
 def main(argv=None):

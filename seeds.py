@@ -1,5 +1,7 @@
-"""Several seeds of one run: the metrics flattened, their mean and sample std."""
+"""Several seeds of one run: the metrics flattened, their mean and sample std; the same
+per grid point of a sweep (sweep.py)."""
 import numpy as np
+import pandas as pd
 
 
 def flatten_metrics(m):
@@ -7,6 +9,8 @@ def flatten_metrics(m):
     out.update({f"average_mAP@{k}": v for k, v in m["average_mAP"].items()})
     if m.get("cmAP") is not None:
         out["cmAP"] = m["cmAP"]
+    if m.get("val_mAP") is not None:          # held-out training videos (--val-fraction)
+        out["val_mAP"] = m["val_mAP"]
     return out
 
 
@@ -28,3 +32,30 @@ def format_summary(summary):
     for name, s in summary["metrics"].items():
         lines.append(f"{name:<22} {100 * s['mean']:6.2f} ± {100 * s['std']:.2f}")
     return "\n".join(lines)
+
+
+def mean_std(values):
+    """(mean, sample std) of the finite values; std NaN below two values, both NaN for none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if len(v) else float("nan")
+    return mean, float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def summarise_points(rows, keys, metrics):
+    """Per grid point (the distinct values of `keys`, in order of appearance) of a results
+    table `rows` (one row per trial; column 'status' ok/skipped/failed): the seeds that
+    finished, the failures and their first error, and each metric's mean and sample std
+    over the finished seeds (columns NAME_mean, NAME_std)."""
+    out = []
+    groups = rows.groupby(list(keys), sort=False, dropna=False) if keys else [((), rows)]
+    for point, g in groups:
+        point = point if isinstance(point, tuple) else (point,)
+        ok = g[g["status"] != "failed"]
+        errors = g.loc[g["status"] == "failed", "error"].tolist()
+        row = {**dict(zip(keys, point)), "seeds": len(ok), "failed": len(errors),
+               "error": errors[0] if errors else ""}
+        for name in metrics:
+            row[f"{name}_mean"], row[f"{name}_std"] = mean_std(ok[name] if name in ok else [])
+        out.append(row)
+    return pd.DataFrame(out)
