@@ -1,0 +1,279 @@
+"""Seeds and ablation grids, each trial a normal run, as Ray tasks (README: "Sweeps").
+
+    python sweep.py --grid gamma=0.1,0.15,0.2 lam=0.5,0.8 --seeds 1 2 3 --output-dir DIR
+    python sweep.py --grid method=emmil,untrimmednet --seeds 1 2 3 4 5 --output-dir DIR
+    python sweep.py --address auto ...            # on a running Ray cluster
+
+One trial per (grid point, seed) in DIR/trials/<name>/, with the files run.py writes;
+DIR/results.csv (one row per trial), DIR/summary.csv and the printed table (per grid point,
+mean ± sample std over the seeds), ranked by the mAP on held-out *training* videos
+(--val-fraction), never by the test split. Every trial's options are checked before Ray
+starts or anything is written; the same command again skips finished trials and resumes
+interrupted ones; a folder holding another sweep is refused.
+"""
+import argparse
+import fcntl
+import json
+import os
+import sys
+
+import pandas as pd
+from tqdm import tqdm
+
+import sweep_grid
+import synthetic
+from opts import RESUME_MAY_CHANGE, OneLineParser, build_parser, given_options, parse_opts
+from run import trial_work
+from run_folder import check_output_dir
+from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
+from seeds import flatten_metrics, summarise_points
+from sweep_grid import parse_grid, points, trial_name
+from sweep_tables import clear_sweep, format_table, ranked, read_json, results_frame
+from trials import run_trials, trial_state, trials_of
+
+DEFAULT_VAL_FRACTION = 0.2
+MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT, LOCK = (
+    "sweep.json", "results.csv", "summary.csv", "summary.txt", "sweep.lock")
+TRIALS = "trials"
+# run.py options that neither a grid nor the fixed options of a sweep can hold, and why
+NOT_SWEPT = {**{k: "it changes no result" for k in RESUME_MAY_CHANGE},
+             "output_dir": "each trial has its folder DIR/trials/<name>",
+             "seed": "sweep.py --seeds gives the seeds", "seeds": "sweep.py --seeds gives them",
+             "overwrite": "sweep.py --overwrite starts the whole sweep over",
+             "resume": "the same sweep command again resumes its trials",
+             "val_fraction": "the ranking compares grid points on the same held-out videos"}
+NOT_FIXED = ("seed", "resume")            # the sweep's own options take the others
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_sweep_parser():
+    p = OneLineParser(prog="sweep.py", allow_abbrev=False, formatter_class=HelpFormatter,
+                      description="One trial per (grid point, seed), each a run of run.py in "
+                                  "DIR/trials/<name>/, as Ray tasks. Every other option is "
+                                  "run.py's (python run.py --help), given to every trial.",
+                      epilog="grid syntax:\n" + sweep_grid.__doc__.split("\n\n")[1])
+    p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                   help="the options to sweep and their values (syntax below); none: the seeds only")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="the seeds of every point")
+    p.add_argument("--output-dir", required=True, help="the sweep's folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: remove what a sweep wrote in --output-dir (its tables and "
+                        "the runs' files under trials/; other files are kept)")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="fraction of each trial's training videos held out (not trained on) to "
+                        "rank the grid points by their mAP; 0: train on all of them, no ranking")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPU cores Ray reserves for a trial (Ray sets its OMP_NUM_THREADS, torch's"
+                        " thread count, to it; --threads overrides)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs Ray gives a trial (1: an 8-GPU node runs 8 trials at once)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="at most this many trials at once (None: as many as the CPUs and GPUs"
+                        " allow)")
+    p.add_argument("--address", default=None,
+                   help="a running Ray cluster: auto, HOST:6379 or ray://HOST:10001; default: "
+                        "a local Ray sized to this machine")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="times a trial is restarted (from its last checkpoint) when its worker "
+                        "process dies")
+    return p
+
+
+def parse_args(argv):
+    """(the sweep's options, the run.py options given to every trial)."""
+    args, rest = build_sweep_parser().parse_known_args(argv)
+    for name, ok, says in [("cpus_per_trial", args.cpus_per_trial > 0, "must be > 0"),
+                           ("gpus_per_trial", args.gpus_per_trial >= 0, "must be >= 0"),
+                           ("workers", args.workers is None or args.workers >= 1, "must be >= 1"),
+                           ("max_retries", args.max_retries >= 0, "must be >= 0")]:
+        if not ok:
+            raise InputError(f"--{name.replace('_', '-')} {getattr(args, name)}: {says}")
+    if len(set(args.seeds)) < len(args.seeds):
+        raise InputError(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice")
+    return args, rest
+
+
+def fixed_options(rest, axes):
+    """The run.py options of every trial, as given ({dest: value}); refuses the ones a
+    sweep sets itself and those also in --grid."""
+    fixed = given_options(rest)                       # a bad one: one line, exit 2
+    for dest in NOT_FIXED:
+        if dest in fixed:
+            raise InputError(f"--{dest}: {NOT_SWEPT[dest]}, not a run option of sweep.py")
+    for axis in axes:
+        if axis.dest in fixed:
+            raise InputError(f"{axis.flag} is given both in --grid and as a fixed option")
+    return fixed
+
+
+def absolute_paths(opts):
+    """The trial's options with its input paths absolute (a Ray worker may run elsewhere)."""
+    out = dict(opts)
+    for key in ("data_root", "annotations", "classes"):
+        if out.get(key) and out[key] != "annotations":
+            out[key] = os.path.abspath(out[key])
+    return out
+
+
+def build_trials(args, rest, axes):
+    """[(point, seed, Trial)] of every grid point and seed, each trial's options parsed and
+    checked by run.py's own parser and checks (InputError naming the trial)."""
+    base = [*rest, "--val-fraction", repr(args.val_fraction)]
+    folder = os.path.join(os.path.abspath(args.output_dir), TRIALS)
+    out = []
+    for point in points(axes):
+        tokens = [t for value in point for t in value.tokens]
+        for seed in args.seeds:
+            name = trial_name(axes, point, seed)
+            argv = [*base, *tokens, "--seed", str(seed), "--output-dir",
+                    os.path.join(folder, name)]
+            try:
+                opts = vars(parse_opts(argv))
+            except InputError as e:
+                raise InputError(f"trial {name}: {e}") from None
+            if opts["device"] == "cuda" and not args.gpus_per_trial:
+                raise InputError("--device cuda needs --gpus-per-trial > 0 (Ray gives a "
+                                 "trial a GPU only when it asks for one)")
+            trial, = trials_of([absolute_paths(opts)], RESUME_MAY_CHANGE)
+            out.append((point, seed, trial))
+    names = [t.name for _, _, t in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--grid: two grid points give the trial name {twice[0]}; "
+                         f"spell their values apart")
+    return out
+
+
+def manifest(args, axes, fixed):
+    """What makes two sweep commands the same sweep (resources and RESUME_MAY_CHANGE aside)."""
+    return json.loads(json.dumps({
+        "format": "emmil-sweep", "version": 1,
+        "grid": [[axis.dest, [value.typed for value in axis.values]] for axis in axes],
+        "seeds": args.seeds, "val_fraction": args.val_fraction,
+        "options": {k: v for k, v in sorted(fixed.items()) if k not in RESUME_MAY_CHANGE}}))
+
+
+def check_sweep_folder(folder, wanted, overwrite, names):
+    """The folder is new, empty, or holds this same sweep (then it is resumed); --overwrite
+    allows another. Writable; no link where the trials are written."""
+    if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
+        saved = read_json(os.path.join(folder, MANIFEST))
+        if saved is None:
+            raise InputError(f"{folder}: not empty and holds no sweep ({MANIFEST}); choose "
+                             f"another --output-dir or pass --overwrite")
+        if saved != wanted:
+            grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in saved.get("grid", []))
+            raise InputError(f"{folder}: holds another sweep (grid {grid or '(none)'}, seeds "
+                             f"{saved.get('seeds')}, other options or --val-fraction); choose "
+                             f"another --output-dir or pass --overwrite to start over")
+    check_output_dir(folder, overwrite=True)
+    trials = os.path.join(folder, TRIALS)
+    for path in [trials] + [os.path.join(trials, n) for n in names]:
+        if os.path.islink(path):
+            raise InputError(f"{path}: is a symbolic link; a sweep never writes through one")
+
+
+def lock(folder):
+    """Hold DIR/sweep.lock for this command: two sweeps never run the same trials at once."""
+    f = open(os.path.join(folder, LOCK), "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise InputError(f"{folder}: another sweep command is running in it") from None
+    return f
+
+
+def progress_line(r, metrics_shown):
+    if r["status"] == "skipped":
+        return f"{r['name']}: finished before"
+    if r["status"] == "failed":
+        return f"{r['name']}: FAILED: {r['error']}"
+    flat = flatten_metrics(r["metrics"])
+    shown = " | ".join(f"{label} {100 * flat[k]:.2f}" for k, label in metrics_shown if k in flat)
+    extra = f", attempt {r['attempts']}" if r["attempts"] > 1 else ""
+    extra += ", resumed" if r["resumed"] else ""
+    return f"{r['name']}: {shown} ({r['seconds']:.0f} s on {r['host']}{extra})"
+
+
+def main(argv=None):
+    """Check everything (sweep options, grid, every trial, the folder), then run."""
+    args, rest = parse_args(sys.argv[1:] if argv is None else list(argv))
+    axes = parse_grid(args.grid, build_parser(), NOT_SWEPT)
+    fixed = fixed_options(rest, axes)
+    planned = build_trials(args, rest, axes)
+    trials = [t for _, _, t in planned]
+    folder = os.path.abspath(args.output_dir)
+    wanted = manifest(args, axes, fixed)
+    check_sweep_folder(folder, wanted, args.overwrite, [t.name for t in trials])
+
+    # everything is checked: the first writes
+    os.makedirs(folder, exist_ok=True)
+    held = lock(folder)
+    if args.overwrite:
+        clear_sweep(folder, TRIALS, (MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT))
+    atomic_write_json(os.path.join(folder, MANIFEST), wanted)
+    todo = [t for t in trials if trial_state(t) != "done"]
+    for root, n, seconds in sorted({(t.opts["data_root"], t.opts["synthetic_videos"],
+                                     t.opts["synthetic_max_seconds"]) for t in todo
+                                    if t.opts["generate_synthetic"]}):
+        synthetic.ensure(root, n, seconds)              # once here, not in racing trials
+    print(f"sweep: {len(planned) // len(args.seeds)} grid points x {len(args.seeds)} seeds = "
+          f"{len(trials)} trials in {folder}; {len(trials) - len(todo)} finished before",
+          flush=True)
+
+    earlier = read_csv(os.path.join(folder, RESULTS))
+    keys = [axis.dest for axis in axes]
+    shown = [("val_mAP", "val")] + [(f"average_mAP@{k}", f"avg {k}")
+                                    for k in trials[0].opts["averages"]] + [("cmAP", "cmAP")]
+    done = {}
+    bar = tqdm(total=len(trials), unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def on_done(r):
+        done[r["name"]] = r
+        bar.update(1)
+        tqdm.write(progress_line(r, shown), file=sys.stdout)
+        rows = [(p, s, done[t.name]) for p, s, t in planned if t.name in done]
+        atomic_write_text(os.path.join(folder, RESULTS),
+                          results_frame(axes, rows, earlier).to_csv(index=False))
+
+    run_trials(trials, trial_work, cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
+               workers=args.workers, max_retries=args.max_retries, address=args.address,
+               on_done=on_done)
+    bar.close()
+    results = results_frame(axes, [(p, s, done[t.name]) for p, s, t in planned], earlier)
+    metrics = [c for c in results.columns if c == "val_mAP" or "mAP@" in c or c == "cmAP"]
+    summary = ranked(summarise_points(results, keys, metrics))
+    atomic_write_text(os.path.join(folder, RESULTS), results.to_csv(index=False))
+    atomic_write_text(os.path.join(folder, SUMMARY), summary.to_csv(index=False))
+    text = format_table(summary, axes, shown, args.val_fraction, len(args.seeds))
+    atomic_write_text(os.path.join(folder, SUMMARY_TXT), text + "\n")
+    print(text)
+    held.close()
+    failed = int((results["status"] == "failed").sum())
+    if failed:
+        print(f"{failed} of {len(trials)} trials failed (their errors are in the table and in "
+              f"{RESULTS}); the same command runs them again", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def read_csv(path):
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError):
+        return None
+
+
+def cli(argv=None):
+    try:
+        return main(argv)
+    except InputError as e:
+        print(f"error: {one_line(e, 400)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
