@@ -160,7 +160,7 @@ def manifest(args, axes, fixed):
 def check_sweep_folder(folder, wanted, overwrite, names):
     """The folder is new, empty, or holds this same sweep (then it is resumed); --overwrite
     allows another. Writable; no link where the trials are written."""
-    if os.path.isdir(folder) and os.listdir(folder) and not overwrite:
+    if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} and not overwrite:
         saved = read_json(os.path.join(folder, MANIFEST))
         if saved is None:
             raise InputError(f"{folder}: not empty and holds no sweep ({MANIFEST}); choose "
@@ -179,12 +179,18 @@ def check_sweep_folder(folder, wanted, overwrite, names):
 
 def lock(folder):
     """Hold DIR/sweep.lock for this command: two sweeps never run the same trials at once."""
-    f = open(os.path.join(folder, LOCK), "a")
+    path = os.path.join(folder, LOCK)
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise InputError(f"{path}: cannot be used ({e.strerror}; a link is never followed)") \
+            from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        os.close(fd)
         raise InputError(f"{folder}: another sweep command is running in it") from None
-    return f
+    return fd
 
 
 def progress_line(r, metrics_shown):
@@ -252,7 +258,7 @@ def main(argv=None):
     text = format_table(summary, axes, shown, args.val_fraction, len(args.seeds))
     atomic_write_text(os.path.join(folder, SUMMARY_TXT), text + "\n")
     print(text)
-    held.close()
+    os.close(held)
     failed = int((results["status"] == "failed").sum())
     if failed:
         print(f"{failed} of {len(trials)} trials failed (their errors are in the table and in "

@@ -222,3 +222,15 @@ def test_run_seeds_with_workers_goes_through_the_same_executor(reference, tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [1, 2] and "val_mAP" in summary["metrics"]
     assert sorted(os.listdir(out)) == ["seed_1", "seed_2", "summary.json", "summary.txt"]
+
+
+def test_a_second_command_into_a_running_sweep_is_refused(reference, tmp_path, capsys):
+    import fcntl
+    out = tmp_path / "copy"
+    shutil.copytree(reference[0], out)
+    with open(out / "sweep.lock", "a") as held:              # as a running sweep holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, err = sweep_cli([*GRID, "--output-dir", str(out)], capsys)
+    assert rc == 2 and "another sweep command is running" in err
+    rc, err = sweep_cli([*GRID, "--output-dir", str(out)], capsys)   # the copy is finished
+    assert rc == 0, err
