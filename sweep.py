@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 import sweep_grid
 import synthetic
-from opts import RESUME_MAY_CHANGE, OneLineParser, build_parser, given_options, parse_opts
+from opts import OneLineParser, build_parser, parse_opts
 from run import trial_work
 from run_folder import check_output_dir
 from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
+from saved_opts import RESUME_MAY_CHANGE, given_options
 from seeds import flatten_metrics, summarise_points
 from sweep_grid import parse_grid, points, trial_name
 from sweep_tables import clear_sweep, format_table, ranked, read_json, results_frame

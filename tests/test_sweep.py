@@ -17,8 +17,9 @@ import pytest
 import sweep
 import sweep_tables
 import trials
-from opts import RESUME_MAY_CHANGE, build_parser, parse_opts
+from opts import build_parser, parse_opts
 from run import trial_work
+from saved_opts import RESUME_MAY_CHANGE
 from seeds import flatten_metrics
 from sweep_grid import parse_grid, points, trial_name
 
