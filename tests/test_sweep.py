@@ -164,6 +164,12 @@ def test_bad_grid_is_one_line_exit_2_before_anything(grid, says, tmp_path, capsy
     assert not out.exists()
 
 
+def test_bad_grid_from_the_command_line(tmp_path):
+    r = run("sweep.py", "--grid", "gamma=0.1,x", "--output-dir", str(tmp_path / "o"), *DATA)
+    assert r.returncode == 2 and r.stderr.startswith("error: --grid gamma=0.1,x")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_grid_syntax():
     axes = parse_grid(["schedule=M1:1,M1:1+E:1", "loc-threshold=0.05,0.05+0.1",
                        "--amp=false,true", "tensorboard=false", "method=untrimmednet"],
