@@ -58,7 +58,8 @@ def build_sweep_parser():
                                   "run.py's (python run.py --help), given to every trial.",
                       epilog="grid syntax:\n" + sweep_grid.__doc__.split("\n\n")[1])
     p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
-                   help="the options to sweep and their values (syntax below); none: the seeds only")
+                   help="the options to sweep and their values (syntax below); none: the"
+                        " seeds only")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="the seeds of every point")
     p.add_argument("--output-dir", required=True, help="the sweep's folder")
     p.add_argument("--overwrite", action="store_true",

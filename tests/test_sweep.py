@@ -1,7 +1,6 @@
 """sweep.py and trials.py: a 2 x 2-seed sweep on a local 2-worker Ray, run again, another
 grid refused, a trial's worker killed mid-run, bad grids refused up front; run.py --seeds
 --workers through the same executor."""
-import argparse
 import json
 import os
 import shutil
