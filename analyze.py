@@ -1,0 +1,233 @@
+"""See what a model does: pictures and an error analysis of a run, or of any method's results.
+
+    python analyze.py RUN_DIR                       # writes RUN_DIR/report/ (run.py does it too)
+    python analyze.py RUN_DIR --videos NAME ...     # also these videos' timelines
+    python analyze.py --pred RESULTS --gt GT [--protocol thumos14] --out DIR   # DIR/report/
+
+RUN_DIR is a run's output folder (results.json), a --seeds folder (summary.json), or a folder
+holding such runs (one a subfolder, e.g. EM-MIL beside --method untrimmednet). The timelines
+of a run show its curves: they are recomputed for the drawn videos only, from the run's
+opts.json, data and final weights (README, "The report"). Bad input: one line, exit 2.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import evaluate
+import published
+import report
+from opts import OneLineParser
+from safe_io import InputError, one_line
+
+RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
+
+
+def build_parser():
+    p = OneLineParser(prog="analyze.py", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", nargs="?", help="a run's output folder")
+    p.add_argument("--pred", help="results of any method: ActivityNet result JSON or THUMOS14 "
+                                  "txt (with --gt and --out, instead of RUN_DIR)")
+    p.add_argument("--gt", help="--pred: ground truth (gt.json, W-TALC *-Annotations folder, or "
+                                "the official THUMOS14 folder)")
+    p.add_argument("--out", help="--pred: the report is written into OUT/report/")
+    p.add_argument("--protocol", choices=evaluate.PROTOCOLS, default="activitynet",
+                   help="--pred: the evaluator's protocol (a run uses its own)")
+    p.add_argument("--subset", default="test", help="--pred: ground-truth subset")
+    p.add_argument("--tiou", type=float, nargs="+",
+                   help="--pred: tIoUs (default: evaluate.py's for the ground truth)")
+    p.add_argument("--paper", choices=sorted(published.PAPER),
+                   help="--pred: draw the paper's published EM-MIL figures of this benchmark "
+                        "beside the results (only for results on its real features)")
+    p.add_argument("--videos", nargs="+", default=[], metavar="NAME",
+                   help="also draw the timelines of these test videos")
+    p.add_argument("--timelines", type=int, default=12,
+                   help="timelines of the best, median and worst videos, a third each")
+    p.add_argument("--alpha", type=float, default=0.5, help="tIoU of the error analysis")
+    p.add_argument("--top-k", type=int, default=10,
+                   help="error analysis of the top k x G predictions of each class (DETAD)")
+    p.add_argument("--dpi", type=int, default=80, help="resolution of the pictures")
+    return p
+
+
+def check_args(a):
+    if a.pred is None and a.run_dir is None:
+        raise InputError("give a RUN_DIR, or --pred RESULTS --gt GT --out DIR")
+    if a.pred is not None and (a.run_dir is not None or not a.gt or not a.out):
+        raise InputError("--pred needs --gt and --out, and no RUN_DIR")
+    if a.pred is None and (a.gt or a.out or a.paper or a.tiou):
+        raise InputError("--gt, --out, --paper and --tiou go with --pred")
+    if not 0 < a.alpha <= 1:
+        raise InputError(f"--alpha {a.alpha}: must be in (0, 1]")
+    for name, value in (("--top-k", a.top_k), ("--dpi", a.dpi)):
+        if value < 1:
+            raise InputError(f"{name} {value}: must be >= 1")
+    if a.timelines < 0:
+        raise InputError(f"--timelines {a.timelines}: must be >= 0")
+
+
+def common(a):
+    return dict(videos=a.videos, n_videos=a.timelines, alpha=a.alpha, k=a.top_k, dpi=a.dpi)
+
+
+# ----------------------------------------------------------------------------- --pred
+
+def analyse_file(a):
+    """--pred RESULTS --gt GT --out DIR: the report without curves."""
+    import annotation_reader
+    ann = annotation_reader.read_annotations(a.gt, a.subset)
+    gt = evaluate.ground_truth_of(ann, a.subset)
+    pred = evaluate.load_predictions(a.pred, gt)
+    report.check_predictions(pred, gt, a.pred)
+    tious, _ = evaluate.default_tious(gt)
+    durations = {v: ann.videos[v].duration for v in gt.videos
+                 if ann.videos[v].duration is not None}
+    return report.write_report(a.out, report.Inputs(
+        pred, gt, list(a.tiou or tious), a.protocol, title=os.path.abspath(a.pred),
+        durations=durations, paper=published.paper_curve(a.paper) if a.paper else None,
+        **common(a)))
+
+
+# ----------------------------------------------------------------------------- RUN_DIR
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable ({one_line(e)})") from None
+
+
+def saved_options(folder):
+    """The run's opts.json as a Namespace, checked as --resume checks it."""
+    from opts import saved_problem
+    path = os.path.join(folder, "opts.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not found; RUN_DIR must be a run's output folder")
+    saved = read_json(path)
+    problem = saved_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    return argparse.Namespace(**saved)
+
+
+def run_inputs(opts, detections, gt, data, metrics, history, curves, extra):
+    """report.Inputs of a run (run.py's end and analyze.py RUN_DIR alike)."""
+    from opts import DATA_ROOTS
+    real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
+                                      DATA_ROOTS["synthetic"])
+    durations = {v.name: v.duration for v in data.videos if v.split == "test"}
+    return report.Inputs(detections, gt, list(opts.tiou), opts.eval_protocol,
+                         title=os.path.abspath(opts.output_dir), durations=durations,
+                         curves=curves, metrics=metrics, history=history,
+                         paper=published.paper_curve(opts.dataset) if real else None, **extra)
+
+
+def analyse_run(folder, a):
+    """RUN_DIR holding results.json: the full report, curves recomputed for drawn videos."""
+    import run
+    opts = saved_options(folder)
+    opts.output_dir = folder
+    opts.quiet = True
+    results = os.path.join(folder, RESULTS)
+    _, data = run.load_data(opts, lambda *_: None)
+    gt = run.evaluation_ground_truth(data, opts.test_subset)
+    if opts.dry_run:
+        gt = run.only_videos(gt, [v.name for v in data.split("test")] +
+                             [name for name, split, _ in data.dropped if split == "test"])
+    report.check_videos(a.videos, gt)
+    pred = evaluate.load_predictions(results, gt)
+    report.check_predictions(pred, gt, results)
+    metrics_path = os.path.join(folder, "metrics.json")
+    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
+    history_path = os.path.join(folder, HISTORY)
+    history = read_json(history_path) if os.path.isfile(history_path) else None
+    curves = run_curves(folder, opts, data)
+    return report.write_report(folder, run_inputs(opts, pred, gt, data, metrics, history,
+                                                  curves, common(a)))
+
+
+def run_curves(folder, opts, data):
+    """A callable names -> {name: curve record}, from the run's final weights (None when
+    they are missing)."""
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in ("em_mil.pt", "classifier.pt")):
+        return None
+    import test_pass
+    return lambda names: test_pass.report_curves_of_run(folder, opts, data, names)
+
+
+def runs_in(folder):
+    """[(name, summary)] of the runs directly in folder (a --seeds folder, or subfolders
+    holding runs); a single run counts as one seed."""
+    if os.path.isfile(os.path.join(folder, SUMMARY)):
+        return [(_method(folder), read_json(os.path.join(folder, SUMMARY)))]
+    found = []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if os.path.islink(sub) or not os.path.isdir(sub):
+            continue
+        if os.path.isfile(os.path.join(sub, SUMMARY)):
+            found.append((f"{name}: {_method(sub)}", read_json(os.path.join(sub, SUMMARY))))
+        elif os.path.isfile(os.path.join(sub, "metrics.json")) and not name.startswith("seed_"):
+            found.append((f"{name}: {_method(sub)}", one_seed(sub)))
+    return found
+
+
+def _method(folder):
+    """The method a run folder (or its first seed) was made with."""
+    for candidate in [folder] + sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                                       if n.startswith("seed_")):
+        path = os.path.join(candidate, "opts.json")
+        if os.path.isfile(path):
+            return {"emmil": "EM-MIL", "untrimmednet": "attention MIL"}.get(
+                read_json(path).get("method"), "?")
+    return "?"
+
+
+def one_seed(folder):
+    """A single run's metrics.json as a summary of one seed."""
+    from seeds import summarise_seeds
+    m = read_json(os.path.join(folder, "metrics.json"))
+    return summarise_seeds([read_json(os.path.join(folder, "opts.json")).get("seed")], [m])
+
+
+def analyse_folder(folder, a):
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: not a folder")
+    if os.path.isfile(os.path.join(folder, RESULTS)):
+        return analyse_run(folder, a)
+    runs = runs_in(folder)
+    if not runs:
+        raise InputError(f"{folder}: no {RESULTS} (nor {SUMMARY}, nor runs in subfolders); "
+                         f"RUN_DIR must be a run's output folder")
+    first = runs[0][1]["metrics"]
+    tious = [float(k.split("@")[1]) for k in first if k.startswith("mAP@")]
+    return report.write_summary_report(folder, runs, tious, dpi=a.dpi)
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    t0 = time.time()
+    try:
+        check_args(a)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", evaluate.InputWarning)
+            if a.pred:
+                analyse_file(a)
+                where = os.path.join(a.out, report.REPORT)
+            else:
+                analyse_folder(a.run_dir, a)
+                where = os.path.join(a.run_dir, report.REPORT)
+        for w in caught:
+            print(f"analyze.py: warning: {w.message}", file=sys.stderr)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {where}/index.html in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
