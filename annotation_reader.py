@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from safe_io import (InputError, as_text, check_label, check_video_name,  # noqa: F401
-                     load_npy, one_line, read_rows, read_text, read_video_list)
+from safe_io import (InputError, as_text, check_label, check_video_name,
+                     load_npy, one_line, read_rows, read_text)
 
 
 # ---------------------------------------------------------------------------

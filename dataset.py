@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from features import keep_features, named, read_entry
-from features import stream_pair, video_streams  # noqa: F401  (re-exported: a Video's tensors)
+from features import video_streams
 from hdf5_format import close_hdf5, hdf5_entries
 from layouts import adopt_classes, detect_layout, emmil_entries, folders_entries, wtalc_entries
 from safe_io import InputError, read_text

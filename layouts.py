@@ -39,7 +39,7 @@ import numpy as np
 import annotation_reader
 from features import (STREAM_DIM, Entry, join_streams, load_array, load_pt, named,
                       numeric_array)
-from safe_io import InputError, check_video_name, load_npy
+from safe_io import InputError, check_video_name, load_npy, read_video_list
 from utils import warn
 
 # ---------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def folders_entries(root, log=warn):
     entries = []
     for split in ("train", "test"):
         list_path = os.path.join(root, f"split_{split}.txt")
-        names = annotation_reader.read_video_list(list_path)
+        names = read_video_list(list_path)
         if not names:
             raise InputError(f"{list_path}: no video listed")
         if not os.path.isdir(os.path.join(root, "features", split)):

@@ -26,7 +26,7 @@ from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: E402
 from ref_released_training import reference_epoch  # noqa: E402
 from opts import build_parser  # noqa: E402
-from run import score_videos  # noqa: E402
+from test_pass import score_videos  # noqa: E402
 from schedule import Phase  # noqa: E402
 
 K, D, H = 20, 1024, 256

@@ -18,8 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import run  # noqa: E402  (after the path is set)
+import run_folder  # noqa: E402
 from opts import parse_opts, save_opts  # noqa: E402
-from safe_io import atomic_write_json  # noqa: E402
+from safe_io import InputError, atomic_write_json  # noqa: E402
+from seeds import summarise_seeds  # noqa: E402
+from utils import Logger  # noqa: E402
 
 # (row name, options changed from the trained run's; the first row trains)
 DETECTIONS = [("ours (default)", {}),
@@ -29,7 +32,7 @@ DETECTIONS = [("ours (default)", {}),
 
 def detect_again(opts, loaded, trained_dir, changes, output_dir):
     """Detection and evaluation redone on the final checkpoint of `trained_dir`."""
-    checkpoint = run.load_checkpoint(trained_dir)
+    checkpoint = run_folder.load_checkpoint(trained_dir)
     sub = argparse.Namespace(**{**vars(opts), **changes, "output_dir": output_dir})
     metrics = run.run_pipeline(sub, loaded, checkpoint)
     save_opts(sub, os.path.join(output_dir, "opts.json"))    # the options of this detection
@@ -38,7 +41,7 @@ def detect_again(opts, loaded, trained_dir, changes, output_dir):
 
 def compare(opts, seeds, output_dir):
     """{row name: [metrics of each seed]}, every row on the same weights per seed."""
-    loaded = run.load_data(opts, run.Logger(quiet=True))          # read and checked once
+    loaded = run.load_data(opts, Logger(quiet=True))          # read and checked once
     run.check_data(opts, loaded[1])
     results = {name: [] for name, _ in DETECTIONS}
     for seed in seeds:
@@ -46,7 +49,7 @@ def compare(opts, seeds, output_dir):
         base = argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None})
         for k, (name, changes) in enumerate(DETECTIONS):
             out = os.path.join(seed_dir, f"detection_{k}")
-            run.check_output_dir(out, False)
+            run_folder.check_output_dir(out, False)
             t0 = time.time()
             if k == 0:
                 metrics = run.run_pipeline(argparse.Namespace(**{**vars(base), "output_dir": out}),
@@ -87,10 +90,10 @@ def main(argv=None):
     opts = parse_opts(run_args + ["--quiet", "--no-tensorboard"])
     try:
         results = compare(opts, a.seeds, a.output_dir)
-    except run.InputError as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summaries = {name: run.summarise_seeds(a.seeds, ms) for name, ms in results.items()}
+    summaries = {name: summarise_seeds(a.seeds, ms) for name, ms in results.items()}
     atomic_write_json(os.path.join(a.output_dir, "summary.json"), summaries)
     print(f"\nmAP (%), {opts.eval_protocol} protocol, mean ± sample std over seeds {a.seeds}:\n")
     print(markdown_table(summaries))

@@ -33,6 +33,7 @@ import dataset_cli
 from layouts import wtalc_paths
 import evaluate
 import run
+import run_folder
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
                           write_wtalc)
 
@@ -797,7 +798,7 @@ def edit_opts(folder, change):
 
 
 def edit_checkpoint(folder, change):
-    path = folder / run.LAST
+    path = folder / run_folder.LAST
     state = torch.load(path, weights_only=True)
     change(state)
     torch.save(state, path)
@@ -861,17 +862,17 @@ def _wrong_adam_state(state):
 def test_resume_bad_checkpoint_contents(capsys, folder, change, message):
     edit_checkpoint(folder, change)
     line = resume_refused(capsys, folder)
-    assert run.LAST in line and message in line
+    assert run_folder.LAST in line and message in line
 
 
 def test_resume_checkpoint_that_torch_refuses(capsys, folder):
-    torch.save({"position": argparse.Namespace(x=1)}, folder / run.LAST)
+    torch.save({"position": argparse.Namespace(x=1)}, folder / run_folder.LAST)
     line = resume_refused(capsys, folder)
     assert "refused" in line and "argparse.Namespace" in line
 
 
 def test_resume_checkpoint_not_a_dict(capsys, folder):
-    torch.save([1, 2], folder / run.LAST)
+    torch.save([1, 2], folder / run_folder.LAST)
     assert "not a checkpoint of this project (a list)" in resume_refused(capsys, folder)
 
 
@@ -892,7 +893,7 @@ def test_overwrite_replaces_links_and_leaves_their_targets(folder, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     names = ["log.txt", "opts.json", "metrics.json", "results.json", "em_mil.pt",
-             run.LAST, "tensorboard"]
+             run_folder.LAST, "tensorboard"]
     for name in names:
         target = outside / name
         if name == "tensorboard":
@@ -934,11 +935,11 @@ def test_overwrite_then_a_late_failure_leaves_one_run(folder, monkeypatch):
         run.main([*DRY, "--output-dir", str(folder), "--overwrite", "--seed", "7"])
     left = set(os.listdir(folder))
     assert "metrics.json" not in left
-    assert left == {"notes.txt", "opts.json", "log.txt", run.LAST, "classifier.pt", "em_mil.pt",
+    assert left == {"notes.txt", "opts.json", "log.txt", run_folder.LAST, "classifier.pt", "em_mil.pt",
                     "results.json", "results.txt", "tensorboard"}
     assert (folder / "notes.txt").read_text() == "mine"
     assert json.loads((folder / "opts.json").read_text())["seed"] == 7
-    assert torch.load(folder / run.LAST, weights_only=True)["opts"]["seed"] == 7
+    assert torch.load(folder / run_folder.LAST, weights_only=True)["opts"]["seed"] == 7
     assert "--seed 3" not in (folder / "log.txt").read_text()
     assert not old_events & set(os.listdir(folder / "tensorboard"))
 
@@ -953,7 +954,7 @@ def test_clear_earlier_run_keeps_unknown_files(tmp_path):
     (tmp_path / "seed_2" / "keep.md").write_text("x")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "log.txt").write_text("x")
-    run.clear_earlier_run(str(tmp_path))
+    run_folder.clear_earlier_run(str(tmp_path))
     assert snapshot(tmp_path) == {"mine.csv": b"x", "seed_2": "folder",
                                   os.path.join("seed_2", "keep.md"): b"x", "other": "folder",
                                   os.path.join("other", "log.txt"): b"x"}

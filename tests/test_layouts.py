@@ -14,7 +14,8 @@ import torch
 import annotation_reader
 import dataset as ds
 import dataset_cli
-from dataset import SnippetDataset, load_dataset, video_streams
+from dataset import SnippetDataset, load_dataset
+from features import video_streams
 from features import LazyFeatures
 from layouts import detect_layout, wtalc_paths
 from opts import layout_snippet_seconds

@@ -90,7 +90,7 @@ def test_hdf5_is_its_own_annotation_source(tmp_path):
     """HDF5 cannot be read by evaluate.py: its test videos are the ground truth, a dropped
     one (all-zero features) included with its segments."""
     from dataset import load_dataset
-    from run import evaluation_ground_truth
+    from test_pass import evaluation_ground_truth
     from test_layouts import write_hdf5_by_hand
     videos = easy_videos(drop_test_video=True)
     for v in videos:

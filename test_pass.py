@@ -1,0 +1,114 @@
+"""The test pass: localisation and video scores of every test video, their segments, and
+the evaluation against the annotation source's ground truth."""
+import numpy as np
+import pandas as pd
+import torch
+
+import annotation_reader
+import evaluate
+from dataset import SnippetDataset
+from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
+                       localisation_scores, segments_frame)
+from em_trainer import progress
+from features import stream_pair
+from model import compute_dtype
+
+
+def ground_truth(videos, classes, ambiguous):
+    """Evaluation ground truth of videos [(name, [(class_index, start, end)])]."""
+    names = {name for name, _ in videos}
+    segments = pd.DataFrame([(name, classes[c], s, e) for name, segs in videos for c, s, e in segs],
+                            columns=["video", "label", "start", "end"])
+    amb = pd.DataFrame([a for a in ambiguous if a[0] in names], columns=["video", "start", "end"])
+    return evaluate.GroundTruth(segments=segments, videos=[name for name, _ in videos],
+                                classes=list(classes), ambiguous=amb,
+                                class_ids=evaluate.class_ids(classes))
+
+
+def evaluation_ground_truth(data, test_subset):
+    """The ground truth of the test split, read from the annotation source itself by the one
+    reader, as `python evaluate.py results.json --gt SOURCE` reads it: every annotated test
+    video (those dropped for empty features too: their segments count as misses), segments
+    as annotated (not clipped); the class list is the data's. An HDF5 file is its own
+    annotation source: its test videos, dropped ones included. (--dry-run too is evaluated
+    against every annotated test video, so its mAP is near 0.)"""
+    if data.layout != "hdf5":
+        ann = annotation_reader.read_annotations(data.source, test_subset)
+        return evaluate.ground_truth_of(ann, test_subset, data.classes)
+    videos = [(v.name, v.segments) for v in data.split("test")]
+    videos += [(name, segs) for name, split, segs in data.dropped if split == "test"]
+    return ground_truth(videos, data.classes, data.ambiguous)
+
+
+def only_videos(gt, names):
+    """The ground truth of some of its videos (names), in its own video order."""
+    keep = set(names)
+    return evaluate.GroundTruth(
+        segments=gt.segments[gt.segments["video"].isin(keep)].reset_index(drop=True),
+        videos=[v for v in gt.videos if v in keep], classes=gt.classes,
+        ambiguous=gt.ambiguous[gt.ambiguous["video"].isin(keep)].reset_index(drop=True),
+        class_ids=gt.class_ids)
+
+
+
+@torch.no_grad()
+def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=False,
+                 show_progress=False):
+    """The test pass: per video its localisation scores (T, K) (numpy float64) and the
+    video scores (N, K). One video at a time, its features read once (a view in RAM)."""
+    classifier.eval()
+    if method == "emmil":
+        key, cls = (model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
+    curves, video_scores = [], []
+    for v in progress(videos, len(videos), "detection", show_progress):
+        xs = stream_pair(v.features).to(device)                           # (2, T, D)
+        rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
+        mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
+        a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
+        a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
+        video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
+        if method == "emmil":
+            q, p = key(xs)[:, 0], cls(xs)                                  # (T,), (T, K)
+            curves.append(localisation_scores(q.double().cpu().numpy(),
+                                              p.double().cpu().numpy(), lam))
+        else:
+            curves.append(attention_scores(a, c))
+    return curves, np.stack(video_scores)
+
+
+def localise(model, classifier, dataset, classes, opts, device, show_progress=False,
+             ambiguous=()):
+    """Detections of every video of `dataset` (DataFrame) and the video scores (N, K).
+    ambiguous: [(video, start, end)], used with --drop-ambiguous."""
+    post = PostProcess.from_opts(opts)
+    index = {v.name: i for i, v in enumerate(dataset.videos)}
+    spans = {}
+    for video, s, e in ambiguous:
+        if video in index:
+            spans.setdefault(index[video], []).append((s, e))
+    lam = RELEASED_LAM if opts.detection == "released" else opts.lam
+    curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=lam,
+                                        method=opts.method, amp=opts.amp,
+                                        show_progress=show_progress)
+    found = detect_batch(curves, video_scores, post, snippet_seconds=dataset.snippet_seconds,
+                         durations=[v.duration for v in dataset.videos], ambiguous=spans)
+    return segments_frame([v.name for v in dataset.videos], found, classes), video_scores
+
+
+# 5. evaluation ----------------------------------------------------------------
+
+def evaluate_run(detections, video_scores, videos, gt, opts):
+    res = evaluate.evaluate_detection(detections, gt, opts.tiou, protocol=opts.eval_protocol)
+    labels = torch.stack([v.labels for v in videos]).numpy()
+    cmap = evaluate.classification_map(video_scores, labels)
+    averages = {k: tuple(v) for k, v in opts.averages.items()}
+    return evaluate.build_metrics(opts.eval_protocol, opts.tiou, res["mAP"], averages, cmap)
+
+
+
+def held_out_map(model, classifier, val_videos, val_gt, data, opts, device):
+    """--eval-every: detection mAP on the held-out training videos, mean over the tIoUs."""
+    val_set = SnippetDataset(val_videos, data.snippet_seconds)
+    dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
+    return float(np.mean(evaluate.evaluate_detection(dets, val_gt, opts.tiou,
+                                                     "activitynet")["mAP"]))
