@@ -113,30 +113,21 @@ def saved_options(folder):
     return argparse.Namespace(**saved)
 
 
-def run_inputs(opts, detections, gt, data, metrics, history, curves, extra):
-    """report.Inputs of a run (run.py's end and analyze.py RUN_DIR alike)."""
-    from opts import DATA_ROOTS
-    real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
-                                      DATA_ROOTS["synthetic"])
-    durations = {v.name: v.duration for v in data.videos if v.split == "test"}
-    return report.Inputs(detections, gt, list(opts.tiou), opts.eval_protocol,
-                         title=os.path.abspath(opts.output_dir), durations=durations,
-                         curves=curves, metrics=metrics, history=history,
-                         paper=published.paper_curve(opts.dataset) if real else None, **extra)
-
-
 def analyse_run(folder, a):
     """RUN_DIR holding results.json: the full report, curves recomputed for drawn videos."""
     import run
+    from opts import DATA_ROOTS
+    from test_pass import evaluation_ground_truth, only_videos
     opts = saved_options(folder)
     opts.output_dir = folder
-    opts.quiet = True
     results = os.path.join(folder, RESULTS)
+    if not os.path.isfile(results):
+        raise InputError(f"{results}: not found")
     _, data = run.load_data(opts, lambda *_: None)
-    gt = run.evaluation_ground_truth(data, opts.test_subset)
-    if opts.dry_run:
-        gt = run.only_videos(gt, [v.name for v in data.split("test")] +
-                             [name for name, split, _ in data.dropped if split == "test"])
+    gt = evaluation_ground_truth(data, opts.test_subset)
+    if opts.dry_run:                           # as run.py: the test videos the dry run read
+        gt = only_videos(gt, [v.name for v in data.split("test")] +
+                         [name for name, split, _ in data.dropped if split == "test"])
     report.check_videos(a.videos, gt)
     pred = evaluate.load_predictions(results, gt)
     report.check_predictions(pred, gt, results)
@@ -144,18 +135,38 @@ def analyse_run(folder, a):
     metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
     history_path = os.path.join(folder, HISTORY)
     history = read_json(history_path) if os.path.isfile(history_path) else None
-    curves = run_curves(folder, opts, data)
-    return report.write_report(folder, run_inputs(opts, pred, gt, data, metrics, history,
-                                                  curves, common(a)))
+    return report.write_report(folder, report.run_inputs(
+        opts, pred, gt, data, synthetic_root=DATA_ROOTS["synthetic"], metrics=metrics,
+        history=history, curves=run_curves(folder, opts, data), **common(a)))
 
 
 def run_curves(folder, opts, data):
-    """A callable names -> {name: curve record}, from the run's final weights (None when
-    they are missing)."""
-    if not all(os.path.isfile(os.path.join(folder, f)) for f in ("em_mil.pt", "classifier.pt")):
+    """A callable names -> {name: curve record} from the run's final weights (em_mil.pt,
+    classifier.pt, read with weights_only=True); None when they are missing."""
+    paths = [os.path.join(folder, f) for f in ("em_mil.pt", "classifier.pt")]
+    if not all(os.path.isfile(p) for p in paths):
         return None
-    import test_pass
-    return lambda names: test_pass.report_curves_of_run(folder, opts, data, names)
+
+    def curves(names):
+        import torch
+        from model import EMMIL, UntrimmedNetClassifier
+        from test_pass import report_curves
+        from utils import resolve_device
+        device = resolve_device(opts.device)
+        K = len(data.classes)
+        model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
+        classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+        for net, path in zip((model, classifier), paths):
+            try:
+                net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            except Exception as e:
+                raise InputError(f"{path}: does not fit the run's options "
+                                 f"({type(e).__name__}: {one_line(e)})") from None
+        wanted = set(names)
+        videos = [v for v in data.split("test") if v.name in wanted]
+        return report_curves(model, classifier, videos, data.classes, data.snippet_seconds,
+                             opts, device)
+    return curves
 
 
 def runs_in(folder):

@@ -17,6 +17,7 @@ import numpy as np
 
 import error_analysis
 import evaluate
+import published
 from report_html import Section, page
 from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
 
@@ -46,12 +47,13 @@ class Inputs:
 
 
 def report_folder(folder):
-    """FOLDER/report, made if missing; refused if it is a link or not a folder. Files an
-    earlier report wrote (REPORT_FILES) are removed, so no stale timeline stays behind."""
+    """FOLDER/report, made if missing (a link or a file of that name is replaced by a new
+    folder, never followed). Files an earlier report wrote there (REPORT_FILES) are removed,
+    so no stale timeline stays behind; other files are left alone."""
     path = os.path.join(folder, REPORT)
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        raise InputError(f"{path}: exists and is not a folder (a link is never written through)")
     try:
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            os.remove(path)
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):
             inside = os.path.join(path, name)
@@ -61,6 +63,19 @@ def report_folder(folder):
     except OSError as e:
         raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
+
+
+def run_inputs(opts, detections, gt, data, *, synthetic_root, metrics=None, history=None,
+               curves=None, **extra):
+    """Inputs of a run (run.py's end and analyze.py RUN_DIR alike): its options, detections,
+    evaluation ground truth and data (durations); the paper's figures only on real features."""
+    real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
+                                      synthetic_root)
+    durations = {v.name: v.duration for v in data.videos if v.split == "test"}
+    return Inputs(detections, gt, list(opts.tiou), opts.eval_protocol,
+                  title=os.path.abspath(opts.output_dir), durations=durations, curves=curves,
+                  metrics=metrics, history=history,
+                  paper=published.paper_curve(opts.dataset) if real else None, **extra)
 
 
 def check_videos(names, gt):
