@@ -171,36 +171,52 @@ def run_curves(folder, opts, data):
 
 def runs_in(folder):
     """[(name, summary)] of the runs directly in folder (a --seeds folder, or subfolders
-    holding runs); a single run counts as one seed."""
+    holding runs: opts.json with summary.json or metrics.json); a single run counts as one
+    seed. Only folders that run.py made are taken."""
     if os.path.isfile(os.path.join(folder, SUMMARY)):
-        return [(_method(folder), read_json(os.path.join(folder, SUMMARY)))]
+        return [(_method(folder) or "?", read_summary(os.path.join(folder, SUMMARY)))]
     found = []
     for name in sorted(os.listdir(folder)):
         sub = os.path.join(folder, name)
-        if os.path.islink(sub) or not os.path.isdir(sub):
+        if os.path.islink(sub) or not os.path.isdir(sub) or name.startswith("seed_") \
+                or _method(sub) is None:
             continue
         if os.path.isfile(os.path.join(sub, SUMMARY)):
-            found.append((f"{name}: {_method(sub)}", read_json(os.path.join(sub, SUMMARY))))
-        elif os.path.isfile(os.path.join(sub, "metrics.json")) and not name.startswith("seed_"):
+            found.append((f"{name}: {_method(sub)}", read_summary(os.path.join(sub, SUMMARY))))
+        elif os.path.isfile(os.path.join(sub, "metrics.json")):
             found.append((f"{name}: {_method(sub)}", one_seed(sub)))
     return found
 
 
+def read_summary(path):
+    """A summary.json of run.py --seeds: {"seeds", "metrics": {"mAP@t": {"mean", "std"}}}."""
+    summary = read_json(path)
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(summary.get("seeds"), list) or \
+            not any(k.startswith("mAP@") for k in metrics) or \
+            not all(isinstance(v, dict) and {"mean", "std"} <= set(v) for v in metrics.values()):
+        raise InputError(f"{path}: not a summary.json of run.py --seeds")
+    return summary
+
+
 def _method(folder):
-    """The method a run folder (or its first seed) was made with."""
+    """The method a run folder (or its first seed) was made with; None when it holds none."""
     for candidate in [folder] + sorted(os.path.join(folder, n) for n in os.listdir(folder)
                                        if n.startswith("seed_")):
         path = os.path.join(candidate, "opts.json")
         if os.path.isfile(path):
-            return {"emmil": "EM-MIL", "untrimmednet": "attention MIL"}.get(
-                read_json(path).get("method"), "?")
-    return "?"
+            saved = read_json(path)
+            method = saved.get("method") if isinstance(saved, dict) else None
+            return {"emmil": "EM-MIL", "untrimmednet": "attention MIL"}.get(method)
+    return None
 
 
 def one_seed(folder):
     """A single run's metrics.json as a summary of one seed."""
     from seeds import summarise_seeds
     m = read_json(os.path.join(folder, "metrics.json"))
+    if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict):
+        raise InputError(f"{os.path.join(folder, 'metrics.json')}: not a metrics.json of run.py")
     return summarise_seeds([read_json(os.path.join(folder, "opts.json")).get("seed")], [m])
 
 

@@ -254,7 +254,6 @@ def write_summary_report(folder, runs, tious, paper=None, dpi=80):
     in runs (summary.json's content, or a single run's metrics as one seed), methods side by
     side. Returns the numbers written to analysis.json."""
     import figures
-    out = report_folder(folder)
     series, rows = [], [["run"] + [f"{t:g}" for t in tious]]
     for name, summary in runs:
         m = summary["metrics"]
@@ -266,6 +265,7 @@ def write_summary_report(folder, runs, tious, paper=None, dpi=80):
     if paper:
         series.append(("EM-MIL, published (real I3D features)",
                        np.array([v for _, v in paper]), None, "s--"))
+    out = report_folder(folder)
     name = "methods.png" if len(runs) > 1 else "map_tiou.png"
     images = [_save(out, name, figures.map_vs_tiou(tious, series, "mAP against tIoU, "
                                                    "mean ± std over seeds"), dpi)]
