@@ -235,7 +235,7 @@ def write_report(folder, inputs):
                                 [_save(out, "training.png",
                                        figures.training_curves(inputs.history), inputs.dpi)]))
     timelines, entries = _timelines(inputs, out, chosen, video_map, labelled)
-    sections.insert(0, timelines)
+    sections.append(timelines)
 
     numbers.update({"per_class_ap_at_alpha": {c: (None if not np.isfinite(a) else float(a))
                                               for c, a in zip(gt.classes, per_class)},
