@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 
+import eval_inputs
 import evaluate
 import published
 import report
@@ -78,8 +79,8 @@ def analyse_file(a):
     """--pred RESULTS --gt GT --out DIR: the report without curves."""
     import annotation_reader
     ann = annotation_reader.read_annotations(a.gt, a.subset)
-    gt = evaluate.ground_truth_of(ann, a.subset)
-    pred = evaluate.load_predictions(a.pred, gt)
+    gt = eval_inputs.ground_truth_of(ann, a.subset)
+    pred = eval_inputs.load_predictions(a.pred, gt)
     report.check_predictions(pred, gt, a.pred)
     tious, _ = evaluate.default_tious(gt)
     durations = {v: ann.videos[v].duration for v in gt.videos
@@ -102,7 +103,7 @@ def read_json(path):
 
 def saved_options(folder):
     """The run's opts.json as a Namespace, checked as --resume checks it."""
-    from opts import saved_problem
+    from saved_opts import saved_problem
     path = os.path.join(folder, "opts.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; RUN_DIR must be a run's output folder")
@@ -129,7 +130,7 @@ def analyse_run(folder, a):
         gt = only_videos(gt, [v.name for v in data.split("test")] +
                          [name for name, split, _ in data.dropped if split == "test"])
     report.check_videos(a.videos, gt)
-    pred = evaluate.load_predictions(results, gt)
+    pred = eval_inputs.load_predictions(results, gt)
     report.check_predictions(pred, gt, results)
     metrics_path = os.path.join(folder, "metrics.json")
     metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
@@ -240,7 +241,7 @@ def main(argv=None):
     try:
         check_args(a)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", evaluate.InputWarning)
+            warnings.simplefilter("always", eval_inputs.InputWarning)
             if a.pred:
                 analyse_file(a)
                 where = os.path.join(a.out, report.REPORT)

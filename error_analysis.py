@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 import evaluate
+from eval_inputs import GroundTruth
 from protocols import official_rank, same_key_pairs, segment_tiou
 
 LOW = 0.1
@@ -48,7 +49,7 @@ def _codes(values, categories):
 
 def label_predictions(pred, gt, alpha=0.5):
     """Every prediction's DETAD kind. pred: DataFrame (video, label, start, end, score);
-    gt: evaluate.GroundTruth. Returns a copy of pred with the columns
+    gt: eval_inputs.GroundTruth. Returns a copy of pred with the columns
     rank (int, within its class), kind (one of KINDS), gt (the row of gt.segments a true
     positive holds, else -1), tiou_same / tiou_other (highest tIoU with a ground truth of its
     video of the same / another label, 0 when none)."""
@@ -141,7 +142,7 @@ def map_if_removed(pred, top, gt, tious, protocol="activitynet"):
 
 def subset_gt(gt, keep):
     """The ground truth with only the segments where keep (G,) is True (same videos)."""
-    return evaluate.GroundTruth(segments=gt.segments[np.asarray(keep)].reset_index(drop=True),
+    return GroundTruth(segments=gt.segments[np.asarray(keep)].reset_index(drop=True),
                                 videos=gt.videos, classes=gt.classes, ambiguous=gt.ambiguous,
                                 class_ids=gt.class_ids)
 
@@ -199,7 +200,7 @@ def per_video_map(pred, gt, tious, protocol="activitynet"):
     keep = pairs(pred).isin(set(classes)).to_numpy()
     p = pred[keep].assign(label=pairs(pred[keep]))
     per_pair = evaluate.evaluate_detection(
-        p, evaluate.GroundTruth(seg, gt.videos, classes, gt.ambiguous, {}), tious,
+        p, GroundTruth(seg, gt.videos, classes, gt.ambiguous, {}), tious,
         protocol)["per_class"].mean(axis=1)                           # (pairs,)
     video_of = [c.split("/", 1)[0] for c in classes]
     frame = pd.DataFrame({"video": video_of, "ap": per_pair})

@@ -8,14 +8,13 @@ To point the project at your features without typing ``--data-root`` every
 time, edit `DATA_ROOTS` just below.
 """
 import argparse
-import json
 import math
 import os
 import sys
 import time
 
 from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
-from safe_io import InputError, atomic_write_text, one_line
+from safe_io import InputError
 from schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------
@@ -278,21 +277,21 @@ def resolve(args):
 # Checks of every option, before anything is read or written.
 # ----------------------------------------------------------------------------
 
-def _number(v):
+def finite_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _in(lo, hi, hi_open=False):
-    return (lambda v: _number(v) and lo <= v and (v < hi if hi_open else v <= hi),
+    return (lambda v: finite_number(v) and lo <= v and (v < hi if hi_open else v <= hi),
             f"must be in [{lo}, {hi}{')' if hi_open else ']'}")
 
 
 def _above(lo):
-    return (lambda v: _number(v) and v > lo), f"must be > {lo}"
+    return (lambda v: finite_number(v) and v > lo), f"must be > {lo}"
 
 
 def _at_least(lo):
-    return (lambda v: _number(v) and v >= lo), f"must be >= {lo}"
+    return (lambda v: finite_number(v) and v >= lo), f"must be >= {lo}"
 
 
 MAX_SEED = 2 ** 32 - 1          # NumPy's limit
@@ -381,118 +380,3 @@ def parse_opts(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)              # before the presets fill in: "" and 0 are not defaults
     return resolve(args)
-
-
-def save_opts(opts, path):
-    """Write the resolved options as JSON (tuples become lists)."""
-    atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")
-
-
-# Options that may differ when a run is resumed (they change no result).
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report"}
-
-
-def given_options(argv):
-    """The options present on the command line, with their parsed values."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
-
-
-# fields that `resolve` adds to the command line's options, with their types
-RESOLVED_TYPES = {"generate_synthetic": (bool,), "bundle": (str,),
-                  "train_subset": (str,), "test_subset": (str,), "snippet_seconds": (int, float),
-                  "averages": (dict,), "thumos_ids": (bool,)}
-RESOLVED_MAY_BE_NONE = {"snippet_seconds"}       # None: the layout's own
-RESOLVED_NOT_NONE = {"data_root", "classes", "tiou", "output_dir"}
-
-
-def option_types():
-    """{dest: (types, None allowed, is a list, choices)} of every saved option."""
-    types = {}
-    for a in build_parser()._actions:
-        if a.dest == "help":
-            continue
-        if a.nargs == 0:                                   # flags: store_true, --no-x
-            t = (bool,)
-        else:
-            t = {int: (int,), float: (int, float), None: (str,)}[a.type]
-        types[a.dest] = (t, a.default is None and a.dest not in RESOLVED_NOT_NONE,
-                         a.nargs == "+", a.choices)
-    types.update({k: (t, k in RESOLVED_MAY_BE_NONE, False, None) for k, t in RESOLVED_TYPES.items()})
-    return types
-
-
-def _typed(value, types):
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-
-
-def saved_problem(saved):
-    """What is wrong with the content of a saved opts.json (None: nothing)."""
-    if not isinstance(saved, dict):
-        return f"not a JSON object but {type(saved).__name__}"
-    types = option_types()
-    missing = sorted(set(types) - set(saved))
-    if missing:
-        return f"lacks the option{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
-    for key, (t, none_ok, is_list, choices) in types.items():
-        value = saved[key]
-        if value is None and none_ok:
-            continue
-        items = value if is_list and isinstance(value, list) else [value]
-        if (is_list and not (isinstance(value, list) and value)) or \
-                not all(_typed(v, t) for v in items):
-            kind = f"a list of {t[-1].__name__}" if is_list else t[-1].__name__
-            return f"{key} is {json.dumps(value)[:60]}, not {kind}"
-        if choices and any(v not in choices for v in items):
-            return f"{key} is {json.dumps(value)[:60]}, not one of {', '.join(map(str, choices))}"
-    if saved["snippet_seconds"] is not None and (not _number(saved["snippet_seconds"]) or
-                                                 saved["snippet_seconds"] <= 0):
-        return "snippet_seconds out of range"
-    for name, span in saved["averages"].items():
-        if not (isinstance(span, list) and len(span) == 2 and all(_number(x) for x in span)):
-            return f"averages[{name!r}] is {json.dumps(span)[:60]}, not [low, high]"
-    problems = option_problems(argparse.Namespace(**{k: saved[k] for k in types}))
-    return f"saved {problems[0]}" if problems else None
-
-
-def resume_opts(argv):
-    """Saved options of the run named by --resume; refuses contradicting options and a
-    saved opts.json that is not one this project wrote."""
-    given = given_options(argv)
-    folder = given["resume"]
-    if folder == "":
-        raise InputError("--resume: must not be empty")
-    path = os.path.join(folder, "opts.json")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable saved options ({one_line(e)})") from None
-    problem = saved_problem(saved)
-    if problem:
-        raise InputError(f"{path}: {problem}")
-    base = vars(build_parser().parse_args([]))
-    for key, value in given.items():
-        if key in RESUME_MAY_CHANGE:
-            continue
-        if key == "output_dir":
-            same = os.path.abspath(value) == os.path.abspath(folder)
-        else:
-            same = saved.get(key, base.get(key)) == value
-        if not same:
-            raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
-                             f"the saved option {saved.get(key)!r}")
-    opts = argparse.Namespace(**{k: saved[k] for k in option_types()})
-    opts.output_dir = folder
-    for key in RESUME_MAY_CHANGE - {"resume"}:
-        if key in given:
-            setattr(opts, key, given[key])
-    opts.resume = folder
-    check_options(opts)                 # the options given again (--threads) included
-    return opts
-
-

@@ -18,6 +18,7 @@ import numpy as np
 import error_analysis
 import evaluate
 import published
+from eval_inputs import GroundTruth
 from report_html import Section, page
 from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
 
@@ -30,7 +31,7 @@ REPORT_FILES = re.compile(r"(index\.html|analysis\.json|map_tiou\.png|per_class_
 @dataclass
 class Inputs:
     pred: object                     # DataFrame video, label, start, end, score
-    gt: evaluate.GroundTruth
+    gt: GroundTruth
     tious: list                      # the tIoUs of the mAP curve and of the per-video mAP
     protocol: str                    # the evaluator's protocol
     title: str                       # what is analysed, for the page's heading
@@ -157,7 +158,7 @@ def _timelines(inputs, folder, chosen, video_map, labelled):
 
 
 def _map_series(inputs, result):
-    values = (np.array([inputs.metrics["mAP"][evaluate._key(t)] for t in inputs.tious],
+    values = (np.array([inputs.metrics["mAP"][f"{float(t):g}"] for t in inputs.tious],
                        dtype=float)
               if inputs.metrics else result["mAP"])
     series = [("this " + ("run" if inputs.metrics else "file"), values, None, "o-")]

@@ -20,7 +20,8 @@ from dataset import SnippetDataset, load_dataset, read_class_list
 from detection import released_class_ids, write_results_json, write_results_txt
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
-from opts import DATA_ROOTS, layout_snippet_seconds, parse_opts, resume_opts, save_opts
+from opts import DATA_ROOTS, layout_snippet_seconds, parse_opts
+from saved_opts import resume_opts, save_opts
 from run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                         history_entry, load_checkpoint, read_history, restore, save_checkpoint,
                         write_history)

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 import annotation_reader
+import eval_inputs
 import evaluate
 from dataset import SnippetDataset
 from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
@@ -20,9 +21,9 @@ def ground_truth(videos, classes, ambiguous):
     segments = pd.DataFrame([(name, classes[c], s, e) for name, segs in videos for c, s, e in segs],
                             columns=["video", "label", "start", "end"])
     amb = pd.DataFrame([a for a in ambiguous if a[0] in names], columns=["video", "start", "end"])
-    return evaluate.GroundTruth(segments=segments, videos=[name for name, _ in videos],
+    return eval_inputs.GroundTruth(segments=segments, videos=[name for name, _ in videos],
                                 classes=list(classes), ambiguous=amb,
-                                class_ids=evaluate.class_ids(classes))
+                                class_ids=eval_inputs.class_ids(classes))
 
 
 def evaluation_ground_truth(data, test_subset):
@@ -34,7 +35,7 @@ def evaluation_ground_truth(data, test_subset):
     against every annotated test video, so its mAP is near 0.)"""
     if data.layout != "hdf5":
         ann = annotation_reader.read_annotations(data.source, test_subset)
-        return evaluate.ground_truth_of(ann, test_subset, data.classes)
+        return eval_inputs.ground_truth_of(ann, test_subset, data.classes)
     videos = [(v.name, v.segments) for v in data.split("test")]
     videos += [(name, segs) for name, split, segs in data.dropped if split == "test"]
     return ground_truth(videos, data.classes, data.ambiguous)
@@ -43,7 +44,7 @@ def evaluation_ground_truth(data, test_subset):
 def only_videos(gt, names):
     """The ground truth of some of its videos (names), in its own video order."""
     keep = set(names)
-    return evaluate.GroundTruth(
+    return eval_inputs.GroundTruth(
         segments=gt.segments[gt.segments["video"].isin(keep)].reset_index(drop=True),
         videos=[v for v in gt.videos if v in keep], classes=gt.classes,
         ambiguous=gt.ambiguous[gt.ambiguous["video"].isin(keep)].reset_index(drop=True),

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import annotation_reader  # noqa: E402
+import eval_inputs  # noqa: E402
 import evaluate  # noqa: E402
 
 THUMOS_GT = ROOT / "data/thumos14/Thumos14reduced-Annotations"
@@ -32,7 +33,7 @@ TARGETS = {("thumos14-sized", "activitynet"): 0.2, ("thumos14-sized", "thumos14"
            ("activitynet12-sized", "activitynet"): 1.0}
 
 
-def durations(folder: Path, gt: evaluate.GroundTruth) -> pd.Series:
+def durations(folder: Path, gt: eval_inputs.GroundTruth) -> pd.Series:
     """Video duration (s) of the videos of ``gt``, from the bundle's duration.npy."""
     ann = annotation_reader.read_wtalc(str(folder))
     return pd.Series({v: a.duration for v, a in ann.videos.items()}, dtype=float).reindex(gt.videos)
@@ -72,7 +73,7 @@ def plausible_predictions(gt, duration: pd.Series, n: int, rng) -> pd.DataFrame:
     return pred.sample(frac=1.0, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
 
 
-def repeat_videos(gt: evaluate.GroundTruth, n_videos: int) -> evaluate.GroundTruth:
+def repeat_videos(gt: eval_inputs.GroundTruth, n_videos: int) -> eval_inputs.GroundTruth:
     """The ground truth with its videos repeated under new names up to ``n_videos``."""
     copies = -(-n_videos // len(gt.videos))
     names = [f"{v}~{k}" if k else v for k in range(copies) for v in gt.videos][:n_videos]
@@ -81,7 +82,7 @@ def repeat_videos(gt: evaluate.GroundTruth, n_videos: int) -> evaluate.GroundTru
              for k in range(copies)]
     segments = pd.concat(parts, ignore_index=True)
     segments = segments[segments["video"].isin(keep)].reset_index(drop=True)
-    return evaluate.GroundTruth(segments, names, gt.classes, gt.ambiguous, gt.class_ids)
+    return eval_inputs.GroundTruth(segments, names, gt.classes, gt.ambiguous, gt.class_ids)
 
 
 def best_time(fn, repeat: int) -> float:
@@ -117,11 +118,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
 
-    thumos = evaluate.load_ground_truth(THUMOS_GT, "test")
+    thumos = eval_inputs.load_ground_truth(THUMOS_GT, "test")
     pred = plausible_predictions(thumos, durations(THUMOS_GT, thumos), 50_000, rng)
     report("thumos14-sized", thumos, pred, evaluate.THUMOS_TIOUS, args.repeat)
 
-    anet_val = evaluate.load_ground_truth(ANET_GT, "test")
+    anet_val = eval_inputs.load_ground_truth(ANET_GT, "test")
     anet = repeat_videos(anet_val, 4_900)
     duration = durations(ANET_GT, anet_val)
     duration.index = duration.index.astype(str)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     report("activitynet12-sized", anet, pred, evaluate.ANET_TIOUS, args.repeat)
 
     if PMIL.is_file():
-        pred = evaluate.load_predictions(PMIL, thumos)
+        pred = eval_inputs.load_predictions(PMIL, thumos)
         report("pmil_base (real file)", thumos, pred, evaluate.THUMOS_TIOUS, args.repeat)
     else:
         print(f"{PMIL} not found: real-file timing skipped")

@@ -24,7 +24,7 @@ from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: 
                        segments_frame)
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: E402
-from ref_released_training import reference_epoch  # noqa: E402
+from ref_released_training import reference_epoch, released_copy  # noqa: E402
 from opts import build_parser  # noqa: E402
 from test_pass import score_videos  # noqa: E402
 from schedule import Phase  # noqa: E402
@@ -118,12 +118,15 @@ def reference_classifier_epoch(clf, videos, opt, order):
 
 @torch.no_grad()
 def reference_test_pass(model, clf, videos):
-    """The released test loop: per video the nn.Modules, then the per-snippet loop."""
+    """The released test loop: per video the released layers (model: a ReleasedEMMIL) and
+    the classifier module, then the per-snippet loop."""
     for v in videos:
         rgb, flow = v.features[None, :, :D], v.features[None, :, D:]
         mask = torch.ones(1, v.features.shape[0], dtype=torch.bool)
         vs = clf(rgb, flow, mask)[0].numpy()
-        q, p = model(rgb, flow)
+        q_rgb, q_flow = model.key_streams(rgb, flow)
+        p_rgb, p_flow = model.cls_streams(rgb, flow)
+        q, p = (q_rgb + q_flow) / 2, (p_rgb + p_flow) / 2
         detect_loop(localisation_scores(q[0].numpy(), p[0].numpy(), 0.8), vs, 0.15, 0.05, 0.64,
                     v.duration)
 
@@ -225,8 +228,7 @@ def main():
 
     t_ref = {}
     if not a.no_reference and device.type == "cpu":
-        ref = EMMIL(K)
-        ref.load_state_dict(base.state_dict())
+        ref = released_copy(base)          # the released torch layers, the same weights
         opts = {"M": torch.optim.Adam(ref.cls_parameters(), lr=1e-4),
                 "E": torch.optim.Adam(ref.key_parameters(), lr=1e-4)}
         order = list(range(len(train)))

@@ -19,7 +19,8 @@ sys.path.insert(0, ROOT)
 
 import run  # noqa: E402  (after the path is set)
 import run_folder  # noqa: E402
-from opts import parse_opts, save_opts  # noqa: E402
+from opts import parse_opts  # noqa: E402
+from saved_opts import save_opts  # noqa: E402
 from safe_io import InputError, atomic_write_json  # noqa: E402
 from seeds import summarise_seeds  # noqa: E402
 from utils import Logger  # noqa: E402

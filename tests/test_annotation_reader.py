@@ -12,6 +12,7 @@ import dataset as ds
 import dataset_cli
 import layouts
 from opts import layout_snippet_seconds
+import eval_inputs as EI
 import evaluate as E
 from test_dataset import _save_py2_style, write_tiny_bundle
 from test_layouts import tiny_videos, write_folders
@@ -178,8 +179,8 @@ def test_one_segment_rule_for_training_and_evaluation(tmp_path, capsys):
     assert said[0] == (f"{ann_dir(root)}: 2 ground-truth segments had start > end; start and "
                        f"end swapped")
     assert data.videos[0].segments == [(0, 0.5, 1.2)]
-    with pytest.warns(E.InputWarning, match="2 ground-truth segments had start > end"):
-        gt = E.load_ground_truth(ann_dir(root))
+    with pytest.warns(EI.InputWarning, match="2 ground-truth segments had start > end"):
+        gt = EI.load_ground_truth(ann_dir(root))
     assert gt.segments.values.tolist()[0] == ["video_test_1", "Shotput", 1.0, 2.0]
     assert [v.segments for v in data.split("test")][0] == [(2, 1.0, 2.0)]
 
@@ -191,7 +192,7 @@ def test_the_readers_agree_on_the_real_files():
     for source in ("Thumos14reduced-Annotations", "gt_basnet_210.json"):
         path = os.path.join(real, source)
         classes, table, ambiguous = layouts.read_annotations(path)
-        gt = E.load_ground_truth(path, "test")
+        gt = EI.load_ground_truth(path, "test")
         ours = [(v, classes[c], s, e) for v in gt.videos for c, s, e in table[v][1]]
         assert ours == [tuple(r) for r in gt.segments.values.tolist()]
         assert len(ours) == {"Thumos14reduced-Annotations": 3358,

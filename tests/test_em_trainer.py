@@ -8,7 +8,7 @@ from dataset import SnippetDataset, Video
 from em_trainer import EMTrainer, e_step_loss, m_step_loss
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets
-from ref_released_training import reference_epoch
+from ref_released_training import reference_epoch, released_copy
 from schedule import parse_schedule
 
 
@@ -118,8 +118,8 @@ def test_optimised_trainer_equals_the_released_reference_loop():
     torch.manual_seed(0)
     data = _tiny_set()
     labelled = SnippetDataset(data.videos[:5], 0.64)
-    ours, ref = EMMIL(4), None
-    ref = copy.deepcopy(ours)
+    ours = EMMIL(4)
+    ref = released_copy(ours)            # the released torch layers, the same weights
     trainer = EMTrainer(ours, labelled, 1e-4, 0.15, 1, "cpu", seed=7, log=lambda *a: None)
     opts_ref = {"M": torch.optim.Adam(ref.cls_parameters(), lr=1e-4),
                 "E": torch.optim.Adam(ref.key_parameters(), lr=1e-4)}
@@ -129,8 +129,11 @@ def test_optimised_trainer_equals_the_released_reference_loop():
         order = torch.randperm(len(labelled), generator=order_gen).tolist()
         losses = reference_epoch(ref, labelled.videos, phase, 0.15, opts_ref, order, 1e-4)
         assert abs(stats["loss"] - np.mean(losses)) < 1e-5 * max(1.0, np.mean(losses)), phase
-    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, rtol=0, err_msg=name)
+    trained, released = ours.state_dict(), ref.state_dict()
+    assert sorted(trained) == sorted(released)
+    for name, b in released.items():
+        np.testing.assert_allclose(trained[name].numpy(), b.numpy(), atol=1e-5, rtol=0,
+                                   err_msg=name)
 
 
 def test_batches_are_bucketed_by_length_and_cover_every_video_once():

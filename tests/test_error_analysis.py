@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import error_analysis as A
+import eval_inputs as EI
 import evaluate as E
 from protocols import interpolated_ap
 
@@ -18,7 +19,7 @@ TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 def gt_of(rows, classes=("A", "B"), videos=("v",)):
     seg = pd.DataFrame(rows, columns=["video", "label", "start", "end"])
     amb = pd.DataFrame({"video": pd.Series([], dtype=object), "start": [], "end": []})
-    return E.GroundTruth(seg, list(videos), list(classes), amb, {c: i + 1 for i, c in
+    return EI.GroundTruth(seg, list(videos), list(classes), amb, {c: i + 1 for i, c in
                                                                  enumerate(classes)})
 
 
@@ -79,8 +80,8 @@ def test_held_ground_truth_goes_to_the_higher_score_and_the_best_overlap():
 
 @pytest.fixture(scope="module")
 def stpn():
-    gt = E.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
-    return gt, E.load_predictions(STPN, gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
+    return gt, EI.load_predictions(STPN, gt)
 
 
 def test_true_positives_are_the_evaluators_at_alpha(stpn):
@@ -131,7 +132,7 @@ def test_per_video_map_is_the_evaluator_on_each_video(stpn):
     per_video = A.per_video_map(pred, gt, TIOUS)
     assert set(per_video) == set(gt.segments["video"])
     for video in sorted(per_video)[::40]:
-        one = E.GroundTruth(gt.segments[gt.segments["video"] == video], [video], gt.classes,
+        one = EI.GroundTruth(gt.segments[gt.segments["video"] == video], [video], gt.classes,
                             gt.ambiguous, gt.class_ids)
         expected = E.evaluate_detection(pred[pred["video"] == video], one, TIOUS)["mAP"].mean()
         assert per_video[video] == pytest.approx(expected, abs=1e-12)

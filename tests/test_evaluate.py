@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import eval_inputs as EI
+
 import evaluate as E
 import protocols
 from safe_io import load_npy
-from evaluate import GroundTruth, InputError, InputWarning
+from eval_inputs import GroundTruth, InputWarning
+from safe_io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMOS = ROOT / "data/thumos14"
@@ -26,7 +29,7 @@ def make_gt(segments, classes, ambiguous=()):
     segs = frame(segments)
     amb = frame(ambiguous, ("video", "start", "end")).astype({"start": float, "end": float})
     videos = sorted(set(segs["video"]) | set(amb["video"]))
-    return GroundTruth(segs, videos, list(classes), amb, E.class_ids(list(classes)))
+    return GroundTruth(segs, videos, list(classes), amb, EI.class_ids(list(classes)))
 
 
 def preds(rows):
@@ -134,7 +137,7 @@ def test_predictions_outside_the_ground_truth_videos_are_false_positives():
 
 @pytest.fixture(scope="module")
 def official():
-    return E.load_ground_truth(THUMOS / "official_annotation")
+    return EI.load_ground_truth(THUMOS / "official_annotation")
 
 
 @pytest.mark.parametrize("protocol", E.PROTOCOLS)
@@ -289,7 +292,7 @@ def test_gt_json_with_string_segments(tmp_path):
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data))
     with pytest.warns(InputWarning, match="1 ground-truth segments had start > end"):
-        gt = E.load_ground_truth(path, "test")
+        gt = EI.load_ground_truth(path, "test")
     assert gt.videos == ["v1", "v2"]
     assert gt.segments.values.tolist() == [["v1", "HighJump", 18.6, 24.8],
                                            ["v1", "HighJump", 29.0, 30.0]]
@@ -297,7 +300,7 @@ def test_gt_json_with_string_segments(tmp_path):
     assert gt.class_ids == {"Diving": 26, "HighJump": 40}
     assert gt.ambiguous.empty
     with pytest.warns(InputWarning):          # the one reader reads (and repairs) the whole file
-        assert E.load_ground_truth(path, "train").videos == ["v3"]
+        assert EI.load_ground_truth(path, "train").videos == ["v3"]
 
 
 class Py2Pickler(pickle._Pickler):
@@ -347,7 +350,7 @@ def test_wtalc_folder_in_python2_pickle_format(tmp_path):
     raw = load_npy(str(folder / "labels.npy"))
     assert isinstance(raw[0][0], bytes)                      # really the bytes format
     with pytest.warns(InputWarning, match="1 ground-truth segments had start > end"):
-        gt = E.load_ground_truth(folder, "test")
+        gt = EI.load_ground_truth(folder, "test")
     assert gt.videos == ["video_0", "video_1"]                # video_1 has no segment
     assert gt.segments.values.tolist() == [["video_0", "BaseballPitch", 1.0, 2.5],
                                            ["video_0", "Billiards", 4.0, 7.0]]
@@ -355,7 +358,7 @@ def test_wtalc_folder_in_python2_pickle_format(tmp_path):
     assert gt.class_ids == {"BaseballPitch": 7, "Billiards": 12}
     assert gt.ambiguous.values.tolist() == [["video_0", 4.0, 5.0]]
     with pytest.warns(InputWarning):
-        train = E.load_ground_truth(folder, "train")
+        train = EI.load_ground_truth(folder, "train")
     assert train.videos == ["video_2"] and train.ambiguous.empty
 
 
@@ -363,11 +366,11 @@ def test_wtalc_activitynet_style_subsets(tmp_path):
     folder = tmp_path / "ActivityNet1.2-Annotations"
     write_wtalc(folder, ["training", "validation", "validation"], (b"Archery", b"Ballet"))
     with pytest.warns(InputWarning):                 # video_0 (training) is swapped: the
-        gt = E.load_ground_truth(folder, "test")     # whole file is read, and said once
+        gt = EI.load_ground_truth(folder, "test")     # whole file is read, and said once
     assert gt.videos == ["video_1", "video_2"]
     assert gt.class_ids == {"Archery": 1, "Ballet": 2}
     with pytest.warns(InputWarning):
-        assert E.load_ground_truth(folder, "train").videos == ["video_0"]
+        assert EI.load_ground_truth(folder, "train").videos == ["video_0"]
 
 
 def write_official(folder):
@@ -380,7 +383,7 @@ def write_official(folder):
 
 def test_official_folder(tmp_path):
     write_official(tmp_path / "ann")
-    gt = E.load_ground_truth(tmp_path / "ann")
+    gt = EI.load_ground_truth(tmp_path / "ann")
     assert gt.classes == ["BaseballPitch", "Billiards"]
     assert gt.class_ids == {"BaseballPitch": 7, "Billiards": 12}
     assert gt.segments.values.tolist() == [["video_test_1", "BaseballPitch", 1.0, 2.0],
@@ -394,17 +397,17 @@ def test_official_folder_errors(tmp_path):
     write_official(tmp_path / "dup")
     (tmp_path / "dup" / "billiards_test.txt").write_text("video_test_2 1 2\n")
     with pytest.raises(InputError, match="duplicate ground-truth files for class Billiards"):
-        E.load_ground_truth(tmp_path / "dup")
+        EI.load_ground_truth(tmp_path / "dup")
     write_official(tmp_path / "missing")
     (tmp_path / "missing" / "Billiards_test.txt").unlink()
     with pytest.raises(InputError, match="class Billiards has no ground-truth file"):
-        E.load_ground_truth(tmp_path / "missing")
+        EI.load_ground_truth(tmp_path / "missing")
 
 
 def test_real_video_counts():
-    assert len(E.load_ground_truth(THUMOS / "Thumos14reduced-Annotations").videos) == 212
-    assert len(E.load_ground_truth(THUMOS / "gt_basnet_210.json").videos) == 210
-    assert len(E.load_ground_truth(THUMOS / "official_annotation").videos) == 213
+    assert len(EI.load_ground_truth(THUMOS / "Thumos14reduced-Annotations").videos) == 212
+    assert len(EI.load_ground_truth(THUMOS / "gt_basnet_210.json").videos) == 210
+    assert len(EI.load_ground_truth(THUMOS / "official_annotation").videos) == 213
 
 
 def test_load_predictions_json_and_txt(tmp_path):
@@ -413,18 +416,18 @@ def test_load_predictions_json_and_txt(tmp_path):
     js = tmp_path / "p.json"
     js.write_text(json.dumps({"results": {"v": [
         {"label": "Billiards", "segment": [1.0, 2.0], "score": 0.5}]}}))
-    assert E.load_predictions(js, gt).values.tolist() == [["v", "Billiards", 1.0, 2.0, 0.5]]
+    assert EI.load_predictions(js, gt).values.tolist() == [["v", "Billiards", 1.0, 2.0, 0.5]]
     txt = tmp_path / "p.txt"
     txt.write_text("v.mp4 1.0 2.0 12 0.5\nv 3 2 7 0.25\n")
     with pytest.warns(InputWarning, match="1 predictions had start > end"):
-        pred = E.load_predictions(txt, gt)
+        pred = EI.load_predictions(txt, gt)
     assert pred.values.tolist() == [["v", "Billiards", 1.0, 2.0, 0.5],
                                     ["v", "BaseballPitch", 2.0, 3.0, 0.25]]
     txt.write_text("v 1 2 99 0.5\nv 1 2 98 0.5\nv 1 2 7 0.5\n")
     with pytest.raises(InputError, match="2 predictions of classes absent"):
-        E.load_predictions(txt, gt)
+        EI.load_predictions(txt, gt)
     with pytest.warns(InputWarning, match="dropped 2 predictions of 2 classes"):
-        assert len(E.load_predictions(txt, gt, ignore_unknown_classes=True)) == 1
+        assert len(EI.load_predictions(txt, gt, ignore_unknown_classes=True)) == 1
 
 
 @pytest.mark.parametrize("content, message", [
@@ -437,7 +440,7 @@ def test_bad_prediction_txt(tmp_path, content, message):
     path = tmp_path / "p.txt"
     path.write_text(content)
     with pytest.raises(InputError, match=message):
-        E.load_predictions(path, make_gt([("v", "BaseballPitch", 0, 1)], ["BaseballPitch"]))
+        EI.load_predictions(path, make_gt([("v", "BaseballPitch", 0, 1)], ["BaseballPitch"]))
 
 
 # ---------------------------------------------------------------------------- metrics, table

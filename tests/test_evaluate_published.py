@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import eval_inputs as EI
+
 import evaluate as E
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +48,15 @@ TH14_NOT_REPRODUCED = {0.4: "0.250325 was computed on times rounded to 3 decimal
 
 @pytest.fixture(scope="module")
 def anet_map():
-    gt = E.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
-    pred = E.load_predictions(DATA / "stpn_thumos14_test.json", gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
+    pred = EI.load_predictions(DATA / "stpn_thumos14_test.json", gt)
     return E.evaluate_detection(pred, gt, TIOUS, "activitynet")["mAP"]
 
 
 @pytest.fixture(scope="module")
 def th14_map():
-    gt = E.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
-    pred = E.load_predictions(DATA / "stpn_thumos14_test.txt", gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
+    pred = EI.load_predictions(DATA / "stpn_thumos14_test.txt", gt)
     return E.evaluate_detection(pred, gt, TIOUS, "thumos14")["mAP"]
 
 
@@ -99,16 +101,16 @@ def test_figures_that_differ_from_the_published_ones(anet_map, th14_map):
 
 
 def test_json_and_txt_predictions_are_the_same(th14_map):
-    gt = E.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
-    pred = E.load_predictions(DATA / "stpn_thumos14_test.json", gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
+    pred = EI.load_predictions(DATA / "stpn_thumos14_test.json", gt)
     np.testing.assert_allclose(E.evaluate_detection(pred, gt, TIOUS, "thumos14")["mAP"],
                                th14_map, atol=1e-9)
 
 
 def test_thumos14_kit_figures_on_times_rounded_to_3_decimals():
     """The published kit figures came from a txt with 3-decimal times: all nine match."""
-    gt = E.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
-    pred = E.load_predictions(DATA / "stpn_thumos14_test.json", gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/official_annotation", "test")
+    pred = EI.load_predictions(DATA / "stpn_thumos14_test.json", gt)
     pred = pred.assign(start=pred["start"].round(3), end=pred["end"].round(3))
     got = E.evaluate_detection(pred, gt, TIOUS, "thumos14")["mAP"]
     np.testing.assert_allclose(got, TH14_PUBLISHED, atol=1e-6, rtol=0)

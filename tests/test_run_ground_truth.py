@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import eval_inputs as EI
+
 import evaluate as E
 from layouts import wtalc_paths
 from test_layouts import write_wtalc
@@ -71,10 +73,10 @@ def test_metrics_equal_the_standalone_evaluation(tmp_path, drop):
     assert ours["mAP"]["0.1"] > 0                                       # something to compare
     # what the run was evaluated against: every annotated test video, segments unclipped
     ann = wtalc_paths(str(tmp_path / "data"), "Thumos14reduced")[1]
-    gt = E.load_ground_truth(ann)
+    gt = EI.load_ground_truth(ann)
     assert gt.videos == ["video_test_1", "video_test_2", "video_test_3"]
     assert gt.segments["end"].max() == 14.0
-    pred = E.load_predictions(out / "results.json", gt)
+    pred = EI.load_predictions(out / "results.json", gt)
     result = E.evaluate_detection(pred, gt, [0.1, 0.5])["mAP"]
     assert [ours["mAP"]["0.1"], ours["mAP"]["0.5"]] == result.tolist()
     log = (out / "log.txt").read_text()

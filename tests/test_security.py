@@ -204,7 +204,7 @@ def test_a_name_escaping_the_data_root_reads_nothing_outside(tmp_path):
 
 
 def test_names_in_every_source_are_checked(tmp_path):
-    import evaluate as E
+    import eval_inputs as EI
     import hdf5_format
     import layouts
     from test_layouts import tiny_videos, write_all
@@ -214,7 +214,7 @@ def test_names_in_every_source_are_checked(tmp_path):
     names = np.load(os.path.join(ann, "videoname.npy"))
     names[3] = b"video test 1"
     np.save(os.path.join(ann, "videoname.npy"), names)
-    for read in (lambda: annotation_reader.read_wtalc(ann), lambda: E.load_ground_truth(ann)):
+    for read in (lambda: annotation_reader.read_wtalc(ann), lambda: EI.load_ground_truth(ann)):
         with pytest.raises(InputError, match=r"videoname.npy: video 'video test 1': the name "
                                              r"contains whitespace"):
             read()
@@ -240,13 +240,13 @@ def test_names_in_every_source_are_checked(tmp_path):
     (tmp_path / "Ambiguous_test.txt").write_text("vid\x01eo 1.0 2.0\n")
     with pytest.raises(InputError, match="Ambiguous_test.txt: line 1: video"):
         annotation_reader.read_ambiguous(str(tmp_path / "Ambiguous_test.txt"))
-    gt = E.load_ground_truth(os.path.join(ROOT, "data", "thumos14", "official_annotation"))
+    gt = EI.load_ground_truth(os.path.join(ROOT, "data", "thumos14", "official_annotation"))
     (tmp_path / "p.json").write_text(json.dumps({"results": {"../v": []}}))
     with pytest.raises(InputError, match=r"p.json: video '../v'"):
-        E.load_predictions(tmp_path / "p.json", gt)
+        EI.load_predictions(tmp_path / "p.json", gt)
     (tmp_path / "p.txt").write_text("/v 1 2 7 0.5\n")
     with pytest.raises(InputError, match=r"p.txt: video '/v'"):
-        E.load_predictions(tmp_path / "p.txt", gt)
+        EI.load_predictions(tmp_path / "p.txt", gt)
 
 
 def test_result_writers_cannot_emit_a_malformed_line(tmp_path):

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import eval_inputs as EI
+
 import evaluate as E
 import protocols
 from ref_official_anet import official_map
@@ -30,8 +32,8 @@ def tied_case(seed, n_videos=4, classes="ABC", n_gt=40, n_pred=400):
                          "start": start, "end": start + rng.integers(1, 5, n_pred),
                          "score": rng.random(n_pred).round(1)})
     pred = pd.concat([pred, pred.iloc[::7]], ignore_index=True)     # repeated predictions
-    truth = E.GroundTruth(gt, videos, list(classes), pd.DataFrame(
-        {"video": [], "start": [], "end": []}), E.class_ids(list(classes)))
+    truth = EI.GroundTruth(gt, videos, list(classes), pd.DataFrame(
+        {"video": [], "start": [], "end": []}), EI.class_ids(list(classes)))
     return pred, truth
 
 
@@ -83,8 +85,8 @@ def test_official_preference_rows_equal_one_dimensional_argsort():
 
 
 def test_real_stpn_file_equals_the_official_loop():
-    gt = E.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
-    pred = E.load_predictions(ROOT / "data/predictions/stpn_thumos14_test.json", gt)
+    gt = EI.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
+    pred = EI.load_predictions(ROOT / "data/predictions/stpn_thumos14_test.json", gt)
     tious = np.arange(1, 10) / 10
     ours = E.evaluate_detection(pred, gt, tious, "activitynet")["mAP"]
     ref, _ = official_map(pred, gt.segments, gt.classes, tious)
