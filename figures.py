@@ -160,7 +160,8 @@ def training_curves(history):
     for ax in (ax_loss, ax_pos):
         ax.set_xlabel("epoch of the schedule")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:          # attention MIL: no pseudo-labels
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
