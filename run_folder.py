@@ -19,8 +19,8 @@ LAST = "checkpoint_last.pt"
 # What this project writes into an output folder (and into a seed_<s> subfolder of one):
 # --overwrite removes these names, and only these; a file of any other name is the user's
 # and is left where it is.
-RUN_FILES = re.compile(r"(opts\.json|log\.txt|metrics\.json|results\.json|results\.txt|history\.json"
-                       r"|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
+RUN_FILES = re.compile(r"(opts\.json|log\.txt|metrics\.json|results\.json|results\.txt"
+                       r"|history\.json|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
                        r"|checkpoint_last\.pt(\.link)?|checkpoint_\d+\.pt|\.tmp-.*)")
 RUN_FOLDERS = re.compile(r"tensorboard|report|seed_\d+")
 TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")

@@ -213,8 +213,8 @@ def test_unknown_video_name(dry_run, tmp_path):
 @pytest.fixture(scope="module")
 def stpn_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("stpn")
-    r = cli("analyze.py", "--pred", STPN, "--gt", ROOT / "data/thumos14/Thumos14reduced-Annotations",
-            "--out", out, "--paper", "thumos14")
+    gt = ROOT / "data/thumos14/Thumos14reduced-Annotations"
+    r = cli("analyze.py", "--pred", STPN, "--gt", gt, "--out", out, "--paper", "thumos14")
     assert r.returncode == 0, r.stderr
     return out / "report"
 
