@@ -936,7 +936,7 @@ def test_overwrite_then_a_late_failure_leaves_one_run(folder, monkeypatch):
     left = set(os.listdir(folder))
     assert "metrics.json" not in left
     assert left == {"notes.txt", "opts.json", "log.txt", run_folder.LAST, "classifier.pt", "em_mil.pt",
-                    "results.json", "results.txt", "tensorboard"}
+                    "results.json", "results.txt", "tensorboard", "history.json"}
     assert (folder / "notes.txt").read_text() == "mine"
     assert json.loads((folder / "opts.json").read_text())["seed"] == 7
     assert torch.load(folder / run_folder.LAST, weights_only=True)["opts"]["seed"] == 7
