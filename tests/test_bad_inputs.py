@@ -970,7 +970,8 @@ def test_summary_of_seeds_replaces_a_link(tmp_path):
                     "--no-tensorboard", "--schedule", "M1:1"]) == 0
     assert outside.read_text() == "theirs"
     assert not (out / "summary.txt").is_symlink() and "mAP@0.5" in (out / "summary.txt").read_text()
-    assert sorted(os.listdir(out)) == ["seed_1", "seed_2", "summary.json", "summary.txt"]
+    assert sorted(os.listdir(out)) == ["report", "seed_1", "seed_2", "summary.json",
+                                       "summary.txt"]
 
 
 def test_every_writer_replaces_a_link(tmp_path):
