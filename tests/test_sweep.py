@@ -23,7 +23,7 @@ from seeds import flatten_metrics
 from sweep_grid import parse_grid, points, trial_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--no-tensorboard"]
+DATA = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--no-tensorboard", "--no-report"]
 TINY = [*DATA, "--cls-epochs", "3", "--schedule", "M1:2,E:2,M2:2,alt:3", "--val-fraction", "0.25"]
 GRID = ["--grid", "gamma=0.1,0.2", "--seeds", "1", "2", "--workers", "2", *TINY]
 NAMES = [f"gamma={g}_seed={s}" for g in ("0.1", "0.2") for s in (1, 2)]
