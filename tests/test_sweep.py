@@ -23,7 +23,8 @@ from seeds import flatten_metrics
 from sweep_grid import parse_grid, points, trial_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--no-tensorboard", "--no-report"]
+DATA = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--no-tensorboard",
+        "--no-report"]
 TINY = [*DATA, "--cls-epochs", "3", "--schedule", "M1:2,E:2,M2:2,alt:3", "--val-fraction", "0.25"]
 GRID = ["--grid", "gamma=0.1,0.2", "--seeds", "1", "2", "--workers", "2", *TINY]
 NAMES = [f"gamma={g}_seed={s}" for g in ("0.1", "0.2") for s in (1, 2)]
@@ -181,8 +182,9 @@ def test_grid_syntax():
     assert axes[3].values[0].tokens == ("--no-tensorboard",)
     grid = points(axes)
     assert len(grid) == 8
-    assert trial_name(axes, grid[-1], 3) == ("schedule=M1:1+E:1_loc_threshold=0.05+0.1_"
-                                             "amp=true_tensorboard=false_method=untrimmednet_seed=3")
+    assert trial_name(axes, grid[-1], 3) == (
+        "schedule=M1:1+E:1_loc_threshold=0.05+0.1_amp=true_tensorboard=false_"
+        "method=untrimmednet_seed=3")
     paths = parse_grid(["data_root=/a b/c"], build_parser(), {})
     assert trial_name(paths, points(paths)[0], 1) == "data_root=-a-b-c_seed=1"
 
