@@ -210,3 +210,25 @@ def test_buckets_of_the_real_thumos14_and_activitynet12_lengths():
     assert found["thumos14/Thumos14reduced"][:2] == (200, 11)
     assert found["activitynet12/ActivityNet1.2"][:2] == (4819, 8)
     assert all(0.10 < over <= 0.125 for _, _, over in found.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_padded_training_follows_cpu_training():
+    """Padded steps on the GPU (eager, the padded videos held there) end near the CPU's
+    one-video fast path (not run without a GPU: bench/gpu_check.sh runs it)."""
+    lengths = [9, 30, 4, 17, 25, 12]
+    data = _videos(lengths)
+    torch.manual_seed(0)
+    cpu, gpu = EMMIL(4), EMMIL(4)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.cuda()
+    quiet = dict(log=lambda *a: None)
+    trainers = [EMTrainer(cpu, data, 1e-3, GAMMA, 1, "cpu", seed=1, **quiet),
+                EMTrainer(gpu, data, 1e-3, GAMMA, 1, "cuda", seed=1,
+                          buckets=bucket_lengths(lengths, 0.25), **quiet)]
+    for phase in parse_schedule("M1:2,E:1,M2:1,alt:2", 4.0):
+        a, b = (t.train_epoch(phase) for t in trainers)
+        assert abs(a["loss"] - b["loss"]) < 1e-4 * max(1.0, a["loss"]), phase
+        assert abs(a["positive"] - b["positive"]) < 0.05, phase       # a snippet or two
+    for (name, x), y in zip(cpu.state_dict().items(), gpu.state_dict().values()):
+        np.testing.assert_allclose(x.numpy(), y.cpu().numpy(), atol=1e-4, err_msg=name)
