@@ -286,7 +286,7 @@ def print_profiles(profiles, op_seconds):
           f" {'device busy':>12}")
     for path, rows in profiles.items():
         for name, r in rows.items():
-            print(f"{path:<8} {name:<6} {r['ops_per_step']:9.0f} {r['host_share']:11.0%}"
+            print(f"{path:<8} {name:<6} {r['ops_per_step']:9.0f} {r['host_share']:11.1%}"
                   f" {fmt(r['launch_share'], '.0%', 13)} {fmt(r['device_busy'], '.0%', 12)}")
 
 

@@ -27,11 +27,12 @@ def test_bench_train_tiny_prints_every_phase_and_path():
         assert len(values) == (7 if name in ("M1", "E", "M2") else 6), line
         assert all(math.isfinite(v) and v >= 0 for v in values), line
         assert values[0] > 0 and values[-1] > 0, line
-    profiled = [line.split() for line in lines if line.split()[:1] in (["ours"], ["padded"])]
+    profiled = [line.split() for line in lines if line.split()[:1] in (["ours"], ["padded"])
+                and not line.startswith("padded step:")]
     assert sorted((p[0], p[1]) for p in profiled) == sorted(
         (path, phase) for path in ("ours", "padded") for phase in ("M1", "E", "M2"))
     for p in profiled:            # ops/step, host share (the CPU has no launch or busy figure)
-        assert float(p[2]) > 10 and 0 < float(p[3].rstrip("%")) and len(p) == 4, p
+        assert float(p[2]) > 10 and 0 <= float(p[3].rstrip("%")) < 1000 and len(p) == 4, p
     for start in ("padded step:", "projected whole schedule", "reference, the same schedule",
                   "measured whole schedule, ours", "measured whole schedule, padded"):
         found = [line for line in lines if line.startswith(start)]

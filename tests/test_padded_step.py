@@ -64,6 +64,7 @@ def test_padded_step_equals_the_unpadded_step(name, T):
     junk = torch.rand(L - T, frozen.shape[1], generator=g)      # anything after the video
     frozen_padded = torch.cat([frozen, junk])                   # (L, O)
     opt = adam(ours.weights(kind), 1e-3, capturable=True)
+    before = [p.detach().clone() for p in ours.weights(kind)]
     stats = torch.zeros(2)
     ours.zero_grad(set_to_none=True)
     padded_step(ours, opt, kind, step, stage, (padded, mask, labels), frozen_padded, GAMMA,
@@ -78,9 +79,7 @@ def test_padded_step_equals_the_unpadded_step(name, T):
         _close(p.grad, q.grad)                                  # every weight gradient
         assert p.grad.abs().max() > 0
         _close(p.detach(), q.detach())                          # the weights after Adam
-    moved = [(p.detach() - q).abs().max() for p, q in
-             zip(ours.weights(kind), EMMIL(K, feature_dim=D, hidden_dim=H).weights(kind))]
-    assert all(m > 0 for m in moved)
+    assert all(not torch.equal(p.detach(), b) for p, b in zip(ours.weights(kind), before))
 
 
 def test_the_mask_is_what_makes_them_equal():
