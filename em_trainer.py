@@ -101,12 +101,16 @@ class VideoInputs:
 
 def adam(params, lr, capturable=False):
     """Adam with the fused kernel (one pass over the parameters instead of several).
-    capturable: its step count and learning rate are tensors on the parameters' device
-    (float64, so the update equals the plain one's bit for bit), read by the kernel: no
-    host value in the update, so it can run inside a CUDA graph."""
+    capturable: its step count and learning rate are tensors on the parameters' device,
+    read by the kernel: no host value in the update, so it can run inside a CUDA graph.
+    The learning rate is held in the precision the device's kernel computes with (the CPU's
+    float64: the update is then the plain one's bit for bit; CUDA's kernel reads a float32
+    tensor, untested here)."""
     if capturable:
         params = list(params)
-        lr = torch.tensor(lr, dtype=torch.float64, device=params[0].device)
+        device = params[0].device
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        lr = torch.tensor(lr, dtype=dtype, device=device)
     return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
 
 
