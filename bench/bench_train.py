@@ -36,7 +36,7 @@ from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: 
 from ref_released_training import reference_epoch, released_copy  # noqa: E402
 from opts import build_parser  # noqa: E402
 from test_pass import score_videos  # noqa: E402
-from schedule import Phase, run_schedule  # noqa: E402
+from schedule import Phase, dry_run_schedule, run_schedule  # noqa: E402
 
 K, D, H = 20, 1024, 256
 OPTS = build_parser().parse_args([])                            # opts.py's defaults
@@ -247,9 +247,16 @@ def reference_times(base, train, test, device):
     return t
 
 
-def measure_schedule(train, test, device, amp, buckets=None):
-    """Wall seconds of the whole released schedule from fresh networks: --cls-epochs of the
-    video classifier, the EM epochs of --schedule (opts.py's defaults), the test pass."""
+def measured_schedule(dry):
+    """The released schedule (opts.py's defaults: --cls-epochs, then --schedule) or, dry,
+    one epoch of each phase (as run.py --dry-run)."""
+    if dry:
+        return run_schedule(1, dry_run_schedule(OPTS.schedule), OPTS.stage2_lr_mult)
+    return run_schedule(OPTS.cls_epochs, OPTS.schedule, OPTS.stage2_lr_mult)
+
+
+def measure_schedule(train, test, device, amp, buckets=None, dry=False):
+    """Wall seconds of measured_schedule(dry) from fresh networks, then the test pass."""
     def run():
         torch.manual_seed(1)
         model, clf = EMMIL(K).to(device), UntrimmedNetClassifier(K).to(device)
@@ -257,7 +264,7 @@ def measure_schedule(train, test, device, amp, buckets=None):
         trainers = {"C": ClassifierTrainer(clf, dataset, OPTS.cls_lr, 1, device, seed=1,
                                            amp=amp)}
         trainers["M"] = trainers["E"] = em_trainer(model, dataset, device, amp, buckets)
-        for phase in run_schedule(OPTS.cls_epochs, OPTS.schedule, OPTS.stage2_lr_mult):
+        for phase in measured_schedule(dry):
             trainers[phase.step].train_epoch(phase)
         test_pass(model, clf, test, device)
     return timed(run, device)
@@ -297,7 +304,8 @@ def main():
     ap.add_argument("--amp", action="store_true", help="bfloat16 products in the optimised path")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     ap.add_argument("--measure-schedule", action="store_true",
-                    help="also run the whole schedule (ours, unpadded and padded) and time it")
+                    help="also run the whole schedule (ours, unpadded and padded) and time it"
+                         " (--scale tiny: one epoch a phase)")
     a = ap.parse_args()
     device = torch.device(a.device)
     rng = np.random.default_rng(0)
@@ -355,10 +363,13 @@ def main():
         print(f"EM epochs only: ours {ours_em:.1f} s, reference {ref_em:.1f} s, "
               f"speed-up {ref_em / ours_em:.2f}x")
     if a.measure_schedule:
+        dry = a.scale == "tiny"           # the smoke test: one epoch a phase, as --dry-run
+        what = "dry-run schedule" if dry else "whole schedule"
         for path, b in (("ours", None), ("padded", buckets)):
-            t = measure_schedule(train, test, device, a.amp, b)
-            print(f"measured whole schedule, {path}: {t:.1f} s ({flops / t / 1e9:.0f} GFLOP/s"
-                  f"{'' if not t_ref else f'; reference projected {ref_all / t:.2f}x slower'})")
+            t = measure_schedule(train, test, device, a.amp, b, dry)
+            speed = "" if dry else f" ({flops / t / 1e9:.0f} GFLOP/s" + (
+                f"; reference projected {ref_all / t:.2f}x slower)" if t_ref else ")")
+            print(f"measured {what}, {path}: {t:.1f} s{speed}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def test_bench_train_tiny_prints_every_phase_and_path():
     for p in profiled:            # ops/step, host share (the CPU has no launch or busy figure)
         assert float(p[2]) > 10 and 0 <= float(p[3].rstrip("%")) < 1000 and len(p) == 4, p
     for start in ("padded step:", "projected whole schedule", "reference, the same schedule",
-                  "measured whole schedule, ours", "measured whole schedule, padded"):
+                  "measured dry-run schedule, ours", "measured dry-run schedule, padded"):
         found = [line for line in lines if line.startswith(start)]
         assert len(found) == 1, (start, out)
         assert all(math.isfinite(v) and v > 0 for v in _numbers(found[0])), found[0]
