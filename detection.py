@@ -158,6 +158,15 @@ def runs_end_to_end(flat, n, post):
     return col, start, end, score
 
 
+def raw_cutoffs(s, thresholds):
+    """(L, K): for each normalised threshold, the value of the raw curve s (T, K) above which
+    a snippet is in a run, mean + threshold (max - min) per class (runs_end_to_end's rule,
+    for drawing; a flat curve: its mean)."""
+    spread = s.max(axis=0) - s.min(axis=0)
+    spread = np.where(spread > 0, spread, 1.0)
+    return np.stack([s.mean(axis=0) + t * spread for t in thresholds])
+
+
 def run_sums(flat, a, b):
     """Sums of flat over the runs [a_k, b_k), sorted and disjoint (one reduceat)."""
     if a.size == 0:

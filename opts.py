@@ -227,6 +227,9 @@ def build_parser():
                         " AVX-512 bf16")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="write TensorBoard event files into the output folder")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="at the end, write the pictures and error analysis of analyze.py into"
+                        " OUTPUT_DIR/report/ (--no-report to skip)")
     g.add_argument("--quiet", action="store_true",
                    help="no progress bars, no console log (log.txt is still written; warnings"
                         " still go to stderr)")

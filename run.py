@@ -14,20 +14,22 @@ import numpy as np
 import torch
 
 import evaluate
+import report
 import synthetic
 from dataset import SnippetDataset, load_dataset, read_class_list
 from detection import released_class_ids, write_results_json, write_results_txt
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
-from opts import layout_snippet_seconds, parse_opts
+from opts import DATA_ROOTS, layout_snippet_seconds, parse_opts
 from saved_opts import resume_opts, save_opts
 from run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
-                        load_checkpoint, restore, save_checkpoint)
+                        history_entry, load_checkpoint, read_history, restore, save_checkpoint,
+                        write_history)
 from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
 from schedule import describe_epoch, format_schedule, run_schedule
 from seeds import format_summary, summarise_seeds
 from test_pass import (evaluate_run, evaluation_ground_truth, ground_truth, held_out_map,
-                       localise, only_videos)
+                       localise, only_videos, report_curves)
 from utils import Logger, atomic_torch_save, resolve_device, set_seed
 
 DRY_RUN_VIDEOS = 4
@@ -193,8 +195,12 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
                           data.ambiguous) if val_videos else None
 
+    history = read_history(opts.output_dir, position) if checkpoint is not None else []
+
     def after_epoch(pos, phase, stats, seconds):
         log(describe_epoch(phase, schedule, stats, seconds))
+        history.append(history_entry(pos, phase, stats, seconds))
+        write_history(opts.output_dir, history)
         for tag, value in epoch_scalars(phase, stats) if writer else []:
             writer.add_scalar(tag, value, pos)
         if phase.is_em and opts.eval_every and val_gt is not None \
@@ -227,6 +233,18 @@ def run_pipeline(opts, loaded, checkpoint=None, log=None):
     log(f"{len(detections)} detections on {len(test_set)} test videos "
         f"(protocol {opts.eval_protocol})")
     log(evaluate.format_table(metrics))
+    if opts.report:                     # analyze.py's report, from what is in memory
+        t_report = time.time()
+        test_names = {v.name: v for v in test_set.videos}
+        report.write_report(opts.output_dir, report.run_inputs(
+            opts, detections, test_gt, data, synthetic_root=DATA_ROOTS["synthetic"],
+            metrics=metrics, history=history,
+            curves=lambda names: report_curves(model, classifier, [test_names[n] for n in names
+                                                                   if n in test_names],
+                                               data.classes, data.snippet_seconds, opts,
+                                               device)))
+        log(f"report: {os.path.join(opts.output_dir, 'report', 'index.html')} "
+            f"({time.time() - t_report:.1f} s)")
     log(f"wall time {time.time() - t_start:.0f} s; everything is in {opts.output_dir}")
     log.close()
     return metrics
@@ -250,6 +268,8 @@ def run_seeds(opts, loaded, log):
     text = format_summary(summary)
     print(text)
     atomic_write_text(os.path.join(opts.output_dir, "summary.txt"), text + "\n")
+    if opts.report:
+        report.write_summary_report(opts.output_dir, [(opts.method, summary)], opts.tiou)
     return summary
 
 

@@ -1,5 +1,6 @@
 """The run folder: the names a run writes there, the checks before the first write, and
 the checkpoint that lets --resume continue where a run stopped."""
+import json
 import os
 import pickle
 import random
@@ -9,7 +10,8 @@ import tempfile
 import numpy as np
 import torch
 
-from safe_io import InputError, one_line
+from report import REPORT_FILES
+from safe_io import InputError, atomic_write_json, one_line
 from utils import atomic_torch_save
 
 LAST = "checkpoint_last.pt"
@@ -18,9 +20,9 @@ LAST = "checkpoint_last.pt"
 # --overwrite removes these names, and only these; a file of any other name is the user's
 # and is left where it is.
 RUN_FILES = re.compile(r"(opts\.json|log\.txt|metrics\.json|results\.json|results\.txt"
-                       r"|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
+                       r"|history\.json|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
                        r"|checkpoint_last\.pt(\.link)?|checkpoint_\d+\.pt|\.tmp-.*)")
-RUN_FOLDERS = re.compile(r"tensorboard|seed_\d+")
+RUN_FOLDERS = re.compile(r"tensorboard|report|seed_\d+")
 TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")
 
 
@@ -70,10 +72,11 @@ def clear_earlier_run(folder):
             if RUN_FILES.fullmatch(name) or RUN_FOLDERS.fullmatch(name):
                 os.remove(path)
         elif RUN_FOLDERS.fullmatch(name):
-            if name == "tensorboard":
-                for event in os.listdir(path):
-                    if TENSORBOARD_FILES.fullmatch(event):
-                        os.remove(os.path.join(path, event))
+            if name in ("tensorboard", "report"):
+                own = TENSORBOARD_FILES if name == "tensorboard" else REPORT_FILES
+                for inside in os.listdir(path):
+                    if own.fullmatch(inside) and not os.path.isdir(os.path.join(path, inside)):
+                        os.remove(os.path.join(path, inside))
             else:
                 clear_earlier_run(path)
             if not os.listdir(path):
@@ -89,6 +92,35 @@ def check_resume_folder(folder):
                              f"never writes through one")
     check_output_dir(folder, overwrite=True)
 
+
+# the training history (history.json: the report's training curves) -------------
+
+HISTORY = "history.json"
+
+
+def history_entry(position, phase, stats, seconds):
+    """One trained epoch as history.json records it."""
+    return {"position": position, "phase": phase.name, "epoch": phase.epoch,
+            "loss": stats["loss"], "positive": stats.get("positive"), "lr": stats.get("lr"),
+            "seconds": round(seconds, 3)}
+
+
+def read_history(folder, position):
+    """On --resume: the entries of history.json up to `position` (the checkpoint's); an
+    unreadable or foreign file gives an empty history (it only draws the report's curves)."""
+    try:
+        with open(os.path.join(folder, HISTORY), encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("position"), int)
+            and e["position"] <= position]
+
+
+def write_history(folder, entries):
+    atomic_write_json(os.path.join(folder, HISTORY), entries)
 
 
 # checkpoints ------------------------------------------------------------------

@@ -14,7 +14,7 @@ def save_opts(opts, path):
 
 
 # Options that may differ when a run is resumed (they change no result).
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard"}
+RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report"}
 
 
 def given_options(argv):

@@ -9,7 +9,7 @@ import eval_inputs
 import evaluate
 from dataset import SnippetDataset
 from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
-                       localisation_scores, segments_frame)
+                       localisation_scores, raw_cutoffs, segments_frame)
 from em_trainer import progress
 from features import stream_pair
 from model import compute_dtype
@@ -52,29 +52,65 @@ def only_videos(gt, names):
 
 
 
+def _scorers(model, classifier, method, amp):
+    classifier.eval()
+    if method != "emmil":
+        return None, None
+    return tuple(model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
+
+
+def _video_outputs(v, classifier, key, cls, device, lam):
+    """One video's test-pass outputs (numpy float64): attention a (T,), class probabilities
+    c (T, K), video score (K,), and for EM-MIL q (T,) and p (T, K) (else None), and the
+    localisation score s (T, K) that detection thresholds."""
+    xs = stream_pair(v.features).to(device)                           # (2, T, D)
+    rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
+    mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
+    a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
+    a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
+    out = {"a": a, "c": c, "video_score": (a[:, None] * c).sum(axis=0), "q": None, "p": None}
+    if key is not None:
+        q, p = key(xs)[:, 0], cls(xs)                                  # (T,), (T, K)
+        out["q"], out["p"] = q.double().cpu().numpy(), p.double().cpu().numpy()
+        out["s"] = localisation_scores(out["q"], out["p"], lam)
+    else:
+        out["s"] = attention_scores(a, c)
+    return out
+
+
 @torch.no_grad()
 def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=False,
                  show_progress=False):
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
     video scores (N, K). One video at a time, its features read once (a view in RAM)."""
-    classifier.eval()
-    if method == "emmil":
-        key, cls = (model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
+    key, cls = _scorers(model, classifier, method, amp)
     curves, video_scores = [], []
     for v in progress(videos, len(videos), "detection", show_progress):
-        xs = stream_pair(v.features).to(device)                           # (2, T, D)
-        rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
-        mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
-        a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
-        a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
-        video_scores.append((a[:, None] * c).sum(axis=0))                  # (K,)
-        if method == "emmil":
-            q, p = key(xs)[:, 0], cls(xs)                                  # (T,), (T, K)
-            curves.append(localisation_scores(q.double().cpu().numpy(),
-                                              p.double().cpu().numpy(), lam))
-        else:
-            curves.append(attention_scores(a, c))
+        out = _video_outputs(v, classifier, key, cls, device, lam)
+        video_scores.append(out["video_score"])                            # (K,)
+        curves.append(out["s"])
     return curves, np.stack(video_scores)
+
+
+@torch.no_grad()
+def report_curves(model, classifier, videos, classes, snippet_seconds, opts, device):
+    """{name: curve record} of some videos for the report's timelines (report.curve_lines):
+    the curves the detections of `localise` come from, and each class's threshold in the
+    curve's own units (detection.raw_cutoffs)."""
+    key, cls = _scorers(model, classifier, opts.method, opts.amp)
+    lam = RELEASED_LAM if opts.detection == "released" else opts.lam
+    records = {}
+    for v in videos:
+        out = _video_outputs(v, classifier, key, cls, device, lam)
+        if out["q"] is not None:
+            per_video, per_class = {"q": out["q"]}, {"p_c": out["p"], "s_c": out["s"]}
+        else:
+            per_video = {"attention / max": out["a"] / out["a"].max()}
+            per_class = {"class prob.": out["c"], "s_c": out["s"]}
+        records[v.name] = {"snippet_seconds": snippet_seconds, "video": per_video,
+                           "class": per_class, "classes": list(classes),
+                           "cutoffs": raw_cutoffs(out["s"], opts.loc_threshold)}
+    return records
 
 
 def localise(model, classifier, dataset, classes, opts, device, show_progress=False,

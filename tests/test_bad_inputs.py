@@ -936,7 +936,7 @@ def test_overwrite_then_a_late_failure_leaves_one_run(folder, monkeypatch):
     left = set(os.listdir(folder))
     assert "metrics.json" not in left
     assert left == {"notes.txt", "opts.json", "log.txt", run_folder.LAST, "classifier.pt", "em_mil.pt",
-                    "results.json", "results.txt", "tensorboard"}
+                    "results.json", "results.txt", "tensorboard", "history.json"}
     assert (folder / "notes.txt").read_text() == "mine"
     assert json.loads((folder / "opts.json").read_text())["seed"] == 7
     assert torch.load(folder / run_folder.LAST, weights_only=True)["opts"]["seed"] == 7
@@ -970,7 +970,8 @@ def test_summary_of_seeds_replaces_a_link(tmp_path):
                     "--no-tensorboard", "--schedule", "M1:1"]) == 0
     assert outside.read_text() == "theirs"
     assert not (out / "summary.txt").is_symlink() and "mAP@0.5" in (out / "summary.txt").read_text()
-    assert sorted(os.listdir(out)) == ["seed_1", "seed_2", "summary.json", "summary.txt"]
+    assert sorted(os.listdir(out)) == ["report", "seed_1", "seed_2", "summary.json",
+                                       "summary.txt"]
 
 
 def test_every_writer_replaces_a_link(tmp_path):

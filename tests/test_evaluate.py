@@ -469,7 +469,7 @@ def run_cli(capsys, *args):
 
 def test_cli_published_files_and_json(tmp_path, capsys):
     out_json = tmp_path / "m.json"
-    code, out, err = run_cli(capsys, ROOT / "tests/data/stpn_thumos14_test.txt", "--gt",
+    code, out, err = run_cli(capsys, ROOT / "data/predictions/stpn_thumos14_test.txt", "--gt",
                              THUMOS / "official_annotation", "--protocol", "thumos14",
                              "--json", out_json, "--per-class")
     assert code == 0 and err == ""

@@ -31,7 +31,7 @@ import eval_inputs as EI
 import evaluate as E
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests/data"
+DATA = ROOT / "data/predictions"
 TIOUS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 # STPN README ("Reproduced" row), ActivityNet eval_detection.py, gt of 210 test videos.

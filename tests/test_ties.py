@@ -86,7 +86,7 @@ def test_official_preference_rows_equal_one_dimensional_argsort():
 
 def test_real_stpn_file_equals_the_official_loop():
     gt = EI.load_ground_truth(ROOT / "data/thumos14/gt_basnet_210.json", "test")
-    pred = EI.load_predictions(ROOT / "tests/data/stpn_thumos14_test.json", gt)
+    pred = EI.load_predictions(ROOT / "data/predictions/stpn_thumos14_test.json", gt)
     tious = np.arange(1, 10) / 10
     ours = E.evaluate_detection(pred, gt, tious, "activitynet")["mAP"]
     ref, _ = official_map(pred, gt.segments, gt.classes, tious)

@@ -1,0 +1,261 @@
+"""See what a model does: pictures and an error analysis of a run, or of any method's results.
+
+    python analyze.py RUN_DIR                       # writes RUN_DIR/report/ (run.py does it too)
+    python analyze.py RUN_DIR --videos NAME ...     # also these videos' timelines
+    python analyze.py --pred RESULTS --gt GT [--protocol thumos14] --out DIR   # DIR/report/
+
+RUN_DIR is a run's output folder (results.json), a --seeds folder (summary.json), or a folder
+holding such runs (one a subfolder, e.g. EM-MIL beside --method untrimmednet). The timelines
+of a run show its curves: they are recomputed for the drawn videos only, from the run's
+opts.json, data and final weights (README, "The report"). Bad input: one line, exit 2.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import eval_inputs
+import evaluate
+import published
+import report
+from opts import OneLineParser
+from safe_io import InputError, one_line
+
+RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
+
+
+def build_parser():
+    p = OneLineParser(prog="analyze.py", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", nargs="?", help="a run's output folder")
+    p.add_argument("--pred", help="results of any method: ActivityNet result JSON or THUMOS14 "
+                                  "txt (with --gt and --out, instead of RUN_DIR)")
+    p.add_argument("--gt", help="--pred: ground truth (gt.json, W-TALC *-Annotations folder, or "
+                                "the official THUMOS14 folder)")
+    p.add_argument("--out", help="--pred: the report is written into OUT/report/")
+    p.add_argument("--protocol", choices=evaluate.PROTOCOLS, default="activitynet",
+                   help="--pred: the evaluator's protocol (a run uses its own)")
+    p.add_argument("--subset", default="test", help="--pred: ground-truth subset")
+    p.add_argument("--tiou", type=float, nargs="+",
+                   help="--pred: tIoUs (default: evaluate.py's for the ground truth)")
+    p.add_argument("--paper", choices=sorted(published.PAPER),
+                   help="--pred: draw the paper's published EM-MIL figures of this benchmark "
+                        "beside the results (only for results on its real features)")
+    p.add_argument("--videos", nargs="+", default=[], metavar="NAME",
+                   help="also draw the timelines of these test videos")
+    p.add_argument("--timelines", type=int, default=12,
+                   help="timelines of the best, median and worst videos, a third each")
+    p.add_argument("--alpha", type=float, default=0.5, help="tIoU of the error analysis")
+    p.add_argument("--top-k", type=int, default=10,
+                   help="error analysis of the top k x G predictions of each class (DETAD)")
+    p.add_argument("--dpi", type=int, default=80, help="resolution of the pictures")
+    return p
+
+
+def check_args(a):
+    if a.pred is None and a.run_dir is None:
+        raise InputError("give a RUN_DIR, or --pred RESULTS --gt GT --out DIR")
+    if a.pred is not None and (a.run_dir is not None or not a.gt or not a.out):
+        raise InputError("--pred needs --gt and --out, and no RUN_DIR")
+    if a.pred is None and (a.gt or a.out or a.paper or a.tiou):
+        raise InputError("--gt, --out, --paper and --tiou go with --pred")
+    if not 0 < a.alpha <= 1:
+        raise InputError(f"--alpha {a.alpha}: must be in (0, 1]")
+    for name, value in (("--top-k", a.top_k), ("--dpi", a.dpi)):
+        if value < 1:
+            raise InputError(f"{name} {value}: must be >= 1")
+    if a.timelines < 0:
+        raise InputError(f"--timelines {a.timelines}: must be >= 0")
+
+
+def common(a):
+    return dict(videos=a.videos, n_videos=a.timelines, alpha=a.alpha, k=a.top_k, dpi=a.dpi)
+
+
+# ----------------------------------------------------------------------------- --pred
+
+def analyse_file(a):
+    """--pred RESULTS --gt GT --out DIR: the report without curves."""
+    import annotation_reader
+    ann = annotation_reader.read_annotations(a.gt, a.subset)
+    gt = eval_inputs.ground_truth_of(ann, a.subset)
+    pred = eval_inputs.load_predictions(a.pred, gt)
+    report.check_predictions(pred, gt, a.pred)
+    tious, _ = evaluate.default_tious(gt)
+    durations = {v: ann.videos[v].duration for v in gt.videos
+                 if ann.videos[v].duration is not None}
+    return report.write_report(a.out, report.Inputs(
+        pred, gt, list(a.tiou or tious), a.protocol, title=os.path.abspath(a.pred),
+        durations=durations, paper=published.paper_curve(a.paper) if a.paper else None,
+        **common(a)))
+
+
+# ----------------------------------------------------------------------------- RUN_DIR
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable ({one_line(e)})") from None
+
+
+def saved_options(folder):
+    """The run's opts.json as a Namespace, checked as --resume checks it."""
+    from saved_opts import saved_problem
+    path = os.path.join(folder, "opts.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not found; RUN_DIR must be a run's output folder")
+    saved = read_json(path)
+    problem = saved_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    return argparse.Namespace(**saved)
+
+
+def analyse_run(folder, a):
+    """RUN_DIR holding results.json: the full report, curves recomputed for drawn videos."""
+    import run
+    from opts import DATA_ROOTS
+    from test_pass import evaluation_ground_truth, only_videos
+    opts = saved_options(folder)
+    opts.output_dir = folder
+    results = os.path.join(folder, RESULTS)
+    if not os.path.isfile(results):
+        raise InputError(f"{results}: not found")
+    _, data = run.load_data(opts, lambda *_: None)
+    gt = evaluation_ground_truth(data, opts.test_subset)
+    if opts.dry_run:                           # as run.py: the test videos the dry run read
+        gt = only_videos(gt, [v.name for v in data.split("test")] +
+                         [name for name, split, _ in data.dropped if split == "test"])
+    report.check_videos(a.videos, gt)
+    pred = eval_inputs.load_predictions(results, gt)
+    report.check_predictions(pred, gt, results)
+    metrics_path = os.path.join(folder, "metrics.json")
+    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
+    history_path = os.path.join(folder, HISTORY)
+    history = read_json(history_path) if os.path.isfile(history_path) else None
+    return report.write_report(folder, report.run_inputs(
+        opts, pred, gt, data, synthetic_root=DATA_ROOTS["synthetic"], metrics=metrics,
+        history=history, curves=run_curves(folder, opts, data), **common(a)))
+
+
+def run_curves(folder, opts, data):
+    """A callable names -> {name: curve record} from the run's final weights (em_mil.pt,
+    classifier.pt, read with weights_only=True); None when they are missing."""
+    paths = [os.path.join(folder, f) for f in ("em_mil.pt", "classifier.pt")]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+
+    def curves(names):
+        import torch
+        from model import EMMIL, UntrimmedNetClassifier
+        from test_pass import report_curves
+        from utils import resolve_device
+        device = resolve_device(opts.device)
+        K = len(data.classes)
+        model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
+        classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
+        for net, path in zip((model, classifier), paths):
+            try:
+                net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            except Exception as e:
+                raise InputError(f"{path}: does not fit the run's options "
+                                 f"({type(e).__name__}: {one_line(e)})") from None
+        wanted = set(names)
+        videos = [v for v in data.split("test") if v.name in wanted]
+        return report_curves(model, classifier, videos, data.classes, data.snippet_seconds,
+                             opts, device)
+    return curves
+
+
+def runs_in(folder):
+    """[(name, summary)] of the runs directly in folder (a --seeds folder, or subfolders
+    holding runs: opts.json with summary.json or metrics.json); a single run counts as one
+    seed. Only folders that run.py made are taken."""
+    if os.path.isfile(os.path.join(folder, SUMMARY)):
+        return [(_method(folder) or "?", read_summary(os.path.join(folder, SUMMARY)))]
+    found = []
+    for name in sorted(os.listdir(folder)):
+        sub = os.path.join(folder, name)
+        if os.path.islink(sub) or not os.path.isdir(sub) or name.startswith("seed_") \
+                or _method(sub) is None:
+            continue
+        if os.path.isfile(os.path.join(sub, SUMMARY)):
+            found.append((f"{name}: {_method(sub)}", read_summary(os.path.join(sub, SUMMARY))))
+        elif os.path.isfile(os.path.join(sub, "metrics.json")):
+            found.append((f"{name}: {_method(sub)}", one_seed(sub)))
+    return found
+
+
+def read_summary(path):
+    """A summary.json of run.py --seeds: {"seeds", "metrics": {"mAP@t": {"mean", "std"}}}."""
+    summary = read_json(path)
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(summary.get("seeds"), list) or \
+            not any(k.startswith("mAP@") for k in metrics) or \
+            not all(isinstance(v, dict) and {"mean", "std"} <= set(v) for v in metrics.values()):
+        raise InputError(f"{path}: not a summary.json of run.py --seeds")
+    return summary
+
+
+def _method(folder):
+    """The method a run folder (or its first seed) was made with; None when it holds none."""
+    for candidate in [folder] + sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                                       if n.startswith("seed_")):
+        path = os.path.join(candidate, "opts.json")
+        if os.path.isfile(path):
+            saved = read_json(path)
+            method = saved.get("method") if isinstance(saved, dict) else None
+            return {"emmil": "EM-MIL", "untrimmednet": "attention MIL"}.get(method)
+    return None
+
+
+def one_seed(folder):
+    """A single run's metrics.json as a summary of one seed."""
+    from seeds import summarise_seeds
+    m = read_json(os.path.join(folder, "metrics.json"))
+    if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict):
+        raise InputError(f"{os.path.join(folder, 'metrics.json')}: not a metrics.json of run.py")
+    return summarise_seeds([read_json(os.path.join(folder, "opts.json")).get("seed")], [m])
+
+
+def analyse_folder(folder, a):
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: not a folder")
+    if os.path.isfile(os.path.join(folder, RESULTS)):
+        return analyse_run(folder, a)
+    runs = runs_in(folder)
+    if not runs:
+        raise InputError(f"{folder}: no {RESULTS} (nor {SUMMARY}, nor runs in subfolders); "
+                         f"RUN_DIR must be a run's output folder")
+    first = runs[0][1]["metrics"]
+    tious = [float(k.split("@")[1]) for k in first if k.startswith("mAP@")]
+    return report.write_summary_report(folder, runs, tious, dpi=a.dpi)
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    t0 = time.time()
+    try:
+        check_args(a)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", eval_inputs.InputWarning)
+            if a.pred:
+                analyse_file(a)
+                where = os.path.join(a.out, report.REPORT)
+            else:
+                analyse_folder(a.run_dir, a)
+                where = os.path.join(a.run_dir, report.REPORT)
+        for w in caught:
+            print(f"analyze.py: warning: {w.message}", file=sys.stderr)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {where}/index.html in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
