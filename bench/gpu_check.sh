@@ -29,5 +29,5 @@ part tests_cuda 150 $py -m pytest -q -p no:cacheprovider tests/test_fast_step.py
 part bench_cuda 200 $py bench/bench_train.py --scale full --device cuda --measure-schedule
 part bench_cuda_amp 90 $py bench/bench_train.py --scale full --device cuda --amp --no-reference
 part run_cuda_seeds 200 $py run.py --device cuda --seeds 1 2 3 4 5 --output-dir "$out/seeds" \
-    --overwrite --no-tensorboard --quiet
+    --overwrite --no-tensorboard --no-report --quiet
 cat "$out/seeds/summary.txt" 2>/dev/null
