@@ -8,6 +8,7 @@ consecutive epochs of the same phase, so it is computed once per block.
 import torch
 from tqdm import tqdm
 
+from buckets import BucketedInputs, padded_step
 from dataset import collate
 from features import stream_pair
 from model import bce_loss, compute_dtype, video_classifier_loss
@@ -98,9 +99,28 @@ class VideoInputs:
         return sub
 
 
-def adam(params, lr):
-    """Adam with the fused kernel (one pass over the parameters instead of several)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+def adam(params, lr, capturable=False):
+    """Adam with the fused kernel (one pass over the parameters instead of several).
+    capturable: its step count and learning rate are tensors on the parameters' device,
+    read by the kernel: no host value in the update, so it can run inside a CUDA graph.
+    The learning rate is held in the precision the device's kernel computes with (the CPU's
+    float64: the update is then the plain one's bit for bit; CUDA's kernel reads a float32
+    tensor, untested here)."""
+    if capturable:
+        params = list(params)
+        device = params[0].device
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        lr = torch.tensor(lr, dtype=dtype, device=device)
+    return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
+
+
+def set_lr(opt, lr):
+    """Every group's learning rate to lr (in place where it is a tensor: capturable)."""
+    for g in opt.param_groups:
+        if torch.is_tensor(g["lr"]):
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
 
 
 BRANCH = {"M": "cls", "E": "key"}          # the branch each step trains
@@ -111,8 +131,10 @@ class EMTrainer:
     """Trains an EMMIL model on the labelled training videos, one epoch (Phase) at a time."""
 
     def __init__(self, model, dataset, lr, gamma, batch_size, device, seed, log=print,
-                 amp=False, show_progress=False, inputs=None):
-        """inputs: a VideoInputs of dataset.videos to share (else one is made)."""
+                 amp=False, show_progress=False, inputs=None, buckets=None):
+        """inputs: a VideoInputs of dataset.videos to share (else one is made). buckets:
+        bucket lengths (buckets.bucket_lengths) to train with fixed-shape padded steps
+        (buckets.padded_step, one video per step); None: the unpadded one-video step."""
         keep = [i for i, v in enumerate(dataset.videos) if v.labels.sum() > 0.1]
         if len(keep) < len(dataset.videos):
             log(f"EM: {len(dataset.videos) - len(keep)} training videos without labels are "
@@ -127,7 +149,15 @@ class EMTrainer:
         self.fast = batch_size == 1
         self.inputs = (inputs if inputs is not None
                        else VideoInputs(dataset.videos, device)).subset(keep)
-        self.opt = {step: adam(model.weights(kind), lr) for step, kind in BRANCH.items()}
+        self.padded = None
+        if buckets is not None:
+            if batch_size != 1:
+                raise ValueError("padded steps train one video per step (batch size 1)")
+            lengths = [v.num_snippets for v in self.dataset.videos]
+            self.padded = BucketedInputs(self.inputs, lengths, buckets)
+            self.real_snippets = sum(lengths)
+        self.opt = {step: adam(model.weights(kind), lr, capturable=self.padded is not None)
+                    for step, kind in BRANCH.items()}
         self.generator = torch.Generator().manual_seed(seed)
         # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p. Not saved in
         # checkpoints: recomputed from the same weights, they are bit-identical.
@@ -146,10 +176,11 @@ class EMTrainer:
     def train_epoch(self, phase):
         """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
         of real snippets that are positive targets, lr)."""
-        for g in self.opt[phase.step].param_groups:
-            g["lr"] = self.lr * phase.lr_mult
+        set_lr(self.opt[phase.step], self.lr * phase.lr_mult)
         frozen = self._frozen(phase)
-        stats = (self._fast_epoch if self.fast else self._batched_epoch)(phase, frozen)
+        epoch = (self._padded_epoch if self.padded is not None
+                 else self._fast_epoch if self.fast else self._batched_epoch)
+        stats = epoch(phase, frozen)
         # this step's branch moved: the other step's frozen outputs are stale
         self.cache.pop("E" if phase.step == "M" else "M", None)
         stats["lr"] = self.lr * phase.lr_mult
@@ -157,12 +188,30 @@ class EMTrainer:
 
     def _frozen(self, phase):
         """Per video, the frozen branch's stream-averaged output, q (T, 1) for an M2 step,
-        p (T, K) for an E step (None for M1): computed once per block of epochs."""
+        p (T, K) for an E step (None for M1): computed once per block of epochs. With padded
+        steps, per bucket (N_b, L_b, O) for its videos side by side, one forward a bucket."""
         step = phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
             scores = self.model.branch_scorer(FROZEN[step], self.dtype)
-            self.cache[step] = [scores(self.inputs[i]) for i in range(len(self.dataset))]
+            if self.padded is not None:
+                self.cache[step] = [scores(xs) for xs in self.padded.xs]
+            else:
+                self.cache[step] = [scores(self.inputs[i]) for i in range(len(self.dataset))]
         return self.cache.get(step)
+
+    def _padded_epoch(self, phase, frozen):
+        """One video per step, each padded to its bucket (buckets.padded_step); the losses
+        and positives are summed on the device and read once, at the end."""
+        step, opt = phase.step, self.opt[phase.step]
+        order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        stats = torch.zeros(2, device=self.device)          # loss sum, positive snippets
+        for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
+            b, j = self.padded.slot[i]
+            opt.zero_grad(set_to_none=True)
+            padded_step(self.model, opt, BRANCH[step], step, phase.stage, self.padded.video(i),
+                        None if frozen is None else frozen[b][j], self.gamma, self.dtype, stats)
+        loss, pos = stats.tolist()
+        return {"loss": loss / max(len(order), 1), "positive": pos / max(self.real_snippets, 1)}
 
     def _fast_epoch(self, phase, frozen):
         """One video per step with the hand-written step (model.BranchBCE)."""

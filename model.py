@@ -65,8 +65,8 @@ def branch_forward(x, W, b, V, c):
 def bce_loss(y, target, mask=None):
     """The loss of both steps: sum over streams, videos and outputs of the mean BCE over each
     video's real snippets (torch's BCE, as the released BCELoss, clamps log at -100).
-    y (2, T, O) with target (T, O) or (1, O) (one video), or y (2, B, T, O) with target
-    (B, T, O) and mask (B, T)."""
+    y (2, T, O) with target (T, O) or (1, O) and mask None or (T,) (one video, padded to T),
+    or y (2, B, T, O) with target (B, T, O) and mask (B, T)."""
     bce = F.binary_cross_entropy(y, target.expand_as(y), reduction="none")
     if mask is None:
         return bce.sum() / y.shape[-2]
@@ -77,26 +77,34 @@ def bce_loss(y, target, mask=None):
 class BranchBCE(torch.autograd.Function):
     """bce_loss of one branch on one video, with its weight gradients written by hand.
 
-    apply(xs (2, T, D), target (T, O) or (1, O), W, b, V, c, dtype) -> loss (0-d)."""
+    apply(xs (2, T, D), target (T, O) or (1, O), W, b, V, c, dtype, mask) -> loss (0-d).
+    mask None: all T snippets are real. mask (T,) bool: the video padded to T, its real
+    snippets first and zeros after them in xs (as the conv's own zero padding); padded
+    snippets enter neither the loss nor a gradient, so the result is the unpadded step's."""
 
     @staticmethod
-    def forward(ctx, xs, target, W, b, V, c, dtype):
+    def forward(ctx, xs, target, W, b, V, c, dtype, mask=None):
         x, Wl, Vl = operand(xs, dtype), W.to(dtype), V.to(dtype)
         z, a, y = branch_forward(x, Wl, b, Vl, c.to(dtype))
-        ctx.save_for_backward(x, z, a, y, target, Vl)
-        return bce_loss(y, target)
+        m = None if mask is None else mask[:, None].to(y.dtype)          # (T, 1)
+        ctx.save_for_backward(x, z, a, y, target, Vl, m)
+        return bce_loss(y, target, mask)
 
     @staticmethod
     def backward(ctx, grad):
-        x, z, a, y, target, Vl = ctx.saved_tensors
+        x, z, a, y, target, Vl, m = ctx.saved_tensors
         T, H = x.shape[1], z.shape[2]
-        # d loss / d logit: (y - t) / T, times torch's saturation factor s / max(s, eps)
+        # d loss / d logit: (y - t) / T, times torch's saturation factor s / max(s, eps);
+        # padded: (y - t) m / (real snippets), 0 on padded snippets
         s = y * (1 - y)
-        dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T * grad      # (2, T, O)
+        if m is None:
+            dl = (y - target) * (s / s.clamp_min(BCE_EPS)) / T * grad  # (2, T, O)
+        else:
+            dl = (y - target) * (s / s.clamp_min(BCE_EPS)) * m / m.sum() * grad
         dc = dl.sum(dim=1, keepdim=True)                               # (2, 1, O)
         dl = dl.to(Vl.dtype)
         dV = torch.bmm(a.transpose(1, 2), dl).float()                  # (2, H, O)
-        dz = torch.bmm(dl, Vl.transpose(1, 2)).mul_(z > 0)             # (2, T, H)
+        dz = torch.bmm(dl, Vl.transpose(1, 2)).mul_(z > 0)             # (2, T, H), 0 if padded
         db = dz.sum(dim=1, keepdim=True, dtype=torch.float32)          # (2, 1, H)
         dZ = dz.new_empty(2, T, 3 * H)                                 # what x[t] fed, per tap
         dZ[:, :-1, :H] = dz[:, 1:]                                     # tap 0 fed z[t+1]
@@ -105,7 +113,7 @@ class BranchBCE(torch.autograd.Function):
         dZ[:, 1:, 2 * H:] = dz[:, :-1]                                 # tap 2 fed z[t-1]
         dZ[:, 0, 2 * H:] = 0                                           # (x[0] feeds no z[-1])
         dW = torch.bmm(x.transpose(1, 2), dZ).float()                  # (2, D, 3H)
-        return None, None, dW, db, dV, dc, None
+        return None, None, dW, db, dV, dc, None, None
 
 
 class EMMIL(nn.Module):
@@ -155,16 +163,17 @@ class EMMIL(nn.Module):
         p_rgb, p_flow = self.cls_streams(rgb, flow)
         return (q_rgb + q_flow) / 2, (p_rgb + p_flow) / 2
 
-    def branch_loss(self, kind, xs, target, dtype=torch.float32):
+    def branch_loss(self, kind, xs, target, dtype=torch.float32, mask=None):
         """bce_loss of one branch on one video (xs (2, T, D), target (T, O) or (1, O)) with
-        the hand-written backward; products in `dtype`."""
-        return BranchBCE.apply(xs, target, *self.weights(kind), dtype)
+        the hand-written backward; products in `dtype`. mask (T,): the video padded to T
+        (zeros after its real snippets), the loss and gradients of the unpadded video."""
+        return BranchBCE.apply(xs, target, *self.weights(kind), dtype, mask)
 
     @torch.no_grad()
     def branch_scorer(self, kind, dtype=torch.float32):
-        """A function xs (2, T, D) -> the branch's stream-averaged output (T, O) on one video,
-        the weights converted to the products' dtype once: use it while they do not change
-        (a frozen branch, the test pass)."""
+        """A function xs (2, ..., T, D) -> the branch's stream-averaged output (..., T, O) on
+        one video (or on padded videos side by side), the weights converted to the products'
+        dtype once: use it while they do not change (a frozen branch, the test pass)."""
         W, b, V, c = self.weights(kind)
         W, V, c = (p.detach().to(dtype) for p in (W, V, c))
         b = b.detach()

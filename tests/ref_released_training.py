@@ -63,7 +63,15 @@ def released_copy(model):
 def reference_epoch(model, videos, phase, gamma, optimizers, order, lr):
     """One epoch the way the released train.py does it (model: a ReleasedEMMIL): one video at
     a time, all four branches forwarded, the frozen one with requires_grad off, the loss as a Python loop
-    over classes. `optimizers` = {'M': Adam(cls), 'E': Adam(key)} (separate, as ours)."""
+    over classes. `optimizers` = {'M': Adam(cls), 'E': Adam(key)} (separate, as ours).
+
+    On any device: `videos`' features and labels on the model's device. As released, the
+    constant targets are made on the CPU and copied over, each label is tested on the host
+    (`label[c] == 1`), and an E-step's per-class pseudo-label goes through the CPU
+    (`.type('torch.FloatTensor').to(device)`). Not transcribed: the released DataLoader,
+    which reads each video's .pt files from disk every epoch, and its torch.save after every
+    epoch (both make the released code slower than this loop). Returns the losses (floats),
+    read once at the end of the epoch."""
     bce = torch.nn.BCELoss()
     trained = model.cls_parameters() if phase.step == "M" else model.key_parameters()
     for p in model.parameters():
@@ -74,6 +82,7 @@ def reference_epoch(model, videos, phase, gamma, optimizers, order, lr):
     for g in opt.param_groups:
         g["lr"] = lr * phase.lr_mult
     losses = []
+    dev = next(model.parameters()).device
     for i in order:
         v = videos[i]
         rgb, flow = v.features[None, :, :1024], v.features[None, :, 1024:]
@@ -84,23 +93,24 @@ def reference_epoch(model, videos, phase, gamma, optimizers, order, lr):
         loss = 0.0
         if phase.step == "M":
             if phase.stage == 1:
-                one = torch.ones(T)
+                one = torch.ones(T).to(dev)
             else:
                 key = ((q_rgb + q_flow) / 2)[0].detach()
                 one = (key > key.mean() + gamma * (key.max() - key.min())).float()
             for c in range(K):
-                target = one if v.labels[c] == 1 else torch.zeros(T)
+                target = one if v.labels[c] == 1 else torch.zeros(T).to(dev)
                 loss = loss + bce(p_rgb[0, :, c], target) + bce(p_flow[0, :, c], target)
         else:
             cls = ((p_rgb + p_flow) / 2)[0].detach()
-            pseudo = torch.zeros(T)
+            pseudo = torch.zeros(T).to(dev)
             for c in range(K):
                 if v.labels[c] == 1:
-                    pseudo = torch.max(pseudo, (cls[:, c] > cls[:, c].mean()).float())
+                    above = (cls[:, c] > cls[:, c].mean()).cpu().float().to(dev)
+                    pseudo = torch.max(pseudo, above)
             loss = bce(q_rgb[0], pseudo) + bce(q_flow[0], pseudo)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())
     for p in model.parameters():
         p.requires_grad_(True)
-    return losses
+    return torch.stack(losses).tolist() if losses else []
