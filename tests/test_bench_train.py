@@ -26,7 +26,8 @@ def test_bench_train_tiny_prints_every_phase_and_path():
         # seconds, snippets/s, GFLOP/s, % of matmul, [padded s], reference s, speed-up
         assert len(values) == (7 if name in ("M1", "E", "M2") else 6), line
         assert all(math.isfinite(v) and v >= 0 for v in values), line
-        assert values[0] > 0 and values[-1] > 0, line
+        # (a tiny phase may print 0.00 s: its snippets/s says the time was measured)
+        assert values[1] > 0 and values[-1] > 0, line
     profiled = [line.split() for line in lines if line.split()[:1] in (["ours"], ["padded"])
                 and not line.startswith("padded step:")]
     assert sorted((p[0], p[1]) for p in profiled) == sorted(
