@@ -21,6 +21,7 @@ import published
 from eval_inputs import GroundTruth
 from report_html import Section, page
 from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
+from seeds import percent
 
 REPORT = "report"
 REPORT_FILES = re.compile(r"(index\.html|analysis\.json|map_tiou\.png|per_class_ap\.png"
@@ -259,10 +260,11 @@ def write_summary_report(folder, runs, tious, paper=None, dpi=80):
     for name, summary in runs:
         m = summary["metrics"]
         mean = np.array([m[f"mAP@{t:g}"]["mean"] for t in tious])
-        std = np.array([m[f"mAP@{t:g}"]["std"] for t in tious])
+        stds = [m[f"mAP@{t:g}"]["std"] for t in tious]                 # None: one seed
+        std = np.array([np.nan if v is None else v for v in stds])
         series.append((f"{name} (seeds {summary['seeds']})", mean,
                        std if len(summary["seeds"]) > 1 else None, "o-"))
-        rows.append([name] + [f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in zip(mean, std)])
+        rows.append([name] + [percent(a, s, 1) for a, s in zip(mean, stds)])
     if paper:
         series.append(("EM-MIL, published (real I3D features)",
                        np.array([v for _, v in paper]), None, "s--"))

@@ -15,22 +15,30 @@ def flatten_metrics(m):
 
 
 def summarise_seeds(seeds, all_metrics):
-    """{"seeds", "metrics": {name: {"mean", "std", "values"}}}; std is the sample std (ddof 1)."""
+    """{"seeds", "metrics": {name: {"mean", "std", "values"}}}; std is the sample std (ddof 1),
+    null for one seed (a spread one seed cannot show)."""
     flat = [flatten_metrics(m) for m in all_metrics]
     summary = {"seeds": list(seeds), "metrics": {}}
     for name in flat[0]:
         values = np.array([f[name] for f in flat], dtype=float)
         summary["metrics"][name] = {
             "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
             "values": values.tolist()}
     return summary
+
+
+def percent(mean, std, digits=2, width=0):
+    """'mean ± std' in %, or 'mean (one seed)' when std is None; the mean `width` wide."""
+    if std is None:
+        return f"{100 * mean:{width}.{digits}f} (one seed)"
+    return f"{100 * mean:{width}.{digits}f} ± {100 * std:.{digits}f}"
 
 
 def format_summary(summary):
     lines = [f"{'metric':<22} mean ± std (%) over seeds {summary['seeds']}"]
     for name, s in summary["metrics"].items():
-        lines.append(f"{name:<22} {100 * s['mean']:6.2f} ± {100 * s['std']:.2f}")
+        lines.append(f"{name:<22} {percent(s['mean'], s['std'], width=6)}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ import run_folder  # noqa: E402
 from opts import parse_opts  # noqa: E402
 from saved_opts import save_opts  # noqa: E402
 from safe_io import InputError, atomic_write_json  # noqa: E402
-from seeds import summarise_seeds  # noqa: E402
+from seeds import percent, summarise_seeds  # noqa: E402
 from utils import Logger  # noqa: E402
 
 # (row name, options changed from the trained run's; the first row trains)
@@ -71,7 +71,7 @@ def markdown_table(summaries):
     head = [n.replace("average_mAP@", "avg ").replace("mAP@", "") for n in names]
     lines = ["| detection | " + " | ".join(head) + " |", "|---" * (len(names) + 1) + "|"]
     for row, summary in summaries.items():
-        cells = [f"{100 * summary['metrics'][n]['mean']:.1f} ± {100 * summary['metrics'][n]['std']:.1f}"
+        cells = [percent(summary["metrics"][n]["mean"], summary["metrics"][n]["std"], 1)
                  for n in names]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

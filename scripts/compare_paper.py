@@ -9,13 +9,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from published import PAPER  # noqa: E402  (the paper's numbers, one home)
+from seeds import percent  # noqa: E402
 
 
 def table(summary, paper):
     rows = [f"{'metric':<22} {'ours (mean ± std over seeds)':>30} {'paper':>7}"]
     for name, s in summary["metrics"].items():
         ref = paper.get(name)
-        rows.append(f"{name:<22} {100 * s['mean']:>22.1f} ± {100 * s['std']:<5.1f}"
+        rows.append(f"{name:<22} {percent(s['mean'], s.get('std'), 1):>30}"
                     f" {'' if ref is None else f'{ref:.1f}':>7}")
     rows.append(f"seeds: {summary['seeds']}")
     return "\n".join(rows)
