@@ -29,8 +29,8 @@ from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
 from saved_opts import RESUME_MAY_CHANGE, given_options
 from seeds import flatten_metrics, summarise_points
 from sweep_grid import parse_grid, points, trial_name
-from sweep_tables import clear_sweep, format_table, ranked, read_json, results_frame
-from trials import run_trials, trial_state, trials_of
+from sweep_tables import clear_sweep, format_table, ranked, results_frame
+from trials import read_json, run_trials, trial_state, trials_of
 
 DEFAULT_VAL_FRACTION = 0.2
 MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT, LOCK = (

@@ -1,7 +1,6 @@
 """The tables of a sweep (sweep.py): results.csv (one row per trial), summary.csv and the
 printed table (per grid point, mean ± sample std over the seeds, ranked by the mAP on
 held-out training videos); and the removal of what a sweep wrote (--overwrite)."""
-import json
 import math
 import os
 
@@ -14,14 +13,6 @@ from sweep_grid import point_label
 FRONT = ["trial", "seed", "status"]
 BACK = ["seconds", "host", "attempts", "resumed", "error"]
 KEPT = ("seconds", "host", "attempts", "resumed")     # of a trial finished by an earlier command
-
-
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def cell(value):

@@ -54,7 +54,8 @@ def pid_file(trial):
     return trial.opts["output_dir"].rstrip(os.sep) + ".pid"
 
 
-def _read_json(path):
+def read_json(path):
+    """The JSON content of one of our files, or None when it is missing or unreadable."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -64,7 +65,7 @@ def _read_json(path):
 
 def same_run(trial):
     """The folder's opts.json holds this trial's options (trial.same)."""
-    saved = _read_json(os.path.join(trial.opts["output_dir"], OPTS))
+    saved = read_json(os.path.join(trial.opts["output_dir"], OPTS))
     return isinstance(saved, dict) and all(k in saved and saved[k] == v
                                            for k, v in trial.same.items())
 
@@ -90,7 +91,7 @@ def result(trial, status, **fields):
 
 def finished_result(trial):
     """A trial found done before the sweep started."""
-    metrics = _read_json(os.path.join(trial.opts["output_dir"], METRICS))
+    metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS))
     return result(trial, "skipped", metrics=metrics)
 
 
@@ -98,7 +99,7 @@ def _claim(trial):
     """Write `<folder>.pid` for this attempt; (attempt number, start time of the first
     attempt of this command: a retry finds the dead attempt's file)."""
     path = pid_file(trial)
-    earlier = _read_json(path)
+    earlier = read_json(path)
     attempt, started = 1, time.time()
     if isinstance(earlier, dict) and isinstance(earlier.get("attempt"), int):
         attempt, started = earlier["attempt"] + 1, earlier.get("started", started)
@@ -116,7 +117,7 @@ def run_trial(work, trial):
     attempt, started = _claim(trial)
     try:
         work(trial.opts, state == "resume")
-        metrics = _read_json(os.path.join(trial.opts["output_dir"], METRICS))
+        metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS))
         status, error = "ok", None
     except (InputError, SystemExit) as e:   # an option the data refuse: fails alone, no retry
         metrics, status, error = None, "failed", one_line(e)

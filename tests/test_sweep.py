@@ -121,7 +121,7 @@ def test_a_killed_worker_is_retried_and_resumes_to_identical_metrics(reference, 
     while victim is None and time.time() < deadline and proc.poll() is None:
         for name in NAMES:
             folder = out / "trials" / name
-            pid = trials._read_json(str(folder) + ".pid")
+            pid = trials.read_json(str(folder) + ".pid")
             if pid and (folder / "checkpoint_last.pt").exists() \
                     and not (folder / "metrics.json").exists():
                 os.kill(pid["pid"], signal.SIGKILL)             # the Ray worker running it
