@@ -10,18 +10,16 @@ of a run show its curves: they are recomputed for the drawn videos only, from th
 opts.json, data and final weights (README, "The report"). Bad input: one line, exit 2.
 """
 import argparse
-import json
 import os
 import sys
 import time
 import warnings
 
-import eval_inputs
+from evaluation import eval_inputs
 import evaluate
-import published
-import report
-from opts import OneLineParser
-from safe_io import InputError, one_line
+from analysis import published
+from analysis import report
+from readers.safe_io import InputError, OneLineParser, cli, one_line, read_json
 
 RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
 
@@ -77,7 +75,7 @@ def common(a):
 
 def analyse_file(a):
     """--pred RESULTS --gt GT --out DIR: the report without curves."""
-    import annotation_reader
+    from readers import annotation_reader
     ann = annotation_reader.read_annotations(a.gt, a.subset)
     gt = eval_inputs.ground_truth_of(ann, a.subset)
     pred = eval_inputs.load_predictions(a.pred, gt)
@@ -93,17 +91,9 @@ def analyse_file(a):
 
 # ----------------------------------------------------------------------------- RUN_DIR
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable ({one_line(e)})") from None
-
-
 def saved_options(folder):
     """The run's opts.json as a Namespace, checked as --resume checks it."""
-    from saved_opts import saved_problem
+    from pipeline.saved_opts import saved_problem
     path = os.path.join(folder, "opts.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; RUN_DIR must be a run's output folder")
@@ -118,7 +108,7 @@ def analyse_run(folder, a):
     """RUN_DIR holding results.json: the full report, curves recomputed for drawn videos."""
     import run
     from opts import DATA_ROOTS
-    from test_pass import evaluation_ground_truth, only_videos
+    from pipeline.localise import evaluation_ground_truth, only_videos
     opts = saved_options(folder)
     opts.output_dir = folder
     results = os.path.join(folder, RESULTS)
@@ -151,7 +141,7 @@ def run_curves(folder, opts, data):
     def curves(names):
         import torch
         from model import EMMIL, UntrimmedNetClassifier
-        from test_pass import report_curves
+        from pipeline.localise import report_curves
         from utils import resolve_device
         device = resolve_device(opts.device)
         K = len(data.classes)
@@ -214,7 +204,7 @@ def _method(folder):
 
 def one_seed(folder):
     """A single run's metrics.json as a summary of one seed."""
-    from seeds import summarise_seeds
+    from analysis.seeds import summarise_seeds
     m = read_json(os.path.join(folder, "metrics.json"))
     if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict):
         raise InputError(f"{os.path.join(folder, 'metrics.json')}: not a metrics.json of run.py")
@@ -238,24 +228,20 @@ def analyse_folder(folder, a):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     t0 = time.time()
-    try:
-        check_args(a)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", eval_inputs.InputWarning)
-            if a.pred:
-                analyse_file(a)
-                where = os.path.join(a.out, report.REPORT)
-            else:
-                analyse_folder(a.run_dir, a)
-                where = os.path.join(a.run_dir, report.REPORT)
-        for w in caught:
-            print(f"analyze.py: warning: {w.message}", file=sys.stderr)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_args(a)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", eval_inputs.InputWarning)
+        if a.pred:
+            analyse_file(a)
+            where = os.path.join(a.out, report.REPORT)
+        else:
+            analyse_folder(a.run_dir, a)
+            where = os.path.join(a.run_dir, report.REPORT)
+    for w in caught:
+        print(f"analyze.py: warning: {w.message}", file=sys.stderr)
     print(f"report written to {where}/index.html in {time.time() - t0:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

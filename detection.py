@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from safe_io import InputError, atomic_write_text, check_video_name
+from readers.safe_io import InputError, atomic_write_text, check_video_name
 from dataset import snippets_to_seconds
 
 COLUMNS = ["video", "label", "start", "end", "score"]

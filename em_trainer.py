@@ -8,9 +8,9 @@ consecutive epochs of the same phase, so it is computed once per block.
 import torch
 from tqdm import tqdm
 
-from buckets import BucketedInputs, padded_step
+from training.buckets import BucketedInputs, padded_step
 from dataset import collate
-from features import stream_pair
+from readers.features import stream_pair
 from model import bce_loss, compute_dtype, video_classifier_loss
 from pseudo_labels import e_step_targets, m_step_targets
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
-from protocols import activitynet_ap, thumos14_ap
-from safe_io import InputError, atomic_write_json
+from evaluation.eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
+from evaluation.protocols import activitynet_ap, thumos14_ap
+from readers.safe_io import InputError, OneLineParser, atomic_write_json, cli
 
 PROTOCOLS = ("activitynet", "thumos14")
 # Each benchmark's tIoU thresholds and averaged ranges (the one definition: opts.py's dataset
@@ -160,7 +160,7 @@ def _averages_for(tious, defaults: dict) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="evaluate.py",
         description="Temporal action detection mAP of predictions against a ground truth.",
         epilog="Predictions or ground-truth segments with start > end are accepted: start "
@@ -192,42 +192,34 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", InputWarning)
-            gt = load_ground_truth(args.gt, args.subset)
-            pred = load_predictions(args.pred, gt, args.ignore_unknown_classes)
-        for w in caught:
-            print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
-        tious, averages = default_tious(gt)
-        if args.tiou:
-            if not all(0 <= t <= 1 for t in args.tiou):
-                raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
-            tious, averages = args.tiou, _averages_for(args.tiou, averages)
-        result = evaluate_detection(pred, gt, tious, args.protocol)
-        metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
-                                per_class=result["per_class"] if args.per_class else None,
-                                classes=gt.classes)
-        print(f"{len(gt.videos)} videos evaluated, {len(pred)} predictions, "
-              f"protocol {args.protocol}")
-        print(format_table(metrics))
-        if args.per_class:
-            print(f"{'AP (%) per class':<24}" + " ".join(f"{t:>6}" for t in metrics["mAP"]))
-            for cls, row in metrics["per_class"].items():
-                values = " ".join("    --" if v is None else f"{100 * v:6.2f}"
-                                  for v in row.values())
-                print(f"{cls:<24}{values}")
-        if args.json:
-            atomic_write_json(args.json, metrics)
-    except InputError as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"evaluate.py: error: {err.filename or ''}: {err.strerror or err}",
-              file=sys.stderr)
-        return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        gt = load_ground_truth(args.gt, args.subset)
+        pred = load_predictions(args.pred, gt, args.ignore_unknown_classes)
+    for w in caught:
+        print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
+    tious, averages = default_tious(gt)
+    if args.tiou:
+        if not all(0 <= t <= 1 for t in args.tiou):
+            raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
+        tious, averages = args.tiou, _averages_for(args.tiou, averages)
+    result = evaluate_detection(pred, gt, tious, args.protocol)
+    metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
+                            per_class=result["per_class"] if args.per_class else None,
+                            classes=gt.classes)
+    print(f"{len(gt.videos)} videos evaluated, {len(pred)} predictions, "
+          f"protocol {args.protocol}")
+    print(format_table(metrics))
+    if args.per_class:
+        print(f"{'AP (%) per class':<24}" + " ".join(f"{t:>6}" for t in metrics["mAP"]))
+        for cls, row in metrics["per_class"].items():
+            values = " ".join("    --" if v is None else f"{100 * v:6.2f}"
+                              for v in row.values())
+            print(f"{cls:<24}{values}")
+    if args.json:
+        atomic_write_json(args.json, metrics)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -10,12 +10,11 @@ time, edit `DATA_ROOTS` just below.
 import argparse
 import math
 import os
-import sys
 import time
 
 from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
-from safe_io import InputError
-from schedule import dry_run_schedule, run_schedule
+from readers.safe_io import InputError, OneLineParser
+from training.schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------
 # Default feature folders, one per dataset (edit these, or pass --data-root).
@@ -80,14 +79,6 @@ def layout_snippet_seconds():
     """{layout: seconds per snippet} of each folder layout's own features (LAYOUT_FEATURES),
     handed to dataset.load_dataset; an HDF5 file stores its own."""
     return {layout: snippet_seconds(*FEATURE_PRESETS[f]) for layout, f in LAYOUT_FEATURES.items()}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is reported as one line (no usage block), exit 2."""
-
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def build_parser():

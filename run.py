@@ -14,21 +14,21 @@ import numpy as np
 import torch
 
 import evaluate
-import report
-import synthetic
+from analysis import report
+from readers import synthetic
 from dataset import SnippetDataset, load_dataset, read_class_list
 from detection import released_class_ids, write_results_json, write_results_txt
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
 from opts import DATA_ROOTS, layout_snippet_seconds, parse_opts
-from saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
-from run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
+from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
+from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                         history_entry, load_checkpoint, read_history, restore, save_checkpoint,
                         write_history)
-from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
-from schedule import describe_epoch, format_schedule, run_schedule
-from seeds import format_summary, summarise_seeds
-from test_pass import (evaluate_run, evaluation_ground_truth, ground_truth, held_out_map,
+from readers.safe_io import InputError, atomic_write_json, atomic_write_text, cli, one_line
+from training.schedule import describe_epoch, format_schedule, run_schedule
+from analysis.seeds import format_summary, summarise_seeds
+from pipeline.localise import (evaluate_run, evaluation_ground_truth, ground_truth, held_out_map,
                        localise, only_videos, report_curves)
 from utils import Logger, atomic_torch_save, resolve_device, set_seed
 
@@ -283,7 +283,7 @@ def run_seeds(opts, loaded, log):
 
 def seeds_on_ray(opts, subs, log):
     """The runs `subs` as trials on a local Ray (trials.py), at most --workers at once."""
-    from trials import run_trials, trials_of          # Ray is imported only when used
+    from sweeps.trials import run_trials, trials_of          # Ray is imported only when used
     from run import trial_work as work       # the module's, not __main__'s: sent by name
     done = run_trials(trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE), work,
                       cpus=max(1, opts.threads), workers=opts.workers,
@@ -330,13 +330,5 @@ def main(argv=None):
     return 0
 
 
-def cli(argv=None):
-    try:
-        return main(argv)
-    except (InputError, evaluate.InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(cli(main))

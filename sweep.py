@@ -20,17 +20,18 @@ import sys
 import pandas as pd
 from tqdm import tqdm
 
-import sweep_grid
-import synthetic
-from opts import OneLineParser, build_parser, parse_opts
+from sweeps import sweep_grid
+from readers import synthetic
+from opts import build_parser, parse_opts
 from run import trial_work
-from run_folder import check_output_dir
-from safe_io import InputError, atomic_write_json, atomic_write_text, one_line
-from saved_opts import RESUME_MAY_CHANGE, given_options
-from seeds import flatten_metrics, summarise_points
-from sweep_grid import parse_grid, points, trial_name
-from sweep_tables import clear_sweep, format_table, ranked, results_frame
-from trials import read_json, run_trials, trial_state, trials_of
+from pipeline.run_folder import check_output_dir
+from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
+                             cli, read_json)
+from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
+from analysis.seeds import flatten_metrics, summarise_points
+from sweeps.sweep_grid import parse_grid, points, trial_name
+from sweeps.sweep_tables import clear_sweep, format_table, ranked, results_frame
+from sweeps.trials import run_trials, trial_state, trials_of
 
 DEFAULT_VAL_FRACTION = 0.2
 MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT, LOCK = (
@@ -163,7 +164,7 @@ def check_sweep_folder(folder, wanted, overwrite, names):
     """The folder is new, empty, or holds this same sweep (then it is resumed); --overwrite
     allows another. Writable; no link where the trials are written."""
     if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} and not overwrite:
-        saved = read_json(os.path.join(folder, MANIFEST))
+        saved = read_json(os.path.join(folder, MANIFEST), or_none=True)
         if saved is None:
             raise InputError(f"{folder}: not empty and holds no sweep ({MANIFEST}); choose "
                              f"another --output-dir or pass --overwrite")
@@ -275,13 +276,5 @@ def read_csv(path):
         return None
 
 
-def cli(argv=None):
-    try:
-        return main(argv)
-    except InputError as e:
-        print(f"error: {one_line(e, 400)}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(cli(main))

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch
 
-from safe_io import InputError, write_atomically
+from readers.safe_io import InputError, write_atomically
 
 
 def set_seed(seed):
@@ -92,3 +92,4 @@ class Logger:
 def warn(message):
     """A warning on stderr, one line."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
+

@@ -37,10 +37,10 @@ sys.path.insert(0, ROOT)
 from dataset import SnippetDataset, Video, load_dataset  # noqa: E402
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
-from hdf5_format import write_hdf5  # noqa: E402
-from layouts import wtalc_paths  # noqa: E402
+from readers.hdf5_format import write_hdf5  # noqa: E402
+from readers.layouts import wtalc_paths  # noqa: E402
 from opts import PRESETS, layout_snippet_seconds  # noqa: E402
-from schedule import parse_schedule  # noqa: E402
+from training.schedule import parse_schedule  # noqa: E402
 
 FULL_VIDEOS = 7200
 NUM_CLASSES = 100

@@ -22,8 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import annotation_reader  # noqa: E402
-import eval_inputs  # noqa: E402
+from readers import annotation_reader  # noqa: E402
+from evaluation import eval_inputs  # noqa: E402
 import evaluate  # noqa: E402
 
 THUMOS_GT = ROOT / "data/thumos14/Thumos14reduced-Annotations"

@@ -26,7 +26,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from buckets import bucket_lengths, padding_overhead  # noqa: E402
+from training.buckets import bucket_lengths, padding_overhead  # noqa: E402
 from dataset import SnippetDataset, Video  # noqa: E402
 from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: E402
                        segments_frame)
@@ -35,8 +35,8 @@ from launch_share import empty_op_seconds, epoch_shares, timed  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier, video_classifier_loss  # noqa: E402
 from ref_released_training import reference_epoch, released_copy  # noqa: E402
 from opts import build_parser  # noqa: E402
-from test_pass import score_videos  # noqa: E402
-from schedule import Phase, dry_run_schedule, run_schedule  # noqa: E402
+from pipeline.localise import score_videos  # noqa: E402
+from training.schedule import Phase, dry_run_schedule, run_schedule  # noqa: E402
 
 K, D, H = 20, 1024, 256
 OPTS = build_parser().parse_args([])                            # opts.py's defaults

@@ -18,11 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import run  # noqa: E402  (after the path is set)
-import run_folder  # noqa: E402
+from pipeline import run_folder  # noqa: E402
 from opts import parse_opts  # noqa: E402
-from saved_opts import save_opts  # noqa: E402
-from safe_io import InputError, atomic_write_json  # noqa: E402
-from seeds import percent, summarise_seeds  # noqa: E402
+from pipeline.saved_opts import save_opts  # noqa: E402
+from readers.safe_io import InputError, atomic_write_json  # noqa: E402
+from analysis.seeds import percent, summarise_seeds  # noqa: E402
 from utils import Logger  # noqa: E402
 
 # (row name, options changed from the trained run's; the first row trains)

@@ -8,8 +8,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from published import PAPER  # noqa: E402  (the paper's numbers, one home)
-from seeds import percent  # noqa: E402
+from analysis.published import PAPER  # noqa: E402  (the paper's numbers, one home)
+from analysis.seeds import percent  # noqa: E402
 
 
 def table(summary, paper):

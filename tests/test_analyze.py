@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import figures
-import report
+from analysis import figures
+from analysis import report
 from detection import PostProcess, detect_video, raw_cutoffs
-from run_folder import read_history
+from pipeline.run_folder import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
 STPN = ROOT / "data/predictions/stpn_thumos14_test.json"

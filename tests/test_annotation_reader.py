@@ -1,18 +1,18 @@
 """The one annotation reader: malformed annotation files give the same one-line refusal
 (exit 2, the file and the video named) in `dataset.py summary` (training's reader) and in
 `evaluate.py --gt` (the evaluator's), and both apply the same segment rule."""
+from readers.safe_io import cli
 import json
 import os
 
 import numpy as np
 import pytest
 
-import annotation_reader
+from readers import annotation_reader
 import dataset as ds
-import dataset_cli
-import layouts
+from readers import layouts
 from opts import layout_snippet_seconds
-import eval_inputs as EI
+from evaluation import eval_inputs as EI
 import evaluate as E
 from test_dataset import _save_py2_style, write_tiny_bundle
 from test_layouts import tiny_videos, write_folders
@@ -24,7 +24,7 @@ def both_commands(capsys, root, gt):
     """(exit code, stderr) of `dataset.py summary --data-root root` and of
     `evaluate.py PRED --gt gt`, run in-process through their command-line entry points."""
     out = []
-    for call in (lambda: dataset_cli.cli(["summary", "--data-root", root]),
+    for call in (lambda: cli(ds.main, ["summary", "--data-root", root]),
                  lambda: E.main([os.path.join(root, "no-predictions.json"), "--gt", gt])):
         code = call()
         out.append((code, capsys.readouterr().err))
@@ -153,7 +153,7 @@ def test_text_files_that_are_not_utf8(tmp_path, capsys):
     split = os.path.join(root, "split_test.txt")
     with open(split, "ab") as f:
         f.write(b"video_\xff\n")
-    assert dataset_cli.cli(["summary", "--data-root", root]) == 2
+    assert cli(ds.main, ["summary", "--data-root", root]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{split}: not UTF-8 text (byte 32)" in err
     os.remove(split)

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from dataset import layout_rate
-from safe_io import write_atomically
+from readers.safe_io import write_atomically
 from opts import layout_snippet_seconds
-from safe_io import InputError
+from readers.safe_io import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,7 @@ from em_trainer import EMTrainer, e_step_loss, m_step_loss
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets
 from ref_released_training import reference_epoch, released_copy
-from schedule import parse_schedule
+from training.schedule import parse_schedule
 
 
 def _video(g, T, K, name, labels):

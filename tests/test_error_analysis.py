@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import error_analysis as A
-import eval_inputs as EI
+from analysis import error_analysis as A
+from evaluation import eval_inputs as EI
 import evaluate as E
-from protocols import interpolated_ap
+from evaluation.protocols import interpolated_ap
 
 ROOT = Path(__file__).resolve().parents[1]
 STPN = ROOT / "data/predictions/stpn_thumos14_test.json"

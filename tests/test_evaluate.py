@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import eval_inputs as EI
-
+from evaluation import eval_inputs as EI
 import evaluate as E
-import protocols
-from safe_io import load_npy
-from eval_inputs import GroundTruth, InputWarning
-from safe_io import InputError
+from evaluation import protocols
+from readers.safe_io import load_npy
+from evaluation.eval_inputs import GroundTruth, InputWarning
+from readers.safe_io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMOS = ROOT / "data/thumos14"

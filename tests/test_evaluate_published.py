@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import eval_inputs as EI
-
+from evaluation import eval_inputs as EI
 import evaluate as E
 
 ROOT = Path(__file__).resolve().parents[1]

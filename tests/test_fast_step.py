@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model import EMMIL, bce_loss
-from schedule import Phase
+from training.schedule import Phase
 
 
 def _features(T, D, seed):
@@ -125,7 +125,7 @@ def test_cuda_training_follows_cpu_training():
     import copy
     from dataset import SnippetDataset, Video
     from em_trainer import EMTrainer
-    from schedule import parse_schedule
+    from training.schedule import parse_schedule
     g = torch.Generator().manual_seed(3)
     videos = [Video(f"v{i}", "train", torch.randn(T, 2 * 32, generator=g),
                     torch.eye(4)[i % 4], T * 0.64) for i, T in enumerate([9, 30, 4, 17])]

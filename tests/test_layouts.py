@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-import annotation_reader
+from readers import annotation_reader
 import dataset as ds
-import dataset_cli
 from dataset import SnippetDataset, load_dataset
-from features import video_streams
-from features import LazyFeatures
-from layouts import detect_layout, wtalc_paths
+from readers.features import video_streams
+from readers.features import LazyFeatures
+from readers.layouts import detect_layout, wtalc_paths
 from opts import layout_snippet_seconds
 from test_dataset import _save_py2_style
-from safe_io import InputError
+from readers.safe_io import InputError, cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = layout_snippet_seconds()      # each layout's own seconds per snippet (opts.py)
@@ -177,7 +176,7 @@ def assert_same(a, b, exact=True):
 
 
 def summary(capsys, *args):
-    assert dataset_cli.main(["summary", *args]) == 0
+    assert ds.main(["summary", *args]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -286,7 +285,7 @@ def test_wtalc_features_are_not_copied(tmp_path):
 def test_convert_round_trip(tmp_path, capsys, source):
     root = write_all(tmp_path)[source]
     out = str(tmp_path / "out.h5")
-    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", out]) == 0
+    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", out]) == 0
     assert os.listdir(tmp_path).count("out.h5") == 1
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     original, converted = load(root), load(out)
@@ -303,8 +302,8 @@ def test_convert_round_trip(tmp_path, capsys, source):
 def test_convert_fp16(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     full, half = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
-    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", full]) == 0
-    assert dataset_cli.main(["convert", "--data-root", root, "--to", "hdf5", half, "--fp16"]) == 0
+    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", full]) == 0
+    assert ds.main(["convert", "--data-root", root, "--to", "hdf5", half, "--fp16"]) == 0
     with h5py.File(half, "r") as f:
         assert f["videos/video_test_1/flow"].dtype == np.float16
     assert os.path.getsize(half) < os.path.getsize(full)
@@ -317,7 +316,7 @@ def test_convert_fp16(tmp_path, capsys):
 def test_convert_keeps_dataset_and_rate(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     out = str(tmp_path / "o.h5")
-    assert dataset_cli.main(["convert", "--data-root", root, "--dataset", "synthetic", "--features", "unt",
+    assert ds.main(["convert", "--data-root", root, "--dataset", "synthetic", "--features", "unt",
                     "--to", "hdf5", out]) == 0
     capsys.readouterr()
     s = summary(capsys, "--data-root", out)
@@ -331,7 +330,7 @@ def test_convert_bad_input_writes_nothing(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     os.remove(os.path.join(root, "split_test.txt"))
     out = tmp_path / "out" / "x.h5"
-    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
+    assert cli(ds.main, ["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split_test.txt: file not found" in err
     assert "\n" not in err and not out.exists()
@@ -343,7 +342,7 @@ def test_convert_failing_midway_leaves_no_file(tmp_path, capsys):
     root = write_folders(str(tmp_path / "f"), videos)
     out = tmp_path / "o" / "x.h5"
     out.parent.mkdir()
-    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--fp16"]) == 2
+    assert cli(ds.main, ["convert", "--data-root", root, "--to", "hdf5", str(out), "--fp16"]) == 2
     assert "float16 range" in capsys.readouterr().err
     assert os.listdir(out.parent) == []
 
@@ -352,9 +351,9 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     root = write_all(tmp_path)["folders"]
     out = tmp_path / "o.h5"
     out.write_text("keep")
-    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
+    assert cli(ds.main, ["convert", "--data-root", root, "--to", "hdf5", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep"
-    assert dataset_cli.cli(["convert", "--data-root", root, "--to", "hdf5", str(out), "--overwrite"]) == 0
+    assert cli(ds.main, ["convert", "--data-root", root, "--to", "hdf5", str(out), "--overwrite"]) == 0
     assert h5py.is_hdf5(str(out))
 
 
@@ -366,10 +365,10 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
     assert "annotation folder not found" in r.stderr
     with pytest.raises(SystemExit) as e:
-        dataset_cli.cli(["summary", "--layout", "zip", "--data-root", str(tmp_path)])
+        cli(ds.main, ["summary", "--layout", "zip", "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert dataset_cli.cli(["convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv"]) == 2
+    assert cli(ds.main, ["convert", "--data-root", str(tmp_path), "--to", "csv", "x.csv"]) == 2
     assert "only hdf5" in capsys.readouterr().err
 
 

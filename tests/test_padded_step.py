@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from buckets import (BucketedInputs, bucket_lengths, bucket_of, padded_step, padded_targets,
+from training.buckets import (BucketedInputs, bucket_lengths, bucket_of, padded_step, padded_targets,
                      padding_overhead)
 from dataset import SnippetDataset, Video
 from em_trainer import BRANCH, FROZEN, EMTrainer, adam
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets
-from safe_io import load_npy
-from schedule import parse_schedule
+from readers.safe_io import load_npy
+from training.schedule import parse_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D, H, K, L, GAMMA = 16, 8, 5, 12, 0.15

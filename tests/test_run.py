@@ -102,7 +102,7 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
     """The real W-TALC THUMOS14 annotation files (Python-2 pickles) with tiny features."""
     import shutil
     from test_dataset import REAL_ANN, _save_py2_style
-    from layouts import wtalc_paths
+    from readers.layouts import wtalc_paths
     feat_path, ann = wtalc_paths(str(tmp_path / "data"), "Thumos14reduced")
     shutil.copytree(REAL_ANN, ann)
     rng = np.random.default_rng(0)
@@ -119,7 +119,7 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
 
 
 def test_dry_run_checks_and_shortens_the_given_schedule(tmp_path):
-    from schedule import dry_run_schedule
+    from training.schedule import dry_run_schedule
     assert dry_run_schedule("M1:10,E:10,M2:10,alt:35") == "M1:1,E:1,M2:1,alt:2"
     r = run("--dry-run", "--schedule", "M3:10", "--output-dir", str(tmp_path / "o"))
     assert r.returncode == 2 and "--schedule" in r.stderr

@@ -10,10 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-import eval_inputs as EI
-
+from evaluation import eval_inputs as EI
 import evaluate as E
-from layouts import wtalc_paths
+from readers.layouts import wtalc_paths
 from test_layouts import write_wtalc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +91,7 @@ def test_hdf5_is_its_own_annotation_source(tmp_path):
     """HDF5 cannot be read by evaluate.py: its test videos are the ground truth, a dropped
     one (all-zero features) included with its segments."""
     from dataset import load_dataset
-    from test_pass import evaluation_ground_truth
+    from pipeline.localise import evaluation_ground_truth
     from test_layouts import write_hdf5_by_hand
     videos = easy_videos(drop_test_video=True)
     for v in videos:

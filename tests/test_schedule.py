@@ -2,8 +2,8 @@
 import pytest
 
 from opts import RELEASED_SCHEDULE
-from safe_io import InputError
-from schedule import (Phase, describe_epoch, dry_run_schedule, format_schedule, parse_schedule,
+from readers.safe_io import InputError
+from training.schedule import (Phase, describe_epoch, dry_run_schedule, format_schedule, parse_schedule,
                       run_schedule, schedule_text)
 
 

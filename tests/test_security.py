@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-import annotation_reader
-from safe_io import InputError, check_video_name, load_npy
-from layouts import wtalc_paths
+from readers import annotation_reader
+from readers.safe_io import InputError, check_video_name, load_npy
+from readers.layouts import wtalc_paths
 from test_dataset import REAL_ANN, _save_py2_style, write_tiny_bundle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,9 +204,9 @@ def test_a_name_escaping_the_data_root_reads_nothing_outside(tmp_path):
 
 
 def test_names_in_every_source_are_checked(tmp_path):
-    import eval_inputs as EI
-    import hdf5_format
-    import layouts
+    from evaluation import eval_inputs as EI
+    from readers import hdf5_format
+    from readers import layouts
     from test_layouts import tiny_videos, write_all
     paths = write_all(tmp_path, tiny_videos())
     # W-TALC videoname.npy

@@ -1,7 +1,7 @@
 """seeds.py: mean and sample std over seeds; one seed shows no spread."""
 import json
 
-from seeds import format_summary, percent, summarise_seeds
+from analysis.seeds import format_summary, percent, summarise_seeds
 
 
 def _metrics(m05, cmap):

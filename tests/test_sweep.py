@@ -1,6 +1,7 @@
 """sweep.py and trials.py: a 2 x 2-seed sweep on a local 2-worker Ray, run again, another
 grid refused, a trial's worker killed mid-run, bad grids refused up front; run.py --seeds
 --workers through the same executor."""
+from readers.safe_io import cli
 import json
 import os
 import shutil
@@ -14,13 +15,13 @@ import pandas as pd
 import pytest
 
 import sweep
-import sweep_tables
-import trials
+from sweeps import sweep_tables
+from sweeps import trials
 from opts import build_parser, parse_opts
 from run import trial_work
-from saved_opts import RESUME_MAY_CHANGE
-from seeds import flatten_metrics
-from sweep_grid import parse_grid, points, trial_name
+from pipeline.saved_opts import RESUME_MAY_CHANGE
+from analysis.seeds import flatten_metrics
+from sweeps.sweep_grid import parse_grid, points, trial_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--no-tensorboard",
@@ -46,7 +47,7 @@ def metrics_of(folder, name):
 
 def sweep_cli(argv, capsys):
     try:
-        rc = sweep.cli(argv)
+        rc = cli(sweep.main, argv)
     except SystemExit as e:                       # argparse's own errors: one line, exit 2
         rc = e.code
     return rc, capsys.readouterr().err
@@ -93,7 +94,7 @@ def test_the_same_command_again_runs_nothing_new(reference, capsys):
     out, _ = reference
     before = {n: os.stat(out / "trials" / n / "metrics.json").st_mtime_ns for n in NAMES}
     results = (out / "results.csv").read_text()
-    assert sweep.cli([*GRID, "--output-dir", str(out)]) == 0     # in-process: Ray never starts
+    assert cli(sweep.main, [*GRID, "--output-dir", str(out)]) == 0     # in-process: Ray never starts
     stdout = capsys.readouterr().out
     assert "4 trials in" in stdout and "4 finished before" in stdout
     assert stdout.count(": finished before") == 4

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import eval_inputs as EI
-
+from evaluation import eval_inputs as EI
 import evaluate as E
-import protocols
+from evaluation import protocols
 from ref_official_anet import official_map
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
+from readers.safe_io import InputError, atomic_write_json, atomic_write_text, cli, write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,14 +80,14 @@ def test_evaluate_json_goes_through_it(tmp_path, capsys):
     out = tmp_path / "m.json"
     out.symlink_to(outside)
     gt = ROOT / "data" / "thumos14" / "official_annotation"
-    code = evaluate.main([str(ROOT / "data" / "predictions" / "stpn_thumos14_test.txt"), "--gt",
+    code = cli(evaluate.main, [str(ROOT / "data" / "predictions" / "stpn_thumos14_test.txt"), "--gt",
                           str(gt), "--protocol", "thumos14", "--json", str(out)])
     assert code == 0 and outside.read_text() == "theirs" and not out.is_symlink()
     metrics = json.loads(out.read_text())
     assert out.read_text() == json.dumps(metrics, indent=2) + "\n"
     assert metrics["tiou"] == list(evaluate.THUMOS_TIOUS)
     (tmp_path / "dir.json").mkdir()
-    code = evaluate.main([str(ROOT / "data" / "predictions" / "stpn_thumos14_test.txt"), "--gt",
+    code = cli(evaluate.main, [str(ROOT / "data" / "predictions" / "stpn_thumos14_test.txt"), "--gt",
                           str(gt), "--json", str(tmp_path / "dir.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().endswith("dir.json: cannot write (Is a directory)")

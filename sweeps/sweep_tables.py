@@ -6,9 +6,9 @@ import os
 
 import pandas as pd
 
-from run_folder import clear_earlier_run
-from seeds import flatten_metrics
-from sweep_grid import point_label
+from pipeline.run_folder import clear_earlier_run
+from analysis.seeds import flatten_metrics
+from sweeps.sweep_grid import point_label
 
 FRONT = ["trial", "seed", "status"]
 BACK = ["seconds", "host", "attempts", "resumed", "error"]

@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-import annotation_reader
-import eval_inputs
+from readers import annotation_reader
+from evaluation import eval_inputs
 import evaluate
 from dataset import SnippetDataset
 from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
                        localisation_scores, raw_cutoffs, segments_frame)
 from em_trainer import progress
-from features import stream_pair
+from readers.features import stream_pair
 from model import compute_dtype
 
 

@@ -13,7 +13,7 @@ What each step trains, keeps frozen, and learns from (Luo et al., ECCV 2020, Alg
 import re
 from dataclasses import dataclass
 
-from safe_io import InputError
+from readers.safe_io import InputError
 
 # step -> (trained network, frozen network, its targets: the pseudo-label rule)
 STEPS = {

@@ -1,6 +1,7 @@
 """Reading untrusted files and writing files safely: the one InputError, a restricted loader
 for pickled .npy files, the checks of names and text read from data files, and the one
-write-then-rename writer. Torch-free.
+write-then-rename writer; the command-line frame every command shares (`OneLineParser`, `cli`).
+Torch-free.
 
 `load_npy` parses the .npy header itself; plain dtypes are read without pickle; object arrays
 (the W-TALC bundle, pickled by Python 2) are unpickled by `ArrayUnpickler`, which can build
@@ -15,9 +16,11 @@ Every file the project writes goes through `write_atomically`: a temporary file 
 folder, renamed over the target only when complete, so a crash never leaves a truncated
 file and a link at the target is replaced, never written through.
 """
+import argparse
 import json
 import os
 import pickle
+import sys
 import tempfile
 import unicodedata
 
@@ -39,6 +42,33 @@ def first_line(error, limit=200):
     torch's advice after a refused load), cut to `limit` characters."""
     lines = str(error).strip().splitlines()
     return one_line(lines[0] if lines else type(error).__name__, limit)
+
+
+# ---------------------------------------------------------------------------
+# The command-line frame of every command: one parser class, one error line, exit 2
+# ---------------------------------------------------------------------------
+ERROR_LIMIT = 400       # characters of an error line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is reported as one line (no usage block), exit 2."""
+
+    def error(self, message):
+        print(f"error: {one_line(message, ERROR_LIMIT)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli(main, argv=None):
+    """Run a command's main(argv). Bad input (InputError, or a file that cannot be read or
+    written) is one line `error: ...` on stderr and exit code 2; no traceback."""
+    try:
+        return main(argv)
+    except InputError as e:
+        message = str(e)
+    except OSError as e:
+        message = f"{e.filename or ''}: {e.strerror or e}"
+    print(f"error: {one_line(message, ERROR_LIMIT)}", file=sys.stderr)
+    return 2
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +230,20 @@ def read_text(path):
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_json(path, what="", or_none=False):
+    """The JSON content of a file. A missing, unreadable or malformed file is an InputError
+    naming it (`what` says what it should have held), or None with or_none=True (for our own
+    files, whose absence is a state, not an error)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        if or_none:
+            return None
+        raise InputError(f"{path}: unreadable{' ' + what if what else ''} "
+                         f"({one_line(e)})") from None
 
 
 def read_rows(path, n_fields, what):

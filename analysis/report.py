@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import error_analysis
+from analysis import error_analysis
 import evaluate
-import published
-from eval_inputs import GroundTruth
-from report_html import Section, page
-from safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
-from seeds import percent
+from analysis import published
+from evaluation.eval_inputs import GroundTruth
+from analysis.report_html import Section, page
+from readers.safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
+from analysis.seeds import percent
 
 REPORT = "report"
 REPORT_FILES = re.compile(r"(index\.html|analysis\.json|map_tiou\.png|per_class_ap\.png"
@@ -106,7 +106,7 @@ def _write_bytes(path, data):
 
 def _save(folder, name, fig, dpi):
     """The figure as FOLDER/NAME (PNG); (name, PNG bytes) for the page."""
-    from figures import to_png
+    from analysis.figures import to_png
     png = to_png(fig, dpi)
     _write_bytes(os.path.join(folder, name), png)
     return name, png
@@ -127,7 +127,7 @@ def curve_lines(record, drawn):
 
 def _timelines(inputs, folder, chosen, video_map, labelled):
     """(section, [video entries]) of the timelines of the chosen videos."""
-    import figures
+    from analysis import figures
     gt, pred = inputs.gt.segments, labelled
     records = inputs.curves([v for v, _ in chosen]) if inputs.curves else {}
     amb = inputs.gt.ambiguous
@@ -171,7 +171,7 @@ def _map_series(inputs, result):
 
 def write_report(folder, inputs):
     """Everything into FOLDER/report/; returns the analysis numbers (analysis.json)."""
-    import figures
+    from analysis import figures
     check_videos(inputs.videos, inputs.gt)
     out = report_folder(folder)
     gt, pred = inputs.gt, inputs.pred.reset_index(drop=True)
@@ -255,7 +255,7 @@ def write_summary_report(folder, runs, tious, paper=None, dpi=80):
     """FOLDER/report/ for several runs: mean ± std over seeds per tIoU of each (name, summary)
     in runs (summary.json's content, or a single run's metrics as one seed), methods side by
     side. Returns the numbers written to analysis.json."""
-    import figures
+    from analysis import figures
     series, rows = [], [["run"] + [f"{t:g}" for t in tious]]
     for name, summary in runs:
         m = summary["metrics"]

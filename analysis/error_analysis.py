@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 import evaluate
-from eval_inputs import GroundTruth
-from protocols import official_rank, same_key_pairs, segment_tiou
+from evaluation.eval_inputs import GroundTruth
+from evaluation.protocols import official_rank, same_key_pairs, segment_tiou
 
 LOW = 0.1
 ERROR_TYPES = ("double_detection", "wrong_label", "localization", "confusion", "background")

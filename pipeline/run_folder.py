@@ -1,6 +1,5 @@
 """The run folder: the names a run writes there, the checks before the first write, and
 the checkpoint that lets --resume continue where a run stopped."""
-import json
 import os
 import pickle
 import random
@@ -10,8 +9,8 @@ import tempfile
 import numpy as np
 import torch
 
-from report import REPORT_FILES
-from safe_io import InputError, atomic_write_json, one_line
+from analysis.report import REPORT_FILES
+from readers.safe_io import InputError, atomic_write_json, one_line, read_json
 from utils import atomic_torch_save
 
 LAST = "checkpoint_last.pt"
@@ -108,11 +107,7 @@ def history_entry(position, phase, stats, seconds):
 def read_history(folder, position):
     """On --resume: the entries of history.json up to `position` (the checkpoint's); an
     unreadable or foreign file gives an empty history (it only draws the report's curves)."""
-    try:
-        with open(os.path.join(folder, HISTORY), encoding="utf-8") as f:
-            entries = json.load(f)
-    except (OSError, ValueError):
-        return []
+    entries = read_json(os.path.join(folder, HISTORY), or_none=True)
     if not isinstance(entries, list):
         return []
     return [e for e in entries if isinstance(e, dict) and isinstance(e.get("position"), int)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import annotation_reader
-from safe_io import InputError, check_video_name, read_rows
+from readers import annotation_reader
+from readers.safe_io import InputError, check_video_name, read_rows
 
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from safe_io import InputError, first_line
+from readers.safe_io import InputError, first_line
 from utils import warn
 
 STREAM_DIM = 1024

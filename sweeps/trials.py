@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from safe_io import InputError, atomic_write_json, one_line
+from readers.safe_io import InputError, atomic_write_json, one_line, read_json
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 METRICS, OPTS, CHECKPOINT = "metrics.json", "opts.json", "checkpoint_last.pt"
@@ -54,18 +54,9 @@ def pid_file(trial):
     return trial.opts["output_dir"].rstrip(os.sep) + ".pid"
 
 
-def read_json(path):
-    """The JSON content of one of our files, or None when it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def same_run(trial):
     """The folder's opts.json holds this trial's options (trial.same)."""
-    saved = read_json(os.path.join(trial.opts["output_dir"], OPTS))
+    saved = read_json(os.path.join(trial.opts["output_dir"], OPTS), or_none=True)
     return isinstance(saved, dict) and all(k in saved and saved[k] == v
                                            for k, v in trial.same.items())
 
@@ -91,7 +82,7 @@ def result(trial, status, **fields):
 
 def finished_result(trial):
     """A trial found done before the sweep started."""
-    metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS))
+    metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS), or_none=True)
     return result(trial, "skipped", metrics=metrics)
 
 
@@ -99,7 +90,7 @@ def _claim(trial):
     """Write `<folder>.pid` for this attempt; (attempt number, start time of the first
     attempt of this command: a retry finds the dead attempt's file)."""
     path = pid_file(trial)
-    earlier = read_json(path)
+    earlier = read_json(path, or_none=True)
     attempt, started = 1, time.time()
     if isinstance(earlier, dict) and isinstance(earlier.get("attempt"), int):
         attempt, started = earlier["attempt"] + 1, earlier.get("started", started)
@@ -117,7 +108,7 @@ def run_trial(work, trial):
     attempt, started = _claim(trial)
     try:
         work(trial.opts, state == "resume")
-        metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS))
+        metrics = read_json(os.path.join(trial.opts["output_dir"], METRICS), or_none=True)
         status, error = "ok", None
     except (InputError, SystemExit) as e:   # an option the data refuse: fails alone, no retry
         metrics, status, error = None, "failed", one_line(e)

@@ -5,7 +5,7 @@ import json
 import os
 
 from opts import build_parser, check_options, finite_number, option_problems
-from safe_io import InputError, atomic_write_text, one_line
+from readers.safe_io import InputError, atomic_write_text, read_json
 
 
 def save_opts(opts, path):
@@ -92,11 +92,7 @@ def resume_opts(argv):
     path = os.path.join(folder, "opts.json")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable saved options ({one_line(e)})") from None
+    saved = read_json(path, "saved options")
     problem = saved_problem(saved)
     if problem:
         raise InputError(f"{path}: {problem}")

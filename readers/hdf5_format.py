@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from features import STREAM_DIM, Entry, join_streams, video_streams
-from safe_io import InputError, as_text, check_video_name, first_line, write_atomically
+from readers.features import STREAM_DIM, Entry, join_streams, video_streams
+from readers.safe_io import InputError, as_text, check_video_name, first_line, write_atomically
 
 HDF5_SCHEMA = """\
 HDF5 schema (format "emmil-features", version 1). Self-describing: no side files.

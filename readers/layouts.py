@@ -36,10 +36,10 @@ import os
 
 import numpy as np
 
-import annotation_reader
-from features import (STREAM_DIM, Entry, join_streams, load_array, load_pt, named,
+from readers import annotation_reader
+from readers.features import (STREAM_DIM, Entry, join_streams, load_array, load_pt, named,
                       numeric_array)
-from safe_io import InputError, check_video_name, load_npy, read_video_list
+from readers.safe_io import InputError, check_video_name, load_npy, read_video_list
 from utils import warn
 
 # ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from safe_io import (InputError, as_text, check_label, check_video_name,
+from readers.safe_io import (InputError, as_text, check_label, check_video_name,
                      load_npy, one_line, read_rows, read_text)
 
 

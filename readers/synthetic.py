@@ -17,9 +17,9 @@ import tempfile
 
 import numpy as np
 
-from features import STREAM_DIM
-from layouts import wtalc_paths
-from safe_io import InputError, as_text, load_npy
+from readers.features import STREAM_DIM
+from readers.layouts import wtalc_paths
+from readers.safe_io import InputError, as_text, load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")

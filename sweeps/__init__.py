@@ -1,0 +1,2 @@
+"""Grids of runs as trials on Ray: the trials and their fault tolerance, the grid syntax,
+and the ranked tables."""
