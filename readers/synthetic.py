@@ -21,7 +21,7 @@ from readers.features import STREAM_DIM
 from readers.layouts import wtalc_paths
 from readers.safe_io import InputError, as_text, load_npy
 
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")
 BUNDLE = "Thumos14reduced"
 ARRAYS = ["videoname", "subset", "classlist", "segments", "labels", "labels_all", "duration",

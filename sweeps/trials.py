@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from readers.safe_io import InputError, atomic_write_json, one_line, read_json
 
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 METRICS, OPTS, CHECKPOINT = "metrics.json", "opts.json", "checkpoint_last.pt"
 
 

@@ -25,7 +25,7 @@ def both_commands(capsys, root, gt):
     `evaluate.py PRED --gt gt`, run in-process through their command-line entry points."""
     out = []
     for call in (lambda: cli(ds.main, ["summary", "--data-root", root]),
-                 lambda: E.main([os.path.join(root, "no-predictions.json"), "--gt", gt])):
+                 lambda: cli(E.main, [os.path.join(root, "no-predictions.json"), "--gt", gt])):
         code = call()
         out.append((code, capsys.readouterr().err))
     return out

@@ -14,7 +14,7 @@ import evaluate as E
 from evaluation import protocols
 from readers.safe_io import load_npy
 from evaluation.eval_inputs import GroundTruth, InputWarning
-from readers.safe_io import InputError
+from readers.safe_io import InputError, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMOS = ROOT / "data/thumos14"
@@ -461,7 +461,7 @@ def test_build_metrics_schema():
 # ---------------------------------------------------------------------------- CLI
 
 def run_cli(capsys, *args):
-    code = E.main([str(a) for a in args])
+    code = cli(E.main, [str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
