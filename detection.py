@@ -46,14 +46,6 @@ def attention_scores(attention, class_probs):
     return (attention / attention.max())[:, None] * class_probs
 
 
-def normalise_released(s):
-    """(s - mean) / (max - min) over time, per class, as the released test code.
-    s: (T, C). A flat curve gives zeros. (detect_batch computes the same on curves laid end
-    to end; a test checks the two against each other.)"""
-    spread = s.max(axis=0) - s.min(axis=0)
-    return (s - s.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
-
-
 @dataclass(frozen=True)
 class PostProcess:
     """How runs of snippets become scored segments: one field per option of opts.py's
@@ -133,16 +125,13 @@ def runs_end_to_end(flat, n, post):
         return (np.zeros(0, dtype=int),) * 3 + (np.zeros(0),)
     first = np.zeros(n.size, dtype=int)                       # where each curve starts
     np.cumsum(n[:-1], out=first[1:])
-    # the released test (s - mean) / (max - min) > threshold, per curve, written as
-    # s > mean + threshold (max - min): one cut-off per curve, one comparison per snippet
-    mean = np.add.reduceat(flat, first) / n
-    spread = np.maximum.reduceat(flat, first) - np.minimum.reduceat(flat, first)
-    spread[spread <= 0] = 1.0                                  # a flat curve: s - mean = 0
+    mean = np.add.reduceat(flat, first) / n                  # per curve (C,)
+    low, high = np.minimum.reduceat(flat, first), np.maximum.reduceat(flat, first)
     edge = np.zeros(flat.size + 1, dtype=bool)                # a curve starts (or all end) here
     edge[first] = edge[-1] = True
     runs = []
     for threshold in post.loc_thresholds:
-        on = flat > np.repeat(mean + threshold * spread, n)
+        on = flat > np.repeat(run_cutoff(mean, low, high, threshold), n)
         before = np.concatenate([[False], on[:-1]])           # the previous snippet was on
         after = np.concatenate([on[1:], [False]])             # the next snippet is on
         opens = np.flatnonzero(on & (edge[:-1] | ~before))    # first snippet of a run
@@ -158,13 +147,21 @@ def runs_end_to_end(flat, n, post):
     return col, start, end, score
 
 
+def run_cutoff(mean, low, high, threshold):
+    """The one rule of a run: the released test (s - mean) / (max - min) > threshold,
+    written as s > mean + threshold (max - min), the value of the raw curve above which a
+    snippet is in a run (one cut-off per curve, one comparison per snippet). A flat curve
+    (max == min): s - mean = 0, so its cut-off is its mean plus the threshold.
+    mean, low, high: per curve, any shape; returns the same shape."""
+    spread = high - low
+    return mean + threshold * np.where(spread > 0, spread, 1.0)
+
+
 def raw_cutoffs(s, thresholds):
-    """(L, K): for each normalised threshold, the value of the raw curve s (T, K) above which
-    a snippet is in a run, mean + threshold (max - min) per class (runs_end_to_end's rule,
-    for drawing; a flat curve: its mean)."""
-    spread = s.max(axis=0) - s.min(axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
-    return np.stack([s.mean(axis=0) + t * spread for t in thresholds])
+    """(L, K): for each normalised threshold, run_cutoff of each class's curve s (T, K)
+    (for drawing the thresholds in the curve's own units)."""
+    return np.stack([run_cutoff(s.mean(axis=0), s.min(axis=0), s.max(axis=0), t)
+                     for t in thresholds])
 
 
 def run_sums(flat, a, b):
@@ -264,15 +261,6 @@ def segments_frame(names, found, classes):
         "label": np.asarray(classes, dtype=object)[found["label_index"]],
         "start": found["start"], "end": found["end"], "score": found["score"],
     }, columns=COLUMNS)
-
-
-def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
-                 ambiguous=()):
-    """Segments of one video as a DataFrame (video, label, start, end, score); see
-    detect_batch. scores: (T, K); video_scores: (K,); ambiguous: [(start, end)]."""
-    found = detect_batch([scores], video_scores[None], post, snippet_seconds=snippet_seconds,
-                         durations=[duration], ambiguous={0: list(ambiguous)})
-    return segments_frame([name], found, classes)
 
 
 def well_formed(detections):

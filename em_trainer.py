@@ -12,21 +12,18 @@ from training.buckets import BucketedInputs, padded_step
 from dataset import collate
 from readers.features import stream_pair
 from model import bce_loss, compute_dtype, video_classifier_loss
-from pseudo_labels import e_step_targets, m_step_targets
+from pseudo_labels import step_targets
+from training.schedule import EM_STEPS, STEPS
 
 
 # ---------------------------------------------------------------------------
 # Losses: model.bce_loss (per stream and class, mean BCE over a video's snippets, summed)
 # ---------------------------------------------------------------------------
 
-def m_step_loss(p_rgb, p_flow, targets, mask):
-    """Classifier loss: p_rgb, p_flow, targets (B, T, K); mask (B, T)."""
-    return bce_loss(torch.stack([p_rgb, p_flow]), targets, mask)
-
-
-def e_step_loss(q_rgb, q_flow, targets, mask):
-    """Key-instance loss: q_rgb, q_flow, targets (B, T); mask (B, T)."""
-    return bce_loss(torch.stack([q_rgb, q_flow])[..., None], targets[..., None], mask)
+def step_loss(out_rgb, out_flow, targets, mask):
+    """The loss of a step on padded batches: the trained branch's outputs of both streams
+    and its targets (B, T, O) (O = K for p in the M-step, 1 for q in the E-step); mask (B, T)."""
+    return bce_loss(torch.stack([out_rgb, out_flow]), targets, mask)
 
 
 # ---------------------------------------------------------------------------
@@ -123,10 +120,6 @@ def set_lr(opt, lr):
             g["lr"] = lr
 
 
-BRANCH = {"M": "cls", "E": "key"}          # the branch each step trains
-FROZEN = {"M": "key", "E": "cls"}          # and the one whose output gives its targets
-
-
 class EMTrainer:
     """Trains an EMMIL model on the labelled training videos, one epoch (Phase) at a time."""
 
@@ -156,8 +149,8 @@ class EMTrainer:
             lengths = [v.num_snippets for v in self.dataset.videos]
             self.padded = BucketedInputs(self.inputs, lengths, buckets)
             self.real_snippets = sum(lengths)
-        self.opt = {step: adam(model.weights(kind), lr, capturable=self.padded is not None)
-                    for step, kind in BRANCH.items()}
+        self.opt = {step: adam(model.weights(STEPS[step].branch), lr,
+                               capturable=self.padded is not None) for step in EM_STEPS}
         self.generator = torch.Generator().manual_seed(seed)
         # frozen-branch outputs by the step that uses them: 'M' -> q, 'E' -> p. Not saved in
         # checkpoints: recomputed from the same weights, they are bit-identical.
@@ -192,7 +185,7 @@ class EMTrainer:
         steps, per bucket (N_b, L_b, O) for its videos side by side, one forward a bucket."""
         step = phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
-            scores = self.model.branch_scorer(FROZEN[step], self.dtype)
+            scores = self.model.branch_scorer(phase.frozen_branch, self.dtype)
             if self.padded is not None:
                 self.cache[step] = [scores(xs) for xs in self.padded.xs]
             else:
@@ -208,7 +201,7 @@ class EMTrainer:
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
             b, j = self.padded.slot[i]
             opt.zero_grad(set_to_none=True)
-            padded_step(self.model, opt, BRANCH[step], step, phase.stage, self.padded.video(i),
+            padded_step(self.model, opt, phase.branch, step, phase.stage, self.padded.video(i),
                         None if frozen is None else frozen[b][j], self.gamma, self.dtype, stats)
         loss, pos = stats.tolist()
         return {"loss": loss / max(len(order), 1), "positive": pos / max(self.real_snippets, 1)}
@@ -223,16 +216,12 @@ class EMTrainer:
             xs = self.inputs[i]                                       # (2, T, D)
             T = xs.shape[1]
             labels = self.inputs.labels[i][None]                      # (1, K)
-            if step == "M":                  # no padding: mask None
-                q = frozen[i][None, :, 0] if phase.stage == 2 else None  # (1, T)
-                target = m_step_targets(labels, None, phase.stage, q, self.gamma)[0]
-                # (T, K); stage 1: (1, K), one row standing for all T snippets
-                pos += target.amax(dim=1).sum() * (T // len(target))
-            else:
-                target = e_step_targets(frozen[i][None], labels, None)[0][:, None]  # (T, 1)
-                pos += target.sum()
+            target, positive = step_targets(step, phase.stage, labels, None,   # no padding
+                                            None if frozen is None else frozen[i][None],
+                                            self.gamma, T)
+            pos += positive         # target (1, T, O); M1: (1, 1, K), one row for all T
             opt.zero_grad(set_to_none=True)
-            loss = self.model.branch_loss(BRANCH[step], xs, target, self.dtype)
+            loss = self.model.branch_loss(phase.branch, xs, target[0], self.dtype)
             loss.backward()
             opt.step()
             total += loss.detach()
@@ -252,26 +241,18 @@ class EMTrainer:
             mask, labels = b["mask"], b["labels"]
             T = mask.shape[1]
             opt.zero_grad(set_to_none=True)
-            if step == "M":
-                q = (_pad_stack([frozen[i][:, 0] for i in b["indices"]], T)
-                     if phase.stage == 2 else None)                                  # (B, T)
-                targets = m_step_targets(labels, mask, phase.stage, q, self.gamma)  # (B, T, K)
-                with autocast(dev, self.amp):
-                    p_rgb, p_flow = model.cls_streams(b["rgb"], b["flow"])
-                loss = m_step_loss(p_rgb.float(), p_flow.float(), targets, mask)
-                positive = targets.amax(dim=2)
-            else:
-                p = _pad_stack([frozen[i] for i in b["indices"]], T)               # (B, T, K)
-                targets = e_step_targets(p, labels, mask)                           # (B, T)
-                with autocast(dev, self.amp):
-                    q_rgb, q_flow = model.key_streams(b["rgb"], b["flow"])
-                loss = e_step_loss(q_rgb.float(), q_flow.float(), targets, mask)
-                positive = targets
+            held = (None if frozen is None
+                    else _pad_stack([frozen[i] for i in b["indices"]], T))     # (B, T, O')
+            targets, positive = step_targets(step, phase.stage, labels, mask, held,
+                                             self.gamma, T)                    # (B, T, O)
+            with autocast(dev, self.amp):                                      # (B, T, O)
+                out_rgb, out_flow = model.branch_streams(phase.branch, b["rgb"], b["flow"])
+            loss = step_loss(out_rgb.float(), out_flow.float(), targets, mask)
             loss.backward()
             opt.step()
             total += loss.item()
             n_videos += len(b["names"])
-            pos += float(positive.sum())
+            pos += float(positive)
             n_snip += int(mask.sum())
         return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
 

@@ -137,12 +137,6 @@ class EMMIL(nn.Module):
         """The branch's W, b, V, c ('key' or 'cls')."""
         return [getattr(self, f"{kind}_{n}") for n in "WbVc"]
 
-    def key_parameters(self):
-        return self.weights("key")
-
-    def cls_parameters(self):
-        return self.weights("cls")
-
     def branch_streams(self, kind, rgb, flow):
         """Per stream (B, T, O) through autograd (padded batches). rgb, flow: (B, T, D)."""
         _, _, y = branch_forward(torch.stack([rgb, flow]), *self.weights(kind))

@@ -67,3 +67,28 @@ def e_step_targets(p, labels, mask):
     if mask is not None:
         above = above & mask[..., None]
     return above.any(dim=2).float()                                # (B, T)
+
+
+@torch.no_grad()
+def step_targets(step, stage, labels, mask, frozen, gamma, length):
+    """The targets of one training step and how many real snippets are positive: the one
+    place that says which frozen output feeds which rule.
+
+    step 'M' trains p on m_step_targets from the frozen q (stage 2; stage 1 needs none);
+    step 'E' trains q on e_step_targets from the frozen p.
+    labels: (B, K); mask: (B, T) bool, or None (one unpadded video: every snippet real);
+    frozen: the frozen branch's stream-averaged output, q (B, T, 1) for M2, p (B, T, K)
+    for E, None for M1; length: T, the snippets of the video(s).
+    Returns (targets, positive): targets (B, T, K) for M ((B, 1, K) for M1 without a mask,
+    one row standing for every snippet), (B, T, 1) for E; positive: 0-d, the real snippets
+    with a positive target for some class.
+    """
+    if step == "M":
+        q = frozen[..., 0] if stage == 2 else None                     # (B, T)
+        targets = m_step_targets(labels, mask, stage, q, gamma)         # (B, T or 1, K)
+    elif step == "E":
+        targets = e_step_targets(frozen, labels, mask)[..., None]      # (B, T, 1)
+    else:
+        raise ValueError(f"step must be 'M' or 'E', got {step!r}")
+    positive = targets.amax(dim=2).sum() * (length // targets.shape[1])
+    return targets, positive

@@ -56,10 +56,6 @@ def _to_float(path: Path, rows: list[list[str]], column: int, what: str) -> np.n
         raise
 
 
-def _describe(err: Exception) -> str:
-    return f"missing field {err}" if isinstance(err, KeyError) else str(err)
-
-
 def _check_segments(df: pd.DataFrame, source, what: str) -> pd.DataFrame:
     """Reject NaN/Inf times (and scores); swap start > end with a warning."""
     numeric = [c for c in ("start", "end", "score") if c in df.columns]

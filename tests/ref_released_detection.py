@@ -35,3 +35,11 @@ def released_lines(name, q, p, video_scores, convert_ratio, cls_threshold=0.15,
                               round(float(j) * convert_ratio, 2), i + 1, 1))
                 is_open = False
     return lines
+
+
+def normalise_released(s):
+    """(s - mean) / (max - min) over time, per class, as the released test code.
+    s: (T, C). A flat curve gives zeros. (detection.detect_batch computes the same on curves
+    laid end to end; a test checks the two against each other.)"""
+    spread = s.max(axis=0) - s.min(axis=0)
+    return (s - s.mean(axis=0)) / np.where(spread > 0, spread, 1.0)

@@ -13,7 +13,8 @@ import pytest
 
 from analysis import figures
 from analysis import report
-from detection import PostProcess, detect_video, raw_cutoffs
+from detection import PostProcess, raw_cutoffs
+from test_detection import detect_video
 from pipeline.run_folder import read_history
 
 ROOT = Path(__file__).resolve().parents[1]

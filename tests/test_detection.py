@@ -6,12 +6,22 @@ import pandas as pd
 import pytest
 
 from dataset import snippets_to_seconds
-from detection import (PostProcess, attention_scores, detect_video, flat_run_scores,
-                       lay_end_to_end, localisation_scores, nms, normalise_released,
-                       runs_end_to_end, select_classes)
+from detection import (PostProcess, attention_scores, detect_batch, flat_run_scores,
+                       lay_end_to_end, localisation_scores, nms, runs_end_to_end,
+                       segments_frame, select_classes)
 from opts import build_parser
+from ref_released_detection import normalise_released
 
 POST = PostProcess.from_opts(build_parser().parse_args([]))     # opts.py's defaults
+
+
+def detect_video(name, scores, video_scores, post, *, snippet_seconds, duration, classes,
+                 ambiguous=()):
+    """Segments of one video as a DataFrame (video, label, start, end, score); see
+    detect_batch. scores: (T, K); video_scores: (K,); ambiguous: [(start, end)]."""
+    found = detect_batch([scores], video_scores[None], post, snippet_seconds=snippet_seconds,
+                         durations=[duration], ambiguous={0: list(ambiguous)})
+    return segments_frame([name], found, classes)
 
 
 def test_the_defaults_are_the_released_post_processing():

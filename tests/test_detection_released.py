@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from detection import (RELEASED_LAM, PostProcess, detect_batch, localisation_scores,
-                       normalise_released, released_class_ids, segments_frame,
-                       write_results_txt)
+                       released_class_ids, segments_frame, write_results_txt)
 from opts import build_parser
-from ref_released_detection import released_lines
+from ref_released_detection import normalise_released, released_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = PostProcess.from_opts(build_parser().parse_args([]))     # opts.py's defaults

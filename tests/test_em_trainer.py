@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from dataset import SnippetDataset, Video
-from em_trainer import EMTrainer, e_step_loss, m_step_loss
+from em_trainer import EMTrainer, step_loss
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets
 from ref_released_training import reference_epoch, released_copy
@@ -42,7 +42,7 @@ def test_losses_equal_the_released_per_class_loop():
             target = one if labels[0, i] == 1 else torch.zeros(T)
             ref = ref + bce(p_rgb[0, :, i], target) + bce(p_flow[0, :, i], target)
         targets = m_step_targets(labels, mask, stage, (q_rgb + q_flow) / 2, 0.15)
-        ours = m_step_loss(p_rgb, p_flow, targets, mask)
+        ours = step_loss(p_rgb, p_flow, targets, mask)
         assert abs(ours.item() - ref.item()) < 1e-5 * max(1.0, ref.item())
     # the released forward_E
     cls = ((p_rgb + p_flow) / 2)[0]
@@ -51,7 +51,8 @@ def test_losses_equal_the_released_per_class_loop():
         if labels[0, i] == 1:
             pseudo = torch.max(pseudo, (cls[:, i] > cls[:, i].mean()).float())
     ref = bce(q_rgb[0], pseudo) + bce(q_flow[0], pseudo)
-    ours = e_step_loss(q_rgb, q_flow, e_step_targets((p_rgb + p_flow) / 2, labels, mask), mask)
+    e_targets = e_step_targets((p_rgb + p_flow) / 2, labels, mask)[..., None]    # (B, T, 1)
+    ours = step_loss(q_rgb[..., None], q_flow[..., None], e_targets, mask)
     assert abs(ours.item() - ref.item()) < 1e-6
 
 
@@ -73,8 +74,8 @@ def test_frozen_branch_is_bit_identical_after_a_phase():
     phases = parse_schedule("M1:1,E:2,M2:2,alt:2", 4.0)
     trainer.train_epoch(phases[0])                       # M1: gives p momentum
     for phase in phases[1:]:
-        frozen = model.cls_parameters() if phase.step == "E" else model.key_parameters()
-        trained = model.key_parameters() if phase.step == "E" else model.cls_parameters()
+        frozen = model.weights("cls") if phase.step == "E" else model.weights("key")
+        trained = model.weights("key") if phase.step == "E" else model.weights("cls")
         before_frozen, before_trained = _params(frozen), _params(trained)
         trainer.train_epoch(phase)
         assert all(torch.equal(a, b) for a, b in zip(before_frozen, _params(frozen))), phase
@@ -98,17 +99,17 @@ def test_batched_padded_training_equals_sum_of_single_videos():
         m1, m2 = copy.deepcopy(base), copy.deepcopy(base)
         q = (lambda s: (s[0] + s[1]) / 2)(m1.key_streams(b["rgb"], b["flow"])).detach()
         t = m_step_targets(b["labels"], b["mask"], stage, q, 0.15)
-        loss_b = m_step_loss(*m1.cls_streams(b["rgb"], b["flow"]), t, b["mask"])
+        loss_b = step_loss(*m1.cls_streams(b["rgb"], b["flow"]), t, b["mask"])
         loss_b.backward()
         loss_s = 0.0
         for it in items:
             s = collate([it])
             qs = (lambda x: (x[0] + x[1]) / 2)(m2.key_streams(s["rgb"], s["flow"])).detach()
             ts = m_step_targets(s["labels"], s["mask"], stage, qs, 0.15)
-            loss_s = loss_s + m_step_loss(*m2.cls_streams(s["rgb"], s["flow"]), ts, s["mask"])
+            loss_s = loss_s + step_loss(*m2.cls_streams(s["rgb"], s["flow"]), ts, s["mask"])
         loss_s.backward()
         assert abs(loss_b.item() - loss_s.item()) < 1e-4
-        for p1, p2 in zip(m1.cls_parameters(), m2.cls_parameters()):
+        for p1, p2 in zip(m1.weights("cls"), m2.weights("cls")):
             np.testing.assert_allclose(p1.grad.numpy(), p2.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 

@@ -81,7 +81,7 @@ def test_hand_written_backward_equals_autograd_through_the_same_forward():
                    torch.ones(1, T, dtype=torch.bool))
     ref.backward()
     assert loss == pytest.approx(ref.item(), rel=1e-6)
-    for g, p in zip(grads, model.cls_parameters()):
+    for g, p in zip(grads, model.weights("cls")):
         np.testing.assert_allclose(g.numpy(), p.grad.numpy(), atol=1e-6)
 
 
@@ -242,7 +242,7 @@ def test_bfloat16_weights_follow_every_optimizer_step():
     model = EMMIL(K, feature_dim=D, hidden_dim=16)
     xs = _features(T, D, seed=4).view(T, 2, D).transpose(0, 1)
     target = torch.ones(T, K)
-    opt = torch.optim.Adam(model.cls_parameters(), lr=0.05, fused=True)
+    opt = torch.optim.Adam(model.weights("cls"), lr=0.05, fused=True)
     before = model.branch_scorer("cls", torch.bfloat16)(xs)
     losses = []
     for _ in range(3):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from training.buckets import (BucketedInputs, bucket_lengths, bucket_of, padded_step, padded_targets,
-                     padding_overhead)
+from training.buckets import (BucketedInputs, bucket_lengths, bucket_of, padded_step,
+                              padding_overhead)
 from dataset import SnippetDataset, Video
-from em_trainer import BRANCH, FROZEN, EMTrainer, adam
+from em_trainer import EMTrainer, adam
 from model import EMMIL
-from pseudo_labels import e_step_targets, m_step_targets
+from pseudo_labels import e_step_targets, m_step_targets, step_targets
 from readers.safe_io import load_npy
-from training.schedule import parse_schedule
+from training.schedule import STEPS, parse_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D, H, K, L, GAMMA = 16, 8, 5, 12, 0.15
@@ -32,7 +32,7 @@ def _unpadded_step(model, opt, step, stage, xs, labels, frozen):
         target = e_step_targets(frozen[None], labels[None], None)[0][:, None]    # (T, 1)
         positive = target.sum()
     opt.zero_grad(set_to_none=True)
-    loss = model.branch_loss(BRANCH[step], xs, target)
+    loss = model.branch_loss(STEPS[step].branch, xs, target)
     loss.backward()
     opt.step()
     return loss.item(), positive.item()
@@ -53,8 +53,8 @@ def test_padded_step_equals_the_unpadded_step(name, T):
     g = torch.Generator().manual_seed(100 + T)
     xs = torch.randn(2, T, D, generator=g)                                    # (2, T, D)
     labels = torch.tensor([0.0, 1, 0, 1, 0])
-    frozen = plain.branch_scorer(FROZEN[step])(xs)                            # (T, O)
-    kind = BRANCH[step]
+    frozen = plain.branch_scorer(STEPS[step].frozen_branch)(xs)                            # (T, O)
+    kind = STEPS[step].branch
     opt_plain = adam(plain.weights(kind), 1e-3)
     loss, positive = _unpadded_step(plain, opt_plain, step, stage, xs, labels, frozen)
 
@@ -95,6 +95,13 @@ def test_the_mask_is_what_makes_them_equal():
     unmasked = model.branch_loss("cls", xs, target)
     assert abs(masked.item() - unpadded.item()) < 1e-6 * unpadded.item()
     assert abs(unmasked.item() - unpadded.item()) > 1e-2
+
+
+def padded_targets(step, stage, labels, mask, frozen, gamma):
+    """One padded video's targets (L, O) and positive real snippets, as padded_step makes them."""
+    target, positive = step_targets(step, stage, labels[None], mask[None], frozen[None], gamma,
+                                    len(mask))
+    return target[0], positive
 
 
 def test_padded_targets_ignore_what_follows_the_video():

@@ -15,7 +15,7 @@ added into a device tensor, read once per epoch.
 import numpy as np
 import torch
 
-from pseudo_labels import e_step_targets, m_step_targets
+from pseudo_labels import step_targets
 
 
 # ---------------------------------------------------------------------------
@@ -114,31 +114,20 @@ class BucketedInputs:
 # The step
 # ---------------------------------------------------------------------------
 
-@torch.no_grad()
-def padded_targets(step, stage, labels, mask, frozen, gamma):
-    """One padded video's targets (L, O) and its number of positive real snippets (0-d):
-    the pseudo-label rules with the mask. step 'M' (stage 1 or 2) or 'E'; labels (K,);
-    mask (L,) bool; frozen: the frozen branch's output (L, O') padded to L (M2: q (L, 1);
-    E: p (L, K); M1: None), any values after the real snippets."""
-    if step == "M":
-        q = frozen[None, :, 0] if stage == 2 else None                      # (1, L)
-        target = m_step_targets(labels[None], mask[None], stage, q, gamma)[0]     # (L, K)
-    else:
-        target = e_step_targets(frozen[None], labels[None], mask[None])[0][:, None]  # (L, 1)
-    return target, target.amax(dim=1).sum()
-
-
 def padded_step(model, opt, kind, step, stage, video, frozen, gamma, dtype, stats):
     """One Adam step of `kind` ('cls' for M, 'key' for E) on one video padded to its
     bucket: pseudo-labels, loss, the hand-written weight gradients, the update. Fixed
     shapes for a bucket and no host synchronisation: the unit a CUDA graph would capture
     (the gradients must be None or zero before it: opt.zero_grad outside the step).
 
-    video: (xs (2, L, D), mask (L,), labels (K,)); frozen as padded_targets;
-    stats (2,): += [loss, positive real snippets]."""
+    video: (xs (2, L, D), mask (L,), labels (K,)); frozen: the frozen branch's output
+    (L, O') padded to L (M2: q (L, 1); E: p (L, K); M1: None), any values after the real
+    snippets; stats (2,): += [loss, positive real snippets]."""
     xs, mask, labels = video
-    target, positive = padded_targets(step, stage, labels, mask, frozen, gamma)
-    loss = model.branch_loss(kind, xs, target, dtype, mask)
+    L = mask.shape[0]
+    target, positive = step_targets(step, stage, labels[None], mask[None],
+                                    None if frozen is None else frozen[None], gamma, L)
+    loss = model.branch_loss(kind, xs, target[0], dtype, mask)              # target (L, O)
     loss.backward()
     opt.step()
     stats += torch.stack([loss.detach(), positive])

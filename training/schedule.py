@@ -15,17 +15,27 @@ from dataclasses import dataclass
 
 from readers.safe_io import InputError
 
-# step -> (trained network, frozen network, its targets: the pseudo-label rule)
+@dataclass(frozen=True)
+class Step:
+    trained: str          # the network it trains, in words
+    frozen: str           # the network whose output gives its targets (None: the labels)
+    targets: str          # what it learns from: the pseudo-label rule
+    branch: str           # the EMMIL branch it trains: 'cls' (p) or 'key' (q); None: C
+    frozen_branch: str    # the EMMIL branch it reads its targets from; None: C
+
+
+# The one table of the steps: the log, the trainers and the tests read it.
 STEPS = {
-    "C": ("video classifier", None,
-          "the video labels, L1-normalised (model.video_classifier_loss)"),
-    "M": ("classifier p", "key-instance network q",
-          "stage 1: the video labels at every snippet; stage 2: the labels where q is high"
-          " (pseudo_labels.m_step_targets)"),
-    "E": ("key-instance network q", "classifier p",
-          "the snippets where p of a labelled class is above its mean"
-          " (pseudo_labels.e_step_targets)"),
+    "C": Step("video classifier", None,
+              "the video labels, L1-normalised (model.video_classifier_loss)", None, None),
+    "M": Step("classifier p", "key-instance network q",
+              "stage 1: the video labels at every snippet; stage 2: the labels where q is"
+              " high (pseudo_labels.m_step_targets)", "cls", "key"),
+    "E": Step("key-instance network q", "classifier p",
+              "the snippets where p of a labelled class is above its mean"
+              " (pseudo_labels.e_step_targets)", "key", "cls"),
 }
+EM_STEPS = ("M", "E")
 
 
 @dataclass(frozen=True)
@@ -46,15 +56,25 @@ class Phase:
 
     @property
     def trained(self):
-        return STEPS[self.step][0]
+        return STEPS[self.step].trained
 
     @property
     def frozen(self):
-        return STEPS[self.step][1]
+        return STEPS[self.step].frozen
 
     @property
     def targets(self):
-        return STEPS[self.step][2]
+        return STEPS[self.step].targets
+
+    @property
+    def branch(self):
+        """The EMMIL branch this epoch trains ('cls' p, 'key' q; None for C)."""
+        return STEPS[self.step].branch
+
+    @property
+    def frozen_branch(self):
+        """The EMMIL branch whose output gives this epoch's targets (None for C)."""
+        return STEPS[self.step].frozen_branch
 
     def __str__(self):
         return f"{self.epoch:3d} {self.name:<2} lr x{self.lr_mult:g}"
