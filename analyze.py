@@ -7,7 +7,7 @@
 RUN_DIR is a run's output folder (results.json), a --seeds folder (summary.json), or a folder
 holding such runs (one a subfolder, e.g. EM-MIL beside --method untrimmednet). The timelines
 of a run show its curves: they are recomputed for the drawn videos only, from the run's
-opts.json, data and final weights (README, "The report"). Bad input: one line, exit 2.
+opts.json, data and final weights (docs/report.md). Bad input: one line, exit 2.
 """
 import argparse
 import os

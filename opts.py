@@ -102,7 +102,7 @@ def build_parser():
                    help="synthetic data: longest video kept in the small default set"
                         " (ignored at full scale)")
     g.add_argument("--layout", default="auto", choices=["auto", "wtalc", "folders", "emmil", "hdf5"],
-                   help="feature layout under --data-root (auto: detected; see README)")
+                   help="feature layout under --data-root (auto: detected; see docs/data.md)")
     g.add_argument("--annotations", default=None,
                    help="ground truth for the emmil layout: a gt.json or a W-TALC *-Annotations folder")
     g.add_argument("--memory", default="auto", choices=["auto", "float32", "float16", "stream"],
@@ -181,7 +181,7 @@ def build_parser():
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-protocol", default="activitynet", choices=["activitynet", "thumos14"],
-                   help="detection mAP protocol (see README)")
+                   help="detection mAP protocol (see docs/evaluation.md)")
     g.add_argument("--tiou", type=float, nargs="+", default=None,
                    help="tIoU thresholds (preset: 0.1:0.1:0.9 THUMOS14, 0.5:0.05:0.95 ActivityNet)")
 

@@ -1,4 +1,4 @@
-"""Seeds and ablation grids, each trial a normal run, as Ray tasks (README: "Sweeps").
+"""Seeds and ablation grids, each trial a normal run, as Ray tasks (docs/sweeps.md).
 
     python sweep.py --grid gamma=0.1,0.15,0.2 lam=0.5,0.8 --seeds 1 2 3 --output-dir DIR
     python sweep.py --grid method=emmil,untrimmednet --seeds 1 2 3 4 5 --output-dir DIR

@@ -205,7 +205,7 @@ def write_report(folder, inputs):
         "Error analysis (after DETAD)",
         f"The top-ranked predictions ({numbers['top_predictions']}: the first {inputs.k} G of "
         f"each class, G its ground-truth count), each a true positive or one error type at "
-        f"tIoU {inputs.alpha:g} (rules in the README), per rank bucket; right: the mAP gained "
+        f"tIoU {inputs.alpha:g} (rules in docs/report.md), per rank bucket; right: the mAP gained "
         f"if the top-ranked predictions of one type were removed (the evaluator re-run).",
         [_save(out, "errors.png", figures.error_breakdown(
             numbers["buckets"], numbers["mAP_gain_if_removed"], inputs.alpha), inputs.dpi)],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared script for a lent machine (see README, "Speed" > "GPU"):
+# The GPU check, one prepared script for a lent machine (see docs/gpu.md):
 #   bash bench/gpu_check.sh [OUT_DIR]
 # About 8 minutes on an H100/H200: the CUDA tests (hand-written step, padded step), then
 # bench_train.py --scale full on cuda side by side with the released loop (float32 with the
