@@ -31,8 +31,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from opts import FEATURE_PRESETS, PRESETS, layout_snippet_seconds
-from opts import snippet_seconds as preset_snippet_seconds
 from readers.features import STREAM_DIM, keep_features, named, read_entry, video_streams
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
@@ -344,7 +342,13 @@ def collate(items):
 # python dataset.py summary --data-root DIR [--layout L] [--dataset D] [--annotations A]
 # python dataset.py convert --data-root DIR --to hdf5 OUT.h5 [--fp16]
 # A command line, so it reads the presets of the options layer (opts.py) and hands their
-# values to load_dataset.
+# values to load_dataset. Only the command imports opts.py (when it runs): the data layer
+# above never does.
+
+def options_layer():
+    import opts
+    return opts
+
 
 def summarize(data, dataset):
     """The layout-independent description of a loaded VideoSet (plus its layout)."""
@@ -360,6 +364,7 @@ def summarize(data, dataset):
 
 
 def build_command_parser():
+    o = options_layer()
     p = OneLineParser(prog="dataset.py", description="Describe or convert feature data.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("summary", "print what a data root holds, as JSON"),
@@ -368,12 +373,12 @@ def build_command_parser():
         s.add_argument("--data-root", required=True, help="folder (or HDF5 file) of the data")
         s.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS,
                        help="feature layout (default: detected)")
-        s.add_argument("--dataset", default=None, choices=sorted(PRESETS),
+        s.add_argument("--dataset", default=None, choices=sorted(o.PRESETS),
                        help="preset: W-TALC bundle and subsets (default: the HDF5 file's, "
                             "else thumos14)")
         s.add_argument("--annotations", default=None,
                        help="ground truth of the emmil layout: gt.json or *-Annotations folder")
-        s.add_argument("--features", default=None, choices=sorted(FEATURE_PRESETS),
+        s.add_argument("--features", default=None, choices=sorted(o.FEATURE_PRESETS),
                        help="feature rate preset (default: the HDF5 file's, else i3d)")
     convert = sub.choices["convert"]
     convert.epilog = HDF5_SCHEMA
@@ -387,6 +392,7 @@ def build_command_parser():
 
 def load_from_args(args):
     """(VideoSet, dataset name) for the data options of a command."""
+    o = options_layer()
     layout = detect_layout(args.data_root) if args.layout == "auto" else args.layout
     dataset = args.dataset
     if dataset is None and layout == "hdf5":
@@ -395,15 +401,15 @@ def load_from_args(args):
         except InputError:
             close_hdf5(args.data_root)
             raise
-        dataset = stored if stored in PRESETS else None
+        dataset = stored if stored in o.PRESETS else None
     dataset = dataset or "thumos14"
-    preset = PRESETS[dataset]
-    rate = preset_snippet_seconds(*FEATURE_PRESETS[args.features]) if args.features else None
+    preset = o.PRESETS[dataset]
+    rate = o.snippet_seconds(*o.FEATURE_PRESETS[args.features]) if args.features else None
     # a preset named on the command line brings its canonical class list
     classes = read_class_list(preset["classes"]) if args.dataset else None
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
-                        layout_seconds=layout_snippet_seconds(), classes=classes,
+                        layout_seconds=o.layout_snippet_seconds(), classes=classes,
                         log=lambda message: None)
     return data, dataset
 
@@ -428,7 +434,6 @@ def main(argv=None):
     print(f"{out}: {len(data.videos)} videos, {len(data.classes)} classes "
           f"({'float16' if args.fp16 else 'float32'})")
     return 0
-
 
 
 if __name__ == "__main__":

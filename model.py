@@ -10,6 +10,11 @@ Its state dict has the released code's names and layouts (key_rgb.0.weight (H, D
 key_tail_rgb.1.weight (O, H), cls_flow.0.bias, ...), so released state dicts load and
 em_mil.pt keeps them.
 
+One word, one thing: in code a branch is named as the released parameters name it, "key"
+for q and "cls" for p; the UntrimmedNet-style network is always "the video classifier"
+(`classifier`), never "cls" (only the released option names --cls-epochs, --cls-lr and
+--cls-threshold, kept for the scripts that use them, say "cls" for it).
+
 The one-video training step (the paper's and the released code's setting) is
 `BranchBCE`, a torch.autograd.Function whose backward is written by hand: it computes only
 the weight gradients Adam needs (features need none), with none of the padding and transposing

@@ -1,5 +1,6 @@
-"""The test pass: localisation and video scores of every test video, their segments, and
-the evaluation against the annotation source's ground truth."""
+"""Localisation: the trained networks' pass over videos (q, p, the video classifier's
+attention and class scores), their segments, and the evaluation against the annotation
+source's ground truth."""
 import numpy as np
 import pandas as pd
 import torch
@@ -53,13 +54,14 @@ def only_videos(gt, names):
 
 
 def _scorers(model, classifier, method, amp):
+    """(q, p) scorers of the EM-MIL branches (None, None for the attention-MIL baseline)."""
     classifier.eval()
     if method != "emmil":
         return None, None
     return tuple(model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
 
 
-def _video_outputs(v, classifier, key, cls, device, lam):
+def _video_outputs(v, classifier, q_of, p_of, device, lam):
     """One video's test-pass outputs (numpy float64): attention a (T,), class probabilities
     c (T, K), video score (K,), and for EM-MIL q (T,) and p (T, K) (else None), and the
     localisation score s (T, K) that detection thresholds."""
@@ -69,8 +71,8 @@ def _video_outputs(v, classifier, key, cls, device, lam):
     a, c = classifier.attention_and_classes(rgb, flow, mask)          # (1, T), (1, T, K)
     a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
     out = {"a": a, "c": c, "video_score": (a[:, None] * c).sum(axis=0), "q": None, "p": None}
-    if key is not None:
-        q, p = key(xs)[:, 0], cls(xs)                                  # (T,), (T, K)
+    if q_of is not None:
+        q, p = q_of(xs)[:, 0], p_of(xs)                                  # (T,), (T, K)
         out["q"], out["p"] = q.double().cpu().numpy(), p.double().cpu().numpy()
         out["s"] = localisation_scores(out["q"], out["p"], lam)
     else:
@@ -83,10 +85,10 @@ def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=
                  show_progress=False):
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
     video scores (N, K). One video at a time, its features read once (a view in RAM)."""
-    key, cls = _scorers(model, classifier, method, amp)
+    q_of, p_of = _scorers(model, classifier, method, amp)
     curves, video_scores = [], []
     for v in progress(videos, len(videos), "detection", show_progress):
-        out = _video_outputs(v, classifier, key, cls, device, lam)
+        out = _video_outputs(v, classifier, q_of, p_of, device, lam)
         video_scores.append(out["video_score"])                            # (K,)
         curves.append(out["s"])
     return curves, np.stack(video_scores)
@@ -97,11 +99,11 @@ def report_curves(model, classifier, videos, classes, snippet_seconds, opts, dev
     """{name: curve record} of some videos for the report's timelines (report.curve_lines):
     the curves the detections of `localise` come from, and each class's threshold in the
     curve's own units (detection.raw_cutoffs)."""
-    key, cls = _scorers(model, classifier, opts.method, opts.amp)
+    q_of, p_of = _scorers(model, classifier, opts.method, opts.amp)
     lam = RELEASED_LAM if opts.detection == "released" else opts.lam
     records = {}
     for v in videos:
-        out = _video_outputs(v, classifier, key, cls, device, lam)
+        out = _video_outputs(v, classifier, q_of, p_of, device, lam)
         if out["q"] is not None:
             per_video, per_class = {"q": out["q"]}, {"p_c": out["p"], "s_c": out["s"]}
         else:

@@ -134,12 +134,12 @@ def set_rng_state(state):
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
-def save_checkpoint(opts, position, model, classifier, em, cls):
+def save_checkpoint(opts, position, model, classifier, em, video_trainer):
     """Everything needed to continue after `position` completed epochs (classifier epochs
     first, then EM epochs). Written to a temporary file and renamed."""
     state = {"position": position, "model": model.state_dict(),
              "classifier": classifier.state_dict(), "em_trainer": em.state_dict() if em else None,
-             "cls_trainer": cls.state_dict(), "rng": rng_state(), "opts": vars(opts)}
+             "cls_trainer": video_trainer.state_dict(), "rng": rng_state(), "opts": vars(opts)}
     last = os.path.join(opts.output_dir, LAST)
     if opts.save_every and position % opts.save_every == 0:
         # the numbered copy first, then `last` as a hard link to it: a kill in between
@@ -200,7 +200,7 @@ def check_optimizer(opt):
                                      f"parameter of shape {tuple(p.shape)}")
 
 
-def restore(checkpoint, path, total, model, classifier, cls, em):
+def restore(checkpoint, path, total, model, classifier, video_trainer, em):
     """Load a checkpoint into the run's models, trainers and random streams; its position.
     Whatever does not fit this run is an InputError naming the part."""
     position = checkpoint["position"]
@@ -216,7 +216,7 @@ def restore(checkpoint, path, total, model, classifier, cls, em):
         return load
 
     parts = [("model", model.load_state_dict), ("classifier", classifier.load_state_dict),
-             ("cls_trainer", trainer(cls))]
+             ("cls_trainer", trainer(video_trainer))]
     if em is not None:
         parts.append(("em_trainer", trainer(em)))
     parts.append(("rng", set_rng_state))

@@ -23,6 +23,7 @@ from opts import parse_opts  # noqa: E402
 from pipeline.saved_opts import save_opts  # noqa: E402
 from readers.safe_io import InputError, atomic_write_json  # noqa: E402
 from analysis.seeds import percent, summarise_seeds  # noqa: E402
+from pipeline.data import check_data, load_data  # noqa: E402
 from utils import Logger  # noqa: E402
 
 # (row name, options changed from the trained run's; the first row trains)
@@ -42,8 +43,8 @@ def detect_again(opts, loaded, trained_dir, changes, output_dir):
 
 def compare(opts, seeds, output_dir):
     """{row name: [metrics of each seed]}, every row on the same weights per seed."""
-    loaded = run.load_data(opts, Logger(quiet=True))          # read and checked once
-    run.check_data(opts, loaded[1])
+    loaded = load_data(opts, Logger(quiet=True))          # read and checked once
+    check_data(opts, loaded[1])
     results = {name: [] for name, _ in DETECTIONS}
     for seed in seeds:
         seed_dir = os.path.join(output_dir, f"seed_{seed}")

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_data_layer_does_not_import_the_options_layer():
-    code = ("import sys, dataset, features, layouts, hdf5_format; "
+    code = ("import sys, dataset, readers.features, readers.layouts, readers.hdf5_format; "
             "print(sorted(m for m in ('opts', 'run') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)

@@ -103,10 +103,9 @@ def test_the_loop_trains_each_phase_with_its_trainer_from_where_it_stopped():
             self.seen.append(phase)
             return {"loss": float(len(self.seen))}
 
-    cls, em = Trainer("C"), Trainer("EM")
+    video_trainer, em = Trainer("C"), Trainer("EM")
     run = run_schedule(3, "M1:1,E:1,alt:2", 4.0)
-    done = []
-    train(run, 2, {"C": cls, "M": em, "E": em}, lambda *a: done.append(a[:3]))
-    assert cls.seen == [run[2]] and em.seen == run[3:]
+    done = [epoch[:3] for epoch in train(run, 2, {"C": video_trainer, "M": em, "E": em})]
+    assert video_trainer.seen == [run[2]] and em.seen == run[3:]
     assert [(pos, p.name, s["loss"]) for pos, p, s in done] == \
         [(3, "C", 1.0), (4, "M1", 1.0), (5, "E", 2.0), (6, "E", 3.0), (7, "M2", 4.0)]

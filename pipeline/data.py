@@ -1,0 +1,59 @@
+"""The data of a run: read (the embedded default generated on first use), checked against
+the options before anything is written, and the training videos split into trained and
+held-out ones."""
+import numpy as np
+
+from dataset import load_dataset, read_class_list
+from opts import layout_snippet_seconds
+from readers import synthetic
+from readers.safe_io import InputError
+
+DRY_RUN_VIDEOS = 4
+
+
+def load_data(opts, log):
+    """(root, VideoSet) of the run's data options."""
+    root = opts.data_root
+    if opts.generate_synthetic:
+        root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
+    max_videos = DRY_RUN_VIDEOS if opts.dry_run else None
+    classes = None if opts.classes == "annotations" else read_class_list(opts.classes)
+    data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
+                        opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
+                        layout_seconds=layout_snippet_seconds(), memory=opts.memory,
+                        classes=classes)
+    return root, data
+
+
+def held_out_count(n_videos, fraction):
+    return int(round(fraction * n_videos))
+
+
+def split_validation(videos, fraction, seed):
+    """(train, held-out) lists: a seeded random `fraction` of the training videos held out."""
+    n_val = held_out_count(len(videos), fraction)
+    order = np.random.default_rng(seed).permutation(len(videos))
+    held = set(order[:n_val].tolist())
+    return ([v for i, v in enumerate(videos) if i not in held],
+            [v for i, v in enumerate(videos) if i in held])
+
+
+def check_feature_width(opts, data):
+    """The features' width per stream is the run's --feature-dim."""
+    width = {v.features.shape[1] // 2 for v in data.videos}
+    if width and width != {opts.feature_dim}:
+        raise InputError(f"--feature-dim {opts.feature_dim}: the features have "
+                         f"{' or '.join(map(str, sorted(width)))} per stream")
+
+
+def check_data(opts, data):
+    """The options that depend on the data, checked before anything is written."""
+    train = data.split("train")
+    check_feature_width(opts, data)
+    n_val = held_out_count(len(train), opts.val_fraction)
+    if n_val >= len(train):
+        raise InputError(f"--val-fraction {opts.val_fraction}: holds out {n_val} of the "
+                         f"{len(train)} training videos, leaving none to train on")
+    if opts.val_fraction and not n_val:
+        raise InputError(f"--val-fraction {opts.val_fraction}: holds out none of the "
+                         f"{len(train)} training videos")
