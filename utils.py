@@ -26,8 +26,14 @@ def resolve_device(name):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save through safe_io.write_atomically (a temporary file renamed over `path`)."""
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save through safe_io.write_atomically (a temporary file renamed over `path`).
+    Saved through a file object, so the archive's inner folder is always named 'archive':
+    given a path, torch names it after the (random) temporary file, and the same weights
+    would give different bytes in every run."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    write_atomically(path, write)
 
 
 def open_no_follow(path, append=False):
