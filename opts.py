@@ -81,12 +81,8 @@ def layout_snippet_seconds():
     return {layout: snippet_seconds(*FEATURE_PRESETS[f]) for layout, f in LAYOUT_FEATURES.items()}
 
 
-def build_parser():
-    p = OneLineParser(
-        prog="run.py",
-        description="Train EM-MIL (Luo et al., ECCV 2020), localise actions, evaluate mAP.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-
+def add_data_options(p):
+    """Which data: the preset, where it is, its layout and feature rate, the class list."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="synthetic", choices=sorted(PRESETS),
                    help="dataset preset (classes, snippet rate, tIoUs, splits)")
@@ -126,10 +122,16 @@ def build_parser():
                         " 100), whatever subset of them an annotation file holds; 'annotations':"
                         " the sorted labels of the annotation file")
 
+
+def add_model_options(p):
+    """The networks' sizes."""
     g = p.add_argument_group("model")
     g.add_argument("--feature-dim", type=int, default=1024, help="feature width of one stream")
     g.add_argument("--hidden-dim", type=int, default=256, help="width of the Conv1d trunk")
 
+
+def add_training_options(p):
+    """How the networks are trained: the schedule, learning rates, the method."""
     g = p.add_argument_group("EM schedule")
     g.add_argument("--schedule", default=RELEASED_SCHEDULE,
                    help="EM schedule: comma-separated PHASE:EPOCHS with PHASE in M1 (M-step,"
@@ -151,6 +153,9 @@ def build_parser():
                         " attention-MIL baseline, localising with the video classifier's own"
                         " attention x class scores (no EM training)")
 
+
+def add_detection_options(p):
+    """How scores become segments (detection.PostProcess): the options detect.py may change."""
     g = p.add_argument_group("detection")
     g.add_argument("--detection", default="ours", choices=["ours", "released"],
                    help="ours: the post-processing below; released: the released test()"
@@ -179,12 +184,19 @@ def build_parser():
     g.add_argument("--drop-ambiguous", action="store_true",
                    help="drop segments overlapping the dataset's Ambiguous segments (THUMOS14)")
 
+
+def add_evaluation_options(p):
+    """How detections are scored: the options detect.py may change."""
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-protocol", default="activitynet", choices=["activitynet", "thumos14"],
                    help="detection mAP protocol (see docs/evaluation.md)")
     g.add_argument("--tiou", type=float, nargs="+", default=None,
                    help="tIoU thresholds (preset: 0.1:0.1:0.9 THUMOS14, 0.5:0.05:0.95 ActivityNet)")
 
+
+def add_validation_options(p):
+    """Training videos held out (never trained on) to measure and rank by."""
+    g = p.add_argument_group("held-out videos")
     g.add_argument("--eval-every", type=int, default=0,
                    help="every N EM epochs, mAP on the held-out part of the training split"
                         " (needs --val-fraction > 0; never the test split); 0 = off")
@@ -193,6 +205,9 @@ def build_parser():
                         " reports mAP on them, and metrics.json gets their final mAP as"
                         " val_mAP (what sweep.py ranks by)")
 
+
+def add_system_options(p):
+    """Where and how the run runs: output folder, seeds, device, resuming, logging."""
     g = p.add_argument_group("system")
     g.add_argument("--output-dir", default=None,
                    help="where everything is written; default runs/<dataset>-<time>;"
@@ -232,6 +247,17 @@ def build_parser():
     g.add_argument("--dry-run", action="store_true",
                    help="smoke test: 4 train and 4 test videos, the --schedule cut to one epoch"
                         " per phase (two for alt), one classifier epoch")
+
+
+def build_parser():
+    """run.py's parser, group by group."""
+    p = OneLineParser(
+        prog="run.py",
+        description="Train EM-MIL (Luo et al., ECCV 2020), localise actions, evaluate mAP.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_data_options, add_model_options, add_training_options, add_detection_options,
+                add_evaluation_options, add_validation_options, add_system_options):
+        add(p)
     return p
 
 
