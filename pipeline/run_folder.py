@@ -25,21 +25,23 @@ RUN_FOLDERS = re.compile(r"tensorboard|report|seed_\d+")
 TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")
 
 
-def check_output_dir(path, overwrite):
+def check_output_dir(path, overwrite, resumable=True):
     """The output folder can be created and written, and is empty unless --overwrite.
-    Probes with a temporary file or folder, removed at once: nothing is left behind."""
+    Probes with a temporary file or folder, removed at once: nothing is left behind.
+    resumable: the refusal of a non-empty folder mentions --resume."""
     try:
-        _check_output_dir(path, overwrite)
+        _check_output_dir(path, overwrite, resumable)
     except OSError as e:                                  # e.g. a folder that cannot be listed
         raise InputError(f"{path}: --output-dir cannot be used ({e.strerror})") from None
 
 
-def _check_output_dir(path, overwrite):
+def _check_output_dir(path, overwrite, resumable):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise InputError(f"{path}: --output-dir exists and is not a folder")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        resume = f"continue it with --resume {path}, " if resumable else ""
         raise InputError(f"{path}: output folder is not empty; choose another --output-dir, "
-                         f"continue it with --resume {path}, or pass --overwrite")
+                         f"{resume}or pass --overwrite")
     for name in os.listdir(path) if os.path.isdir(path) else []:
         if RUN_FILES.fullmatch(name) and os.path.isdir(os.path.join(path, name)) \
                 and not os.path.islink(os.path.join(path, name)):

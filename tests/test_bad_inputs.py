@@ -16,7 +16,6 @@ To add a case, add a row to CASES: (id, build, commands, expected substrings).
 The second half (below the banner): bad options, output folders, --resume inputs, links in
 the output folder and --overwrite over an earlier run.
 """
-from readers.safe_io import cli
 import argparse
 import json
 import os
@@ -30,11 +29,14 @@ import numpy as np
 import pytest
 import torch
 
-from readers.layouts import wtalc_paths
-import evaluate
 import dataset
+import detect
+import evaluate
 import run
+from model import EMMIL
 from pipeline import run_folder
+from readers.layouts import wtalc_paths
+from readers.safe_io import cli
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
                           write_wtalc)
 
@@ -1036,3 +1038,103 @@ def test_the_command_line_itself_says_one_line(folder):
     assert r.returncode == 2
     assert r.stderr.splitlines() == ["error: --tiou 1.5: must be in [0, 1]"]
     assert snapshot(folder) == before
+
+
+# ----------------------------------------------------------------------------
+# detect.py: a run folder, its options and weights, the data, the videos, the options
+# given; each refused in one line, exit 2, nothing written into --output-dir
+# ----------------------------------------------------------------------------
+
+def detect_refused(capsys, run_dir, out, *extra):
+    code = cli(detect.main, [str(run_dir), "--output-dir", str(out), "--quiet", *extra])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning: ")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not out.exists()
+    return lines[0]
+
+
+def edited_run(folder, opts_change=None, weights=None):
+    """The copy `folder` of a finished run with its opts.json or em_mil.pt replaced."""
+    if opts_change:
+        path = folder / "opts.json"
+        saved = json.loads(path.read_text())
+        opts_change(saved)
+        path.write_text(json.dumps(saved))
+    if weights is not None:
+        torch.save(weights, folder / "em_mil.pt")
+    return folder
+
+
+def test_detect_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = detect_refused(capsys, tmp_path / "empty", tmp_path / "out")
+    assert "empty/opts.json: not found; RUN_DIR must be the output folder of run.py" in line
+
+
+def test_detect_refuses_an_unfinished_run(capsys, folder, tmp_path):
+    os.remove(folder / "em_mil.pt")
+    line = detect_refused(capsys, folder, tmp_path / "det")
+    assert "em_mil.pt: not found: the run is unfinished" in line and "--resume" in line
+
+
+def test_detect_refuses_options_of_another_version(capsys, folder, tmp_path):
+    edited_run(folder, lambda saved: saved.pop("lam"))
+    assert "opts.json: lacks the option lam" in detect_refused(capsys, folder, tmp_path / "det")
+
+
+def test_detect_refuses_weights_of_another_shape(capsys, folder, tmp_path):
+    edited_run(folder, weights=EMMIL(20, 1024, 64).state_dict())
+    line = detect_refused(capsys, folder, tmp_path / "det")
+    assert "em_mil.pt: key_rgb.0.weight has shape (64, 1024, 3), the network (256, 1024, 3)" \
+        in line
+
+
+def test_detect_refuses_weights_holding_a_non_tensor(capsys, folder, tmp_path):
+    state = EMMIL(20, 1024, 256).state_dict()
+    state["key_rgb.0.bias"] = 3
+    edited_run(folder, weights=state)
+    assert "em_mil.pt: 'key_rgb.0.bias' holds a int, not a tensor" in \
+        detect_refused(capsys, folder, tmp_path / "det")
+
+
+def test_detect_refuses_weights_that_run_code(capsys, folder, tmp_path):
+    edited_run(folder, weights={"key_rgb.0.bias": argparse.Namespace(x=1)})
+    assert "em_mil.pt: refused: not weights this project wrote" in \
+        detect_refused(capsys, folder, tmp_path / "det")
+
+
+def test_detect_refuses_data_of_another_width_or_class_list(capsys, earlier, tmp_path):
+    videos = tiny_videos()
+    for v in videos:
+        v["feats"] = v["feats"][:, :1536]                       # flow 512 wide, not 1024
+    write_folders(str(tmp_path / "narrow"), videos)
+    line = detect_refused(capsys, earlier, tmp_path / "det", "--layout", "folders",
+                          "--data-root", str(tmp_path / "narrow"))
+    assert "narrow/features/train/flow/video_validation_1.npy: video video_validation_1: " \
+           "flow features have shape (5, 512), expected (T, 1024)" in line
+    write_folders(str(tmp_path / "wide"), tiny_videos())
+    (tmp_path / "three.txt").write_text("Diving\nHighJump\nShotput\n")
+    line = detect_refused(capsys, earlier, tmp_path / "det", "--layout", "folders",
+                          "--data-root", str(tmp_path / "wide"), "--classes",
+                          str(tmp_path / "three.txt"))
+    assert "wide: its 3 classes (Diving, HighJump, Shotput, ...) are not the run's 20" in line
+
+
+def test_detect_refuses_a_video_not_in_the_split(capsys, earlier, tmp_path):
+    line = detect_refused(capsys, earlier, tmp_path / "det", "--videos", "video_test_9999999")
+    assert "--videos video_test_9999999: not a video of the test split" in line
+
+
+@pytest.mark.parametrize("option", [["--lr", "0.1"], ["--schedule", "M1:1"], ["--seed", "2"],
+                                    ["--val-fraction", "0.2"]])
+def test_detect_refuses_a_training_option(capsys, earlier, tmp_path, option):
+    line = detect_refused(capsys, earlier, tmp_path / "det", *option)
+    assert f"{option[0]}: a training option; detect.py cannot change a trained model" in line
+
+
+def test_detect_refuses_its_run_folder_as_output(capsys, earlier, tmp_path):
+    before = snapshot(earlier)
+    code = cli(detect.main, [str(earlier), "--output-dir", str(earlier), "--overwrite"])
+    assert code == 2 and "is RUN_DIR" in capsys.readouterr().err
+    assert snapshot(earlier) == before

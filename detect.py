@@ -1,0 +1,273 @@
+"""Localise and evaluate with a finished run, without training (docs/detect.md).
+
+    python detect.py RUN_DIR --output-dir OUT                      # the run's own test split
+    python detect.py RUN_DIR --loc-threshold 0.1 --nms hard --output-dir OUT
+    python detect.py RUN_DIR --split all --videos NAME ... --output-dir OUT
+    python detect.py RUN_DIR --dataset thumos14 --data-root DIR --output-dir OUT
+
+RUN_DIR is a run's output folder (or a --seeds folder: one result per seed). Its opts.json
+and final weights (em_mil.pt, classifier.pt) are read; the options of the detection and
+evaluation groups (and the data options) override the saved ones; a training option is
+refused. OUT gets what run.py writes after training: results.json (results.txt for
+THUMOS14), metrics.json when the videos have ground truth, opts.json (the source run, its
+weights' sha256, the overrides), report/. On the run's own data with no override,
+results.json and metrics.json are the run's own, byte for byte.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from analysis import report
+from analysis.seeds import format_summary, summarise_seeds
+from dataset import SnippetDataset, read_class_list
+from opts import (add_data_options, add_detection_options, add_evaluation_options,
+                  build_parser, check_options, resolve)
+from pipeline.data import load_data, split_validation
+from pipeline.finished_run import check_finished, load_networks, run_folders, weights_sha256
+from pipeline.localise import evaluation_ground_truth, ground_truth, only_videos
+from pipeline.outputs import Trained, localise_and_evaluate
+from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
+from pipeline.saved_opts import save_opts
+from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
+                             cli)
+from utils import Logger, resolve_device
+
+SPLITS = ("test", "train", "all")
+DATA_OPTIONS = {"dataset", "data_root", "synthetic_videos", "synthetic_max_seconds", "layout",
+                "annotations", "memory", "features", "feature_fps", "frames_per_snippet",
+                "classes"}
+
+
+def build_detect_parser():
+    p = OneLineParser(prog="detect.py", allow_abbrev=False,
+                      description="Localise and evaluate with a finished run (no training).",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run's output folder (run.py --output-dir), or a --seeds folder")
+    g = p.add_argument_group("detect.py")
+    g.add_argument("--output-dir", required=True, help="where the results are written")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow a non-empty --output-dir (the files a run writes are replaced)")
+    g.add_argument("--split", default="test", choices=SPLITS, help="the videos to localise")
+    g.add_argument("--videos", nargs="+", default=None, metavar="NAME",
+                   help="only these videos (each must be in --split)")
+    g.add_argument("--snippet-mismatch", default="error", choices=["error", "ok"],
+                   help="ok: accept data whose snippet length differs from the run's (warned)")
+    g.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="default: the run's")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report/ as run.py does")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, no console log")
+    for add in (add_data_options, add_detection_options, add_evaluation_options):
+        add(p)
+    for action in p._actions:                       # the run's options: only those given
+        if action.dest in OVERRIDABLE:
+            action.default = argparse.SUPPRESS
+    return p
+
+
+def overridable():
+    p = argparse.ArgumentParser(add_help=False)
+    for add in (add_data_options, add_detection_options, add_evaluation_options):
+        add(p)
+    return {a.dest for a in p._actions}
+
+
+OVERRIDABLE = overridable()
+
+
+def parse_args(argv):
+    """(detect.py's options, {dest: value} of the run options given)."""
+    args, rest = build_detect_parser().parse_known_args(argv)
+    if rest:
+        flag = rest[0].split("=")[0]
+        run_flags = {s: a.dest for a in build_parser()._actions for s in a.option_strings}
+        if flag in run_flags:
+            raise InputError(f"{flag}: a training option; detect.py cannot change a trained "
+                             f"model (it uses {args.run_dir}'s)")
+        raise InputError(f"unrecognized arguments: {' '.join(rest)}")
+    given = {k: v for k, v in vars(args).items() if k in OVERRIDABLE}
+    if args.threads < 0:
+        raise InputError(f"--threads {args.threads}: must be >= 0")
+    return args, given
+
+
+def merged_options(saved, given, args, output_dir):
+    """The run's saved options with the given overrides, resolved and checked as run.py
+    resolves and checks its own. Data options given: the data fields are resolved anew
+    (and the preset's tIoUs, unless --tiou is given or the preset is the run's)."""
+    opts = dict(saved)
+    if DATA_OPTIONS & set(given):
+        same = given.get("dataset", saved["dataset"]) == saved["dataset"]
+        fresh = {**vars(build_parser().parse_args([])),
+                 **{k: saved[k] for k in DATA_OPTIONS}, "tiou": given.get("tiou")}
+        if not same or saved["generate_synthetic"]:   # the preset's (or generated) folder
+            fresh["data_root"] = None
+        if not same:                                   # another preset: its class list
+            fresh["classes"] = None
+        fresh.update({k: v for k, v in given.items() if k in DATA_OPTIONS})
+        r = vars(resolve(argparse.Namespace(**fresh)))
+        keep_tiou = same and "tiou" not in given
+        for key in (*DATA_OPTIONS, "generate_synthetic", "bundle", "train_subset",
+                    "test_subset", "snippet_seconds", "thumos_ids", "tiou", "averages"):
+            if key in ("tiou", "averages") and keep_tiou:
+                continue
+            opts[key] = r[key]
+    elif "tiou" in given:
+        tiou = given["tiou"]
+        opts["averages"] = {f"{min(tiou):g}:{max(tiou):g}": (min(tiou), max(tiou))}
+    opts.update({k: v for k, v in given.items() if k not in DATA_OPTIONS})
+    opts.update(output_dir=output_dir, overwrite=args.overwrite, report=args.report,
+                quiet=args.quiet, seeds=None, resume=None, tensorboard=False,
+                device=args.device or saved["device"], threads=args.threads)
+    opts = argparse.Namespace(**opts)
+    check_options(opts)
+    return opts
+
+
+def check_against_run(opts, data, saved, run_dir, data_given, snippet_ok):
+    """The data fits the trained networks: feature width, class list, snippet length."""
+    width = {v.features.shape[1] // 2 for v in data.videos}
+    if width and width != {saved["feature_dim"]}:
+        raise InputError(f"{opts.data_root}: the features have "
+                         f"{' or '.join(map(str, sorted(width)))} per stream; the run "
+                         f"{run_dir} was trained on {saved['feature_dim']}")
+    if not data_given:
+        return
+    run_opts = argparse.Namespace(**saved)
+    if saved["classes"] != "annotations":
+        run_classes, run_seconds = read_class_list(saved["classes"]), saved["snippet_seconds"]
+    else:
+        _, run_data = load_data(run_opts, Logger(quiet=True))
+        run_classes, run_seconds = run_data.classes, run_data.snippet_seconds
+    if list(data.classes) != list(run_classes):
+        raise InputError(f"{opts.data_root}: its {len(data.classes)} classes "
+                         f"({', '.join(data.classes[:3])}, ...) are not the run's "
+                         f"{len(run_classes)} ({', '.join(run_classes[:3])}, ...)")
+    if run_seconds is None:
+        _, run_data = load_data(run_opts, Logger(quiet=True))
+        run_seconds = run_data.snippet_seconds
+    if abs(data.snippet_seconds - run_seconds) > 1e-9:
+        says = (f"{opts.data_root}: {data.snippet_seconds:g} s per snippet, the run "
+                f"{run_dir} was trained on {run_seconds:g} s")
+        if not snippet_ok:
+            raise InputError(says + "; pass --snippet-mismatch ok to localise anyway")
+        print(f"warning: {says} (a factor {data.snippet_seconds / run_seconds:g})",
+              file=sys.stderr)
+
+
+def chosen_videos(data, split, names):
+    videos = data.videos if split == "all" else data.split(split)
+    if names:
+        known = {v.name: v for v in videos}
+        for name in names:
+            if name not in known:
+                raise InputError(f"--videos {name}: not a video of the {split} split "
+                                 f"({len(known)} videos)")
+        wanted = set(names)
+        videos = [v for v in videos if v.name in wanted]
+    return videos
+
+
+def chosen_ground_truth(opts, data, split, videos):
+    """The evaluation ground truth of the chosen videos (None when none has any segment).
+    The test split's is read from the annotation source, as run.py reads it."""
+    names = [v.name for v in videos]
+    if split == "test":
+        gt = evaluation_ground_truth(data, opts.test_subset)
+        if opts.dry_run or len(names) < len(data.split("test")):
+            gt = only_videos(gt, names + ([n for n, s, _ in data.dropped if s == "test"]
+                                          if opts.dry_run else []))
+    else:
+        gt = ground_truth([(v.name, v.segments) for v in videos], data.classes, data.ambiguous)
+    return gt if len(gt.segments) else None
+
+
+def held_out(opts, data, split, names, data_given):
+    """The run's held-out training videos and their ground truth, when it had some and
+    localises its own test split."""
+    if not opts.val_fraction or data_given or split != "test" or names:
+        return None, None
+    _, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
+    return val_videos, ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
+                                    data.ambiguous)
+
+
+def prepare_seed(args, given, run_dir, saved, out, log):
+    """Everything one seed needs before the first write, each part checked."""
+    check_finished(run_dir)
+    opts = merged_options(saved, given, args, out)
+    check_output_dir(out, args.overwrite, resumable=False)
+    device = resolve_device(opts.device)
+    root, data = load_data(opts, log)
+    data_given = bool(DATA_OPTIONS & set(given))
+    check_against_run(opts, data, saved, run_dir, data_given, args.snippet_mismatch == "ok")
+    videos = chosen_videos(data, args.split, args.videos)
+    gt = chosen_ground_truth(opts, data, args.split, videos)
+    val_videos, val_gt = held_out(opts, data, args.split, args.videos, data_given)
+    model, classifier = load_networks(run_dir, opts, len(data.classes), device)
+    net = Trained(model, classifier, device, data, SnippetDataset(videos, data.snippet_seconds),
+                  gt, val_videos, val_gt)
+    record = {"source_run": os.path.abspath(run_dir), "weights_sha256": weights_sha256(run_dir),
+              "overrides": given, "split": args.split, "videos": args.videos}
+    return opts, net, record
+
+
+def detect_seed(opts, net, record, run_dir, log):
+    """The first write, then localise, evaluate and report, as run.py ends."""
+    t0 = time.time()
+    if opts.overwrite:
+        clear_earlier_run(opts.output_dir)
+    os.makedirs(opts.output_dir, exist_ok=True)
+    log.open(os.path.join(opts.output_dir, "log.txt"))
+    save_opts(argparse.Namespace(**vars(opts), detect=record),
+              os.path.join(opts.output_dir, "opts.json"))
+    log(f"detect: {len(net.videos)} {record['split']} videos of {net.data.source} with the "
+        f"run {run_dir}; overrides: {record['overrides'] or 'none'}")
+    if net.gt is None:
+        log("no ground truth for these videos: no metrics.json")
+    metrics = localise_and_evaluate(opts.output_dir, opts, net, log,
+                                    history=read_history(run_dir, 10 ** 9),
+                                    show=not opts.quiet)
+    log(f"wall time {time.time() - t0:.1f} s; everything is in {opts.output_dir}")
+    log.close()
+    return metrics
+
+
+def main(argv=None):
+    args, given = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = run_folders(args.run_dir)
+    several = len(runs) > 1 or runs[0][1] != args.run_dir
+    if os.path.abspath(args.output_dir) == os.path.abspath(args.run_dir):
+        raise InputError(f"--output-dir {args.output_dir}: is RUN_DIR; write elsewhere")
+    check_output_dir(args.output_dir, args.overwrite, resumable=False)
+    log = Logger(quiet=args.quiet)
+    prepared = []
+    for seed, run_dir, saved in runs:                   # every seed checked before a write
+        out = os.path.join(args.output_dir, f"seed_{seed}") if several else args.output_dir
+        prepared.append((seed, run_dir, *prepare_seed(args, given, run_dir, saved, out,
+                                                      log.fresh())))
+    if several and args.overwrite:
+        clear_earlier_run(args.output_dir)
+    results = [detect_seed(opts, net, record, run_dir, log.fresh())
+               for seed, run_dir, opts, net, record in prepared]
+    if several and all(m is not None for m in results):
+        summary = summarise_seeds([seed for seed, *_ in prepared], results)
+        atomic_write_json(os.path.join(args.output_dir, "summary.json"), summary)
+        text = format_summary(summary)
+        print(text)
+        atomic_write_text(os.path.join(args.output_dir, "summary.txt"), text + "\n")
+        if args.report:
+            opts = prepared[0][2]
+            report.write_summary_report(args.output_dir, [(opts.method, summary)], opts.tiou)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main))
