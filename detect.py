@@ -23,11 +23,11 @@ import torch
 from analysis import report
 from analysis.seeds import format_summary, summarise_seeds
 from dataset import SnippetDataset, read_class_list
-from opts import (add_data_options, add_detection_options, add_evaluation_options,
-                  build_parser, check_options, resolve)
-from pipeline.data import load_data, split_validation
-from pipeline.finished_run import check_finished, load_networks, run_folders, weights_sha256
-from pipeline.localise import evaluation_ground_truth, ground_truth, only_videos
+from opts import add_data_options, add_detection_options, add_evaluation_options, build_parser
+from pipeline.data import load_data
+from pipeline.finished_run import (DATA_OPTIONS, OVERRIDABLE, check_finished, chosen_ground_truth,
+                                   held_out, load_networks, merged_options, run_folders,
+                                   weights_sha256)
 from pipeline.outputs import Trained, localise_and_evaluate
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
@@ -36,9 +36,6 @@ from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomi
 from utils import Logger, resolve_device
 
 SPLITS = ("test", "train", "all")
-DATA_OPTIONS = {"dataset", "data_root", "synthetic_videos", "synthetic_max_seconds", "layout",
-                "annotations", "memory", "features", "feature_fps", "frames_per_snippet",
-                "classes"}
 
 
 def build_detect_parser():
@@ -70,16 +67,6 @@ def build_detect_parser():
     return p
 
 
-def overridable():
-    p = argparse.ArgumentParser(add_help=False)
-    for add in (add_data_options, add_detection_options, add_evaluation_options):
-        add(p)
-    return {a.dest for a in p._actions}
-
-
-OVERRIDABLE = overridable()
-
-
 def parse_args(argv):
     """(detect.py's options, {dest: value} of the run options given)."""
     args, rest = build_detect_parser().parse_known_args(argv)
@@ -94,39 +81,6 @@ def parse_args(argv):
     if args.threads < 0:
         raise InputError(f"--threads {args.threads}: must be >= 0")
     return args, given
-
-
-def merged_options(saved, given, args, output_dir):
-    """The run's saved options with the given overrides, resolved and checked as run.py
-    resolves and checks its own. Data options given: the data fields are resolved anew
-    (and the preset's tIoUs, unless --tiou is given or the preset is the run's)."""
-    opts = dict(saved)
-    if DATA_OPTIONS & set(given):
-        same = given.get("dataset", saved["dataset"]) == saved["dataset"]
-        fresh = {**vars(build_parser().parse_args([])),
-                 **{k: saved[k] for k in DATA_OPTIONS}, "tiou": given.get("tiou")}
-        if not same or saved["generate_synthetic"]:   # the preset's (or generated) folder
-            fresh["data_root"] = None
-        if not same:                                   # another preset: its class list
-            fresh["classes"] = None
-        fresh.update({k: v for k, v in given.items() if k in DATA_OPTIONS})
-        r = vars(resolve(argparse.Namespace(**fresh)))
-        keep_tiou = same and "tiou" not in given
-        for key in (*DATA_OPTIONS, "generate_synthetic", "bundle", "train_subset",
-                    "test_subset", "snippet_seconds", "thumos_ids", "tiou", "averages"):
-            if key in ("tiou", "averages") and keep_tiou:
-                continue
-            opts[key] = r[key]
-    elif "tiou" in given:
-        tiou = given["tiou"]
-        opts["averages"] = {f"{min(tiou):g}:{max(tiou):g}": (min(tiou), max(tiou))}
-    opts.update({k: v for k, v in given.items() if k not in DATA_OPTIONS})
-    opts.update(output_dir=output_dir, overwrite=args.overwrite, report=args.report,
-                quiet=args.quiet, seeds=None, resume=None, tensorboard=False,
-                device=args.device or saved["device"], threads=args.threads)
-    opts = argparse.Namespace(**opts)
-    check_options(opts)
-    return opts
 
 
 def check_against_run(opts, data, saved, run_dir, data_given, snippet_ok):
@@ -173,34 +127,12 @@ def chosen_videos(data, split, names):
     return videos
 
 
-def chosen_ground_truth(opts, data, split, videos):
-    """The evaluation ground truth of the chosen videos (None when none has any segment).
-    The test split's is read from the annotation source, as run.py reads it."""
-    names = [v.name for v in videos]
-    if split == "test":
-        gt = evaluation_ground_truth(data, opts.test_subset)
-        if opts.dry_run or len(names) < len(data.split("test")):
-            gt = only_videos(gt, names + ([n for n, s, _ in data.dropped if s == "test"]
-                                          if opts.dry_run else []))
-    else:
-        gt = ground_truth([(v.name, v.segments) for v in videos], data.classes, data.ambiguous)
-    return gt if len(gt.segments) else None
-
-
-def held_out(opts, data, split, names, data_given):
-    """The run's held-out training videos and their ground truth, when it had some and
-    localises its own test split."""
-    if not opts.val_fraction or data_given or split != "test" or names:
-        return None, None
-    _, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
-    return val_videos, ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
-                                    data.ambiguous)
-
-
 def prepare_seed(args, given, run_dir, saved, out, log):
     """Everything one seed needs before the first write, each part checked."""
     check_finished(run_dir)
-    opts = merged_options(saved, given, args, out)
+    opts = merged_options(saved, given, dict(
+        output_dir=out, overwrite=args.overwrite, report=args.report, quiet=args.quiet,
+        device=args.device or saved["device"], threads=args.threads))
     check_output_dir(out, args.overwrite, resumable=False)
     device = resolve_device(opts.device)
     root, data = load_data(opts, log)

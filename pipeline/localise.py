@@ -61,10 +61,10 @@ def _scorers(model, classifier, method, amp):
     return tuple(model.branch_scorer(kind, compute_dtype(amp)) for kind in ("key", "cls"))
 
 
-def _video_outputs(v, classifier, q_of, p_of, device, lam):
-    """One video's test-pass outputs (numpy float64): attention a (T,), class probabilities
-    c (T, K), video score (K,), and for EM-MIL q (T,) and p (T, K) (else None), and the
-    localisation score s (T, K) that detection thresholds."""
+def _network_pass(v, classifier, q_of, p_of, device):
+    """One video through the networks (numpy float64): attention a (T,), class
+    probabilities c (T, K), video score (K,), and for EM-MIL q (T,) and p (T, K) (else
+    None)."""
     xs = stream_pair(v.features).to(device)                           # (2, T, D)
     rgb, flow = xs[0][None], xs[1][None]                               # (1, T, D)
     mask = torch.ones(rgb.shape[:2], dtype=torch.bool, device=device)
@@ -72,26 +72,42 @@ def _video_outputs(v, classifier, q_of, p_of, device, lam):
     a, c = a[0].double().cpu().numpy(), c[0].double().cpu().numpy()
     out = {"a": a, "c": c, "video_score": (a[:, None] * c).sum(axis=0), "q": None, "p": None}
     if q_of is not None:
-        q, p = q_of(xs)[:, 0], p_of(xs)                                  # (T,), (T, K)
+        q, p = q_of(xs)[:, 0], p_of(xs)                                # (T,), (T, K)
         out["q"], out["p"] = q.double().cpu().numpy(), p.double().cpu().numpy()
-        out["s"] = localisation_scores(out["q"], out["p"], lam)
-    else:
-        out["s"] = attention_scores(a, c)
     return out
 
 
+def curve(out, lam):
+    """The localisation score s (T, K) that detection thresholds, from one video's network
+    pass: lam q + (1 - lam) p_c for EM-MIL, attention x class probabilities for attention MIL."""
+    if out["q"] is not None:
+        return localisation_scores(out["q"], out["p"], lam)
+    return attention_scores(out["a"], out["c"])
+
+
+def curve_lam(opts):
+    """The lam of the localisation score: --lam, or the released curve's (--detection released)."""
+    return RELEASED_LAM if opts.detection == "released" else opts.lam
+
+
 @torch.no_grad()
+def network_outputs(model, classifier, videos, device, *, method="emmil", amp=False,
+                    show_progress=False):
+    """The networks' pass over `videos`, one video at a time (its features read once):
+    [_network_pass dict]. Everything after it (the curves, detection, evaluation) needs no
+    network, so a grid of post-processing reuses it."""
+    q_of, p_of = _scorers(model, classifier, method, amp)
+    return [_network_pass(v, classifier, q_of, p_of, device)
+            for v in progress(videos, len(videos), "detection", show_progress)]
+
+
 def score_videos(model, classifier, videos, device, *, lam, method="emmil", amp=False,
                  show_progress=False):
     """The test pass: per video its localisation scores (T, K) (numpy float64) and the
-    video scores (N, K). One video at a time, its features read once (a view in RAM)."""
-    q_of, p_of = _scorers(model, classifier, method, amp)
-    curves, video_scores = [], []
-    for v in progress(videos, len(videos), "detection", show_progress):
-        out = _video_outputs(v, classifier, q_of, p_of, device, lam)
-        video_scores.append(out["video_score"])                            # (K,)
-        curves.append(out["s"])
-    return curves, np.stack(video_scores)
+    video scores (N, K)."""
+    outputs = network_outputs(model, classifier, videos, device, method=method, amp=amp,
+                              show_progress=show_progress)
+    return [curve(o, lam) for o in outputs], np.stack([o["video_score"] for o in outputs])
 
 
 @torch.no_grad()
@@ -100,41 +116,48 @@ def report_curves(model, classifier, videos, classes, snippet_seconds, opts, dev
     the curves the detections of `localise` come from, and each class's threshold in the
     curve's own units (detection.raw_cutoffs)."""
     q_of, p_of = _scorers(model, classifier, opts.method, opts.amp)
-    lam = RELEASED_LAM if opts.detection == "released" else opts.lam
     records = {}
     for v in videos:
-        out = _video_outputs(v, classifier, q_of, p_of, device, lam)
+        out = _network_pass(v, classifier, q_of, p_of, device)
+        s = curve(out, curve_lam(opts))
         if out["q"] is not None:
-            per_video, per_class = {"q": out["q"]}, {"p_c": out["p"], "s_c": out["s"]}
+            per_video, per_class = {"q": out["q"]}, {"p_c": out["p"], "s_c": s}
         else:
             per_video = {"attention / max": out["a"] / out["a"].max()}
-            per_class = {"class prob.": out["c"], "s_c": out["s"]}
+            per_class = {"class prob.": out["c"], "s_c": s}
         records[v.name] = {"snippet_seconds": snippet_seconds, "video": per_video,
                            "class": per_class, "classes": list(classes),
-                           "cutoffs": raw_cutoffs(out["s"], opts.loc_threshold)}
+                           "cutoffs": raw_cutoffs(s, opts.loc_threshold)}
     return records
+
+
+def detect_from(outputs, videos, classes, opts, snippet_seconds, ambiguous=()):
+    """Detections (DataFrame) of `videos` from their network outputs, under opts' detection
+    options, and the video scores (N, K). ambiguous: [(video, start, end)], used with
+    --drop-ambiguous."""
+    index = {v.name: i for i, v in enumerate(videos)}
+    spans = {}
+    for video, s, e in ambiguous:
+        if video in index:
+            spans.setdefault(index[video], []).append((s, e))
+    video_scores = np.stack([o["video_score"] for o in outputs])
+    found = detect_batch([curve(o, curve_lam(opts)) for o in outputs], video_scores,
+                         PostProcess.from_opts(opts), snippet_seconds=snippet_seconds,
+                         durations=[v.duration for v in videos], ambiguous=spans)
+    return segments_frame([v.name for v in videos], found, classes), video_scores
 
 
 def localise(model, classifier, dataset, classes, opts, device, show_progress=False,
              ambiguous=()):
     """Detections of every video of `dataset` (DataFrame) and the video scores (N, K).
     ambiguous: [(video, start, end)], used with --drop-ambiguous."""
-    post = PostProcess.from_opts(opts)
-    index = {v.name: i for i, v in enumerate(dataset.videos)}
-    spans = {}
-    for video, s, e in ambiguous:
-        if video in index:
-            spans.setdefault(index[video], []).append((s, e))
-    lam = RELEASED_LAM if opts.detection == "released" else opts.lam
-    curves, video_scores = score_videos(model, classifier, dataset.videos, device, lam=lam,
-                                        method=opts.method, amp=opts.amp,
-                                        show_progress=show_progress)
-    found = detect_batch(curves, video_scores, post, snippet_seconds=dataset.snippet_seconds,
-                         durations=[v.duration for v in dataset.videos], ambiguous=spans)
-    return segments_frame([v.name for v in dataset.videos], found, classes), video_scores
+    outputs = network_outputs(model, classifier, dataset.videos, device, method=opts.method,
+                              amp=opts.amp, show_progress=show_progress)
+    return detect_from(outputs, dataset.videos, classes, opts, dataset.snippet_seconds,
+                       ambiguous)
 
 
-# 5. evaluation ----------------------------------------------------------------
+# evaluation --------------------------------------------------------------------
 
 def evaluate_run(detections, video_scores, videos, gt, opts):
     res = evaluate.evaluate_detection(detections, gt, opts.tiou, protocol=opts.eval_protocol)
@@ -145,9 +168,15 @@ def evaluate_run(detections, video_scores, videos, gt, opts):
 
 
 
+def held_out_score(detections, val_gt, tiou):
+    """The held-out score: the detection mAP (ActivityNet protocol) on the held-out
+    training videos, mean over the tIoUs."""
+    return float(np.mean(evaluate.evaluate_detection(detections, val_gt, tiou,
+                                                     "activitynet")["mAP"]))
+
+
 def held_out_map(model, classifier, val_videos, val_gt, data, opts, device):
-    """--eval-every: detection mAP on the held-out training videos, mean over the tIoUs."""
+    """--eval-every and the final val_mAP: held_out_score of the held-out videos' detections."""
     val_set = SnippetDataset(val_videos, data.snippet_seconds)
     dets, _ = localise(model, classifier, val_set, data.classes, opts, device)
-    return float(np.mean(evaluate.evaluate_detection(dets, val_gt, opts.tiou,
-                                                     "activitynet")["mAP"]))
+    return held_out_score(dets, val_gt, opts.tiou)
