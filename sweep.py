@@ -3,6 +3,7 @@
     python sweep.py --grid gamma=0.1,0.15,0.2 lam=0.5,0.8 --seeds 1 2 3 --output-dir DIR
     python sweep.py --grid method=emmil,untrimmednet --seeds 1 2 3 4 5 --output-dir DIR
     python sweep.py --address auto ...            # on a running Ray cluster
+    python sweep.py --from-run RUN_DIR --grid loc_threshold=0.05,0.1 nms=none,hard --output-dir DIR
 
 One trial per (grid point, seed) in DIR/trials/<name>/, with the files run.py writes;
 DIR/results.csv (one row per trial), DIR/summary.csv and the printed table (per grid point,
@@ -10,6 +11,9 @@ mean ± sample std over the seeds), ranked by the mAP on held-out *training* vid
 (--val-fraction), never by the test split. Every trial's options are checked before Ray
 starts or anything is written; the same command again skips finished trials and resumes
 interrupted ones; a folder holding another sweep is refused.
+
+--from-run RUN_DIR sweeps post-processing only (the detection and evaluation options) over
+a finished run's networks, with no training and no Ray: sweeps/from_run.py.
 """
 import argparse
 import fcntl
@@ -31,6 +35,7 @@ from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
 from analysis.seeds import flatten_metrics, summarise_points
 from sweeps.sweep_grid import parse_grid, points, trial_name
 from sweeps.sweep_tables import clear_sweep, format_table, ranked, results_frame
+from sweeps.from_run import sweep_from_run
 from sweeps.trials import run_trials, trial_state, trials_of
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -61,14 +66,19 @@ def build_sweep_parser():
     p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
                    help="the options to sweep and their values (syntax below); none: the"
                         " seeds only")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="the seeds of every point")
+    p.add_argument("--from-run", default=None, metavar="RUN_DIR",
+                   help="sweep the detection and evaluation options over this finished run"
+                        " (or each seed of a --seeds folder): no training, no Ray")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="the seeds of every point (default: 1)")
     p.add_argument("--output-dir", required=True, help="the sweep's folder")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: remove what a sweep wrote in --output-dir (its tables and "
                         "the runs' files under trials/; other files are kept)")
-    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of each trial's training videos held out (not trained on) to "
-                        "rank the grid points by their mAP; 0: train on all of them, no ranking")
+                        "rank the grid points by their mAP; 0: train on all of them, no ranking"
+                        f" (default: {DEFAULT_VAL_FRACTION})")
     p.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPU cores Ray reserves for a trial (Ray sets its OMP_NUM_THREADS, torch's"
                         " thread count, to it; --threads overrides)")
@@ -89,6 +99,15 @@ def build_sweep_parser():
 def parse_args(argv):
     """(the sweep's options, the run.py options given to every trial)."""
     args, rest = build_sweep_parser().parse_known_args(argv)
+    if args.from_run is not None:
+        for name, value in (("seeds", args.seeds), ("val_fraction", args.val_fraction)):
+            if value is not None:
+                raise InputError(f"--{name.replace('_', '-')}: --from-run takes them from "
+                                 f"the run")
+        return args, rest
+    args.seeds = [1] if args.seeds is None else args.seeds
+    args.val_fraction = (DEFAULT_VAL_FRACTION if args.val_fraction is None
+                         else args.val_fraction)
     for name, ok, says in [("cpus_per_trial", args.cpus_per_trial > 0, "must be > 0"),
                            ("gpus_per_trial", args.gpus_per_trial >= 0, "must be >= 0"),
                            ("workers", args.workers is None or args.workers >= 1, "must be >= 1"),
@@ -211,6 +230,9 @@ def progress_line(r, metrics_shown):
 def main(argv=None):
     """Check everything (sweep options, grid, every trial, the folder), then run."""
     args, rest = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.from_run is not None:
+        return sweep_from_run(args.from_run, args.grid, rest, os.path.abspath(args.output_dir),
+                              args.overwrite)
     axes = parse_grid(args.grid, build_parser(), NOT_SWEPT)
     fixed = fixed_options(rest, axes)
     planned = build_trials(args, rest, axes)

@@ -112,3 +112,54 @@ def test_other_data_in_another_layout_and_no_ground_truth(runs, tmp_path, capsys
                              "--quiet", "--layout", "folders", "--data-root", str(root)]) == 0
     metrics = json.loads(read(out / "metrics.json"))
     assert "val_mAP" not in metrics and list(metrics["mAP"])[0] == "0.1"
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def test_a_detection_only_sweep_ranks_by_held_out_videos(runs, tmp_path, capsys):
+    import pandas as pd
+    import sweep
+    out = tmp_path / "sweep"
+    assert cli(sweep.main, ["--from-run", str(runs / "emmil"), "--grid",
+                            "loc_threshold=0.05,0.2", "lam=0.8,0.5", "--output-dir",
+                            str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ranked by val" in printed and "networks:" in printed
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 and set(results["status"]) == {"ok"}
+    own = json.loads(read(runs / "emmil" / "metrics.json"))
+    row = results[(results["loc_threshold"] == 0.05) & (results["lam"] == 0.8)].iloc[0]
+    assert row["val_mAP"] == own["val_mAP"]               # the run's own post-processing
+    assert row["average_mAP@0.1:0.5"] == own["average_mAP"]["0.1:0.5"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["rank"]) == [1, 2, 3, 4]
+    assert list(summary["val_mAP_mean"]) == sorted(summary["val_mAP_mean"], reverse=True)
+    manifest = json.loads(read(out / "sweep.json"))
+    assert manifest["format"] == "emmil-detection-sweep" and manifest["seeds"] == [1]
+
+
+def test_a_detection_only_sweep_of_a_run_without_held_out_videos_is_not_ranked(runs, tmp_path,
+                                                                                capsys):
+    import sweep
+    out = tmp_path / "sweep"
+    assert cli(sweep.main, ["--from-run", str(runs / "seeds"), "--grid", "nms=none,hard",
+                            "--output-dir", str(out)]) == 0
+    assert "not ranked" in capsys.readouterr().out
+    assert "seeds" in json.loads(read(out / "sweep.json")) \
+        and json.loads(read(out / "sweep.json"))["seeds"] == [1, 2]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--grid", "lr=0.1,0.2"], "--grid lr=0.1,0.2: lr cannot be swept (a training or data"),
+    (["--grid", "nms=hard", "--gamma", "0.2"], "--gamma: not a detection or evaluation option"),
+    (["--grid", "nms=hard", "--seeds", "1", "2"], "--seeds: --from-run takes them from the run"),
+    (["--grid", "lam=0.5,2"], "--grid: --lam 2.0: must be in [0, 1]"),
+])
+def test_a_detection_only_sweep_refuses(runs, tmp_path, capsys, argv, says):
+    import sweep
+    out = tmp_path / "sweep"
+    assert cli(sweep.main, ["--from-run", str(runs / "emmil"), *argv, "--output-dir",
+                            str(out)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
