@@ -68,15 +68,15 @@ def report_folder(folder):
 
 
 def run_inputs(opts, detections, gt, data, *, synthetic_root, metrics=None, history=None,
-               curves=None, videos=None, **extra):
+               curves=None, localised=None, **extra):
     """Inputs of a run (run.py's end and analyze.py RUN_DIR alike): its options, detections,
-    evaluation ground truth and data (durations of `videos`, default the test split); the
-    paper's figures only on real features."""
+    evaluation ground truth and data (durations of the `localised` videos, default the test
+    split); the paper's figures only on real features."""
     real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
                                       synthetic_root)
-    if videos is None:
-        videos = [v for v in data.videos if v.split == "test"]
-    durations = {v.name: v.duration for v in videos}
+    if localised is None:
+        localised = [v for v in data.videos if v.split == "test"]
+    durations = {v.name: v.duration for v in localised}
     return Inputs(detections, gt, list(opts.tiou), opts.eval_protocol,
                   title=os.path.abspath(opts.output_dir), durations=durations, curves=curves,
                   metrics=metrics, history=history,

@@ -34,7 +34,7 @@ import detect
 import evaluate
 import run
 from model import EMMIL
-from pipeline import run_folder
+from pipeline import outputs, run_folder
 from readers.layouts import wtalc_paths
 from readers.safe_io import cli
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
@@ -933,7 +933,7 @@ def test_overwrite_then_a_late_failure_leaves_one_run(folder, monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation broke")
-    monkeypatch.setattr(run, "evaluate_run", broken)
+    monkeypatch.setattr(outputs, "evaluate_run", broken)
     with pytest.raises(RuntimeError, match="evaluation broke"):
         run.main([*DRY, "--output-dir", str(folder), "--overwrite", "--seed", "7"])
     left = set(os.listdir(folder))

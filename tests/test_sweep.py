@@ -1,7 +1,7 @@
 """sweep.py and trials.py: a 2 x 2-seed sweep on a local 2-worker Ray, run again, another
 grid refused, a trial's worker killed mid-run, bad grids refused up front; run.py --seeds
 --workers through the same executor."""
-from readers.safe_io import cli
+from readers.safe_io import cli, read_json
 import json
 import os
 import shutil
@@ -122,7 +122,7 @@ def test_a_killed_worker_is_retried_and_resumes_to_identical_metrics(reference, 
     while victim is None and time.time() < deadline and proc.poll() is None:
         for name in NAMES:
             folder = out / "trials" / name
-            pid = trials.read_json(str(folder) + ".pid")
+            pid = read_json(str(folder) + ".pid", or_none=True)
             if pid and (folder / "checkpoint_last.pt").exists() \
                     and not (folder / "metrics.json").exists():
                 os.kill(pid["pid"], signal.SIGKILL)             # the Ray worker running it

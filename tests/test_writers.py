@@ -107,7 +107,7 @@ def test_evaluate_and_opts_import_without_torch():
             "        if name.split('.')[0] == 'torch':\n"
             "            raise ImportError('torch hidden')\n"
             "sys.meta_path.insert(0, NoTorch())\n"
-            "import evaluate, opts, safe_io, annotation_reader\n"
+            "import evaluate, opts, readers.safe_io, readers.annotation_reader\n"
             "print('torch' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
