@@ -93,15 +93,8 @@ def analyse_file(a):
 
 def saved_options(folder):
     """The run's opts.json as a Namespace, checked as --resume checks it."""
-    from pipeline.saved_opts import saved_problem
-    path = os.path.join(folder, "opts.json")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not found; RUN_DIR must be a run's output folder")
-    saved = read_json(path)
-    problem = saved_problem(saved)
-    if problem:
-        raise InputError(f"{path}: {problem}")
-    return argparse.Namespace(**saved)
+    from pipeline.saved_opts import read_saved
+    return argparse.Namespace(**read_saved(folder, "RUN_DIR must be a run's output folder"))
 
 
 def analyse_run(folder, a):

@@ -185,7 +185,7 @@ class EMTrainer:
         steps, per bucket (N_b, L_b, O) for its videos side by side, one forward a bucket."""
         step = phase.step
         if (step == "E" or phase.stage == 2) and step not in self.cache:
-            scores = self.model.branch_scorer(phase.frozen_branch, self.dtype)
+            scores = self.model.branch_scorer(phase.role.frozen_branch, self.dtype)
             if self.padded is not None:
                 self.cache[step] = [scores(xs) for xs in self.padded.xs]
             else:
@@ -201,7 +201,7 @@ class EMTrainer:
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
             b, j = self.padded.slot[i]
             opt.zero_grad(set_to_none=True)
-            padded_step(self.model, opt, phase.branch, step, phase.stage, self.padded.video(i),
+            padded_step(self.model, opt, phase.role.branch, step, phase.stage, self.padded.video(i),
                         None if frozen is None else frozen[b][j], self.gamma, self.dtype, stats)
         loss, pos = stats.tolist()
         return {"loss": loss / max(len(order), 1), "positive": pos / max(self.real_snippets, 1)}
@@ -221,7 +221,7 @@ class EMTrainer:
                                             self.gamma, T)
             pos += positive         # target (1, T, O); M1: (1, 1, K), one row for all T
             opt.zero_grad(set_to_none=True)
-            loss = self.model.branch_loss(phase.branch, xs, target[0], self.dtype)
+            loss = self.model.branch_loss(phase.role.branch, xs, target[0], self.dtype)
             loss.backward()
             opt.step()
             total += loss.detach()
@@ -246,7 +246,7 @@ class EMTrainer:
             targets, positive = step_targets(step, phase.stage, labels, mask, held,
                                              self.gamma, T)                    # (B, T, O)
             with autocast(dev, self.amp):                                      # (B, T, O)
-                out_rgb, out_flow = model.branch_streams(phase.branch, b["rgb"], b["flow"])
+                out_rgb, out_flow = model.branch_streams(phase.role.branch, b["rgb"], b["flow"])
             loss = step_loss(out_rgb.float(), out_flow.float(), targets, mask)
             loss.backward()
             opt.step()

@@ -68,8 +68,9 @@ def setup_torch(opts):
 
 def train(schedule, done, trainer_of, show=False):
     """The algorithm (training/schedule.py): the epochs of `schedule` after the first `done`,
-    in order; each phase trains one network (phase.trained) on its targets (phase.targets),
-    from the frozen other one (phase.frozen). trainer_of: step -> its trainer.
+    in order; each phase trains one network (phase.role.trained) on its targets
+    (phase.role.targets), from the frozen other one (phase.role.frozen). trainer_of: step ->
+    its trainer.
     Yields (position, phase, stats, seconds) after each epoch."""
     todo = list(enumerate(schedule, 1))[done:]                  # (position, Phase)
     for position, phase in progress(todo, len(todo), "epochs", show):

@@ -16,7 +16,7 @@ from opts import (add_data_options, add_detection_options, add_evaluation_option
 from pipeline.data import split_validation
 from pipeline.localise import evaluation_ground_truth, ground_truth, only_videos
 from pipeline.run_folder import LAST
-from pipeline.saved_opts import saved_problem
+from pipeline.saved_opts import read_saved
 from readers.safe_io import InputError, first_line, read_json
 
 WEIGHTS = ("em_mil.pt", "classifier.pt")
@@ -26,14 +26,7 @@ def read_saved_opts(folder):
     """The run's opts.json, checked as --resume checks it (a dict)."""
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: not a folder; RUN_DIR must be the output folder of run.py")
-    path = os.path.join(folder, "opts.json")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not found; RUN_DIR must be the output folder of run.py")
-    saved = read_json(path, "saved options")
-    problem = saved_problem(saved)
-    if problem:
-        raise InputError(f"{path}: {problem} (not an opts.json of this version of run.py)")
-    return saved
+    return read_saved(folder, "RUN_DIR must be the output folder of run.py")
 
 
 def seed_folders(folder):
@@ -145,8 +138,9 @@ OVERRIDABLE = DATA_OPTIONS | POST_PROCESSING          # what detect.py may chang
 def merged_options(saved, given, system):
     """The run's saved options with the given overrides ({dest: value} of the data,
     detection and evaluation groups) and `system` (output_dir, device, ...), resolved and
-    checked as run.py resolves and checks its own. Data options given: the data fields are resolved anew
-    (and the preset's tIoUs, unless --tiou is given or the preset is the run's)."""
+    checked as run.py resolves and checks its own. Data options given: the data fields are
+    resolved anew (and the preset's tIoUs, unless --tiou is given or the preset is the
+    run's)."""
     opts = dict(saved)
     if DATA_OPTIONS & set(given):
         same = given.get("dataset", saved["dataset"]) == saved["dataset"]

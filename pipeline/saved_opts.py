@@ -82,6 +82,19 @@ def saved_problem(saved):
     return f"saved {problems[0]}" if problems else None
 
 
+def read_saved(folder, needed):
+    """A run's opts.json (a dict), checked as strictly as a command line; InputError naming
+    the file. needed: what the folder must be, said when it holds no opts.json."""
+    path = os.path.join(folder, "opts.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not found; {needed}")
+    saved = read_json(path, "saved options")
+    problem = saved_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    return saved
+
+
 def resume_opts(argv):
     """Saved options of the run named by --resume; refuses contradicting options and a
     saved opts.json that is not one this project wrote."""
@@ -89,13 +102,7 @@ def resume_opts(argv):
     folder = given["resume"]
     if folder == "":
         raise InputError("--resume: must not be empty")
-    path = os.path.join(folder, "opts.json")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not found; --resume needs the output folder of an earlier run")
-    saved = read_json(path, "saved options")
-    problem = saved_problem(saved)
-    if problem:
-        raise InputError(f"{path}: {problem}")
+    saved = read_saved(folder, "--resume needs the output folder of an earlier run")
     base = vars(build_parser().parse_args([]))
     for key, value in given.items():
         if key in RESUME_MAY_CHANGE:

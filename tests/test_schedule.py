@@ -42,10 +42,10 @@ def test_the_released_run_is_110_epochs_classifier_first():
 
 def test_each_step_names_its_trained_and_frozen_network():
     c, m, e = (parse_schedule(t, 4.0)[0] for t in ("C:1", "M1:1", "E:1"))
-    assert (c.trained, c.frozen) == ("video classifier", None)
-    assert (m.trained, m.frozen) == ("classifier p", "key-instance network q")
-    assert (e.trained, e.frozen) == ("key-instance network q", "classifier p")
-    assert "m_step_targets" in m.targets and "e_step_targets" in e.targets
+    assert (c.role.trained, c.role.frozen) == ("video classifier", None)
+    assert (m.role.trained, m.role.frozen) == ("classifier p", "key-instance network q")
+    assert (e.role.trained, e.role.frozen) == ("key-instance network q", "classifier p")
+    assert "m_step_targets" in m.role.targets and "e_step_targets" in e.role.targets
 
 
 @pytest.mark.parametrize("text", ["M1:10,E:10,M2:10,alt:35", "C:3,M1:2,alt:5,M1:1,E:2",

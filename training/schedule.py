@@ -55,26 +55,9 @@ class Phase:
         return self.step != "C"
 
     @property
-    def trained(self):
-        return STEPS[self.step].trained
-
-    @property
-    def frozen(self):
-        return STEPS[self.step].frozen
-
-    @property
-    def targets(self):
-        return STEPS[self.step].targets
-
-    @property
-    def branch(self):
-        """The EMMIL branch this epoch trains ('cls' p, 'key' q; None for C)."""
-        return STEPS[self.step].branch
-
-    @property
-    def frozen_branch(self):
-        """The EMMIL branch whose output gives this epoch's targets (None for C)."""
-        return STEPS[self.step].frozen_branch
+    def role(self):
+        """What this epoch trains, keeps frozen and learns from: its step's row of STEPS."""
+        return STEPS[self.step]
 
     def __str__(self):
         return f"{self.epoch:3d} {self.name:<2} lr x{self.lr_mult:g}"
