@@ -99,19 +99,16 @@ def saved_options(folder):
 
 def analyse_run(folder, a):
     """RUN_DIR holding results.json: the full report, curves recomputed for drawn videos."""
-    import run
     from opts import DATA_ROOTS
-    from pipeline.localise import evaluation_ground_truth, only_videos
+    from pipeline.data import load_data
+    from pipeline.localise import test_ground_truth
     opts = saved_options(folder)
     opts.output_dir = folder
     results = os.path.join(folder, RESULTS)
     if not os.path.isfile(results):
         raise InputError(f"{results}: not found")
-    _, data = run.load_data(opts, lambda *_: None)
-    gt = evaluation_ground_truth(data, opts.test_subset)
-    if opts.dry_run:                           # as run.py: the test videos the dry run read
-        gt = only_videos(gt, [v.name for v in data.split("test")] +
-                         [name for name, split, _ in data.dropped if split == "test"])
+    _, data = load_data(opts, lambda *_: None)
+    gt = test_ground_truth(data, opts)
     report.check_videos(a.videos, gt)
     pred = eval_inputs.load_predictions(results, gt)
     report.check_predictions(pred, gt, results)

@@ -20,7 +20,7 @@ from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts
 from pipeline.data import check_data, load_data, split_validation
-from pipeline.localise import evaluation_ground_truth, ground_truth, held_out_map, only_videos
+from pipeline.localise import ground_truth, held_out_map, test_ground_truth
 from pipeline.outputs import Trained, localise_and_evaluate
 from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                                  history_entry, load_checkpoint, read_history, restore,
@@ -109,10 +109,7 @@ def prepare(opts, loaded, checkpoint, log):
                             em=opts.method == "emmil")
     device = setup_torch(opts)
     _, data = loaded
-    test_gt = evaluation_ground_truth(data, opts.test_subset)
-    if opts.dry_run:                    # only the test videos the dry run read (dropped included)
-        test_gt = only_videos(test_gt, [v.name for v in data.split("test")] +
-                              [name for name, split, _ in data.dropped if split == "test"])
+    test_gt = test_ground_truth(data, opts)
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), data.snippet_seconds)

@@ -14,7 +14,7 @@ from model import EMMIL, UntrimmedNetClassifier
 from opts import (add_data_options, add_detection_options, add_evaluation_options,
                   build_parser, check_options, resolve)
 from pipeline.data import split_validation
-from pipeline.localise import evaluation_ground_truth, ground_truth, only_videos
+from pipeline.localise import ground_truth, only_videos, test_ground_truth
 from pipeline.run_folder import LAST
 from pipeline.saved_opts import read_saved
 from readers.safe_io import InputError, first_line, read_json
@@ -175,10 +175,9 @@ def chosen_ground_truth(opts, data, split, videos):
     The test split's is read from the annotation source, as run.py reads it."""
     names = [v.name for v in videos]
     if split == "test":
-        gt = evaluation_ground_truth(data, opts.test_subset)
-        if opts.dry_run or len(names) < len(data.split("test")):
-            gt = only_videos(gt, names + ([n for n, s, _ in data.dropped if s == "test"]
-                                          if opts.dry_run else []))
+        gt = test_ground_truth(data, opts)
+        if len(names) < len(data.split("test")):            # --videos
+            gt = only_videos(gt, names)
     else:
         gt = ground_truth([(v.name, v.segments) for v in videos], data.classes, data.ambiguous)
     return gt if len(gt.segments) else None

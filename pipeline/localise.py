@@ -42,6 +42,16 @@ def evaluation_ground_truth(data, test_subset):
     return ground_truth(videos, data.classes, data.ambiguous)
 
 
+def test_ground_truth(data, opts):
+    """The ground truth a run is evaluated against (evaluation_ground_truth); a --dry-run,
+    which reads only a few test videos, against those (the dropped ones included)."""
+    gt = evaluation_ground_truth(data, opts.test_subset)
+    if opts.dry_run:
+        gt = only_videos(gt, [v.name for v in data.split("test")] +
+                         [name for name, split, _ in data.dropped if split == "test"])
+    return gt
+
+
 def only_videos(gt, names):
     """The ground truth of some of its videos (names), in its own video order."""
     keep = set(names)
