@@ -68,15 +68,16 @@ def report_folder(folder):
 
 
 def run_inputs(opts, detections, gt, data, *, synthetic_root, metrics=None, history=None,
-               curves=None, videos=None, **extra):
+               curves=None, data_videos=None, **extra):
     """Inputs of a run (run.py's end and analyze.py RUN_DIR alike): its options, detections,
-    evaluation ground truth and data (durations of `videos`, default the test split); the
-    paper's figures only on real features."""
+    evaluation ground truth and data (durations of `data_videos`, default the test split);
+    the paper's figures only on real features. extra: more fields of Inputs (videos: the
+    --videos names)."""
     real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
                                       synthetic_root)
-    if videos is None:
-        videos = [v for v in data.videos if v.split == "test"]
-    durations = {v.name: v.duration for v in videos}
+    if data_videos is None:
+        data_videos = [v for v in data.videos if v.split == "test"]
+    durations = {v.name: v.duration for v in data_videos}
     return Inputs(detections, gt, list(opts.tiou), opts.eval_protocol,
                   title=os.path.abspath(opts.output_dir), durations=durations, curves=curves,
                   metrics=metrics, history=history,

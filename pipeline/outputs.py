@@ -49,7 +49,7 @@ def write_report(folder, opts, net, detections, metrics, history, log):
 
     report.write_report(folder, report.run_inputs(
         opts, detections, net.gt, net.data, synthetic_root=DATA_ROOTS["synthetic"],
-        metrics=metrics, history=history, curves=curves, videos=net.videos.videos))
+        metrics=metrics, history=history, curves=curves, data_videos=net.videos.videos))
     log(f"report: {os.path.join(folder, 'report', 'index.html')} ({time.time() - t0:.1f} s)")
 
 
