@@ -44,7 +44,9 @@ def build_parser():
                    help="also draw the timelines of these test videos")
     p.add_argument("--timelines", type=int, default=12,
                    help="timelines of the best, median and worst videos, a third each")
-    p.add_argument("--alpha", type=float, default=0.5, help="tIoU of the error analysis")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="tIoU of the error analysis (in DETAD's thumos14 mode), of the AP "
+                        "per class and of the AP by ground-truth length and coverage")
     p.add_argument("--top-k", type=int, default=10,
                    help="error analysis of the top k x G predictions of each class (DETAD)")
     p.add_argument("--detad-mode", choices=("thumos14", "activitynet"),
