@@ -44,9 +44,19 @@ def build_parser():
                    help="also draw the timelines of these test videos")
     p.add_argument("--timelines", type=int, default=12,
                    help="timelines of the best, median and worst videos, a third each")
-    p.add_argument("--alpha", type=float, default=0.5, help="tIoU of the error analysis")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="tIoU of the error analysis (in DETAD's thumos14 mode), of the AP "
+                        "per class and of the AP by ground-truth length and coverage")
     p.add_argument("--top-k", type=int, default=10,
                    help="error analysis of the top k x G predictions of each class (DETAD)")
+    p.add_argument("--detad-mode", choices=("thumos14", "activitynet"),
+                   help="DETAD's mode of the false-positive analysis: thumos14 at --alpha "
+                        "only, activitynet at 0.5:0.05:0.95 (default: thumos14 for "
+                        "THUMOS14-like ground truth of 20 classes, else activitynet)")
+    p.add_argument("--same-label-first", action="store_true",
+                   help="error analysis: ask first whether a same-label ground truth overlaps "
+                        "an unmatched prediction, instead of DETAD's one most-overlapping "
+                        "ground truth (docs/report.md)")
     p.add_argument("--dpi", type=int, default=80, help="resolution of the pictures")
     return p
 
@@ -68,7 +78,8 @@ def check_args(a):
 
 
 def common(a):
-    return dict(videos=a.videos, n_videos=a.timelines, alpha=a.alpha, k=a.top_k, dpi=a.dpi)
+    return dict(videos=a.videos, n_videos=a.timelines, alpha=a.alpha, k=a.top_k, dpi=a.dpi,
+                detad_mode=a.detad_mode, same_label_first=a.same_label_first)
 
 
 # ----------------------------------------------------------------------------- --pred

@@ -1,31 +1,46 @@
 """What kind of mistakes cost a detector its mAP: the false-positive analysis and the
 sensitivity to ground-truth length and coverage of DETAD (Alwassel et al., "Diagnosing Error
-in Temporal Action Detectors", ECCV 2018), on the project's own evaluator. Torch-free, pure:
-DataFrames and GroundTruth in, numbers out.
+in Temporal Action Detectors", ECCV 2018), the latter with the project's evaluator. Pure:
+DataFrames and GroundTruth in, numbers out. The false-positive analysis gives the numbers of
+DETAD's own code (github.com/HumamAlwassel/DETAD, false_positive_analysis.py), number for
+number: tests/test_error_analysis.py checks them against its output on STPN's predictions.
 
-The rules (alpha = the analysis tIoU, 0.5 by default; LOW = 0.1; tIoU as ActivityNet's):
+The rules (alpha = the analysis tIoU; LOW = 0.1; tIoU as ActivityNet's):
 * Ranking: each class's predictions in the official ActivityNet order
   (protocols.official_rank); a prediction's rank counts from 0 within its class.
+* Top-ranked predictions: of each class the first k x G (k = 10), G its number of
+  ground-truth segments (none for a class without any); window j (1G..kG) holds ranks
+  (j - 1) G .. j G - 1. Only they are analysed.
 * True positive: tIoU >= alpha with a same-label ground truth of its video that no
   higher-ranked prediction holds; among several, the one of highest tIoU (ties in the
   official order), as evaluate.py's ActivityNet matching at alpha.
-* Every other prediction is the first of, in this order:
-  double detection  tIoU >= alpha with a same-label ground truth (already held);
-  wrong label       tIoU >= alpha with a ground truth of another label;
-  localisation      LOW <= tIoU < alpha with a same-label ground truth;
-  confusion         LOW <= tIoU < alpha with a ground truth of another label;
-  background        tIoU < LOW with every ground truth of its video.
-* The top-ranked predictions, as DETAD: of each class the first k x G, G its number of
-  ground-truth segments (none for a class without any); bucket j (1..k) holds ranks
-  (j - 1) G .. j G - 1.
-* mAP if a type were removed: the evaluator (evaluate.evaluate_detection, the run's
-  protocol) on every prediction except the top-ranked ones of that type.
+* Every other prediction: the ONE ground truth of its video that it overlaps most, of any
+  class (the first in file order among equals), decides:
+  double detection  tIoU >= alpha, same label;
+  wrong label       tIoU >= alpha, another label;
+  localisation      LOW <= tIoU < alpha, same label;
+  confusion         LOW <= tIoU < alpha, another label;
+  background        tIoU < LOW, and every prediction in a video without ground truth (DETAD
+                    gives the first such prediction background and the others the previous
+                    video's ground truth, a defect not copied).
+  same_label_first=True instead tests any same-label ground truth first (the rule of this
+  project before DETAD's: see label_predictions).
+* AP_N (DETAD's normalised AP): N = segments / classes with a segment; of a class's
+  top-ranked predictions in rank order, recall = hits / G and precision = recall N /
+  (recall N + false positives so far), all-point interpolated (VOC). mAP_N: mean over the
+  classes with a segment; the average-mAP_N: mean over the analysis tIoUs.
+* mAP_N if a type were removed: AP_N of the top-ranked predictions without those of that
+  type at that tIoU, the others' hit flags kept (nothing matched again); its gain: the
+  average-mAP_N of that minus the average-mAP_N.
+* DETAD's two modes: THUMOS14 analyses at tIoU 0.5 only, ActivityNet at 0.5:0.05:0.95
+  (DETAD_TIOUS), each tIoU labelling its own way; counts are then means over the tIoUs.
 * AP by bucket of a ground-truth characteristic (length in seconds, coverage = length /
   video duration), at alpha: the evaluator against the ground truth of that bucket, with the
   predictions that are true positives of ground truths outside it removed (they are neither
   right nor wrong for this bucket), as DETAD. Buckets are (lo, hi].
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,6 +52,8 @@ from evaluation.protocols import official_rank, same_key_pairs, segment_tiou
 LOW = 0.1
 ERROR_TYPES = ("double_detection", "wrong_label", "localization", "confusion", "background")
 KINDS = ("true_positive",) + ERROR_TYPES
+DETAD_TIOUS = {"thumos14": (0.5,),                   # DETAD's two modes; its very values
+               "activitynet": tuple(float(t) for t in np.linspace(0.5, 0.95, 10))}  # .8999..
 LENGTH_BUCKETS = (("XS", 0.0, 3.0), ("S", 3.0, 6.0), ("M", 6.0, 12.0), ("L", 12.0, 18.0),
                   ("XL", 18.0, math.inf))                   # seconds, (lo, hi]
 COVERAGE_BUCKETS = (("XS", 0.0, 0.02), ("S", 0.02, 0.04), ("M", 0.04, 0.06),
@@ -47,12 +64,23 @@ def _codes(values, categories):
     return pd.Index(categories).get_indexer(np.asarray(values, dtype=object)).astype(np.int64)
 
 
-def label_predictions(pred, gt, alpha=0.5):
-    """Every prediction's DETAD kind. pred: DataFrame (video, label, start, end, score);
-    gt: eval_inputs.GroundTruth. Returns a copy of pred with the columns
-    rank (int, within its class), kind (one of KINDS), gt (the row of gt.segments a true
-    positive holds, else -1), tiou_same / tiou_other (highest tIoU with a ground truth of its
-    video of the same / another label, 0 when none)."""
+@dataclass
+class Overlaps:
+    """Every (prediction, ground truth) pair of one video and what the labels need."""
+    pi: np.ndarray            # (P,) prediction of each pair, sorted by prediction then gt row
+    gi: np.ndarray            # (P,) its ground-truth row (gt.segments)
+    tiou: np.ndarray          # (P,)
+    same: np.ndarray          # (P,) bool: same label
+    order: np.ndarray         # (n,) the predictions in the official order, class by class
+    rank: np.ndarray          # (n,) rank within its class
+    best_same: np.ndarray     # (n,) highest tIoU with a same-label ground truth, 0 if none
+    best_other: np.ndarray    # (n,) ... with a ground truth of another label
+    top_same: np.ndarray      # (n,) bool: the ground truth it overlaps most (first among
+    #                           equals, in gt row order) has its label; False without overlap
+
+
+def overlaps(pred, gt):
+    """The Overlaps of pred (DataFrame video, label, start, end, score) and gt (GroundTruth)."""
     n = len(pred)
     p_cls = _codes(pred["label"], gt.classes)                        # (n,)
     seg = gt.segments
@@ -69,22 +97,32 @@ def label_predictions(pred, gt, alpha=0.5):
     best_same, best_other = np.zeros(n), np.zeros(n)
     np.maximum.at(best_same, pi[same], tiou[same])
     np.maximum.at(best_other, pi[~same], tiou[~same])
+    best = np.maximum(best_same, best_other)
+    at_best = np.flatnonzero((tiou == best[pi]) & (tiou > 0))
+    first = at_best[np.r_[True, pi[at_best][1:] != pi[at_best][:-1]]] if len(at_best) \
+        else at_best                                                     # first pair at max
+    top_same = np.zeros(n, dtype=bool)
+    top_same[pi[first]] = same[first]
 
     # ranks within each class, in the official order
     order = official_rank(p_cls, pred["score"].to_numpy(float), len(gt.classes)) if n else \
         np.zeros(0, dtype=int)
     rank = np.zeros(n, dtype=np.int64)
     cls_sorted = p_cls[order]
-    first = np.searchsorted(cls_sorted, cls_sorted)                  # class start in `order`
-    rank[order] = np.arange(n) - first
+    rank[order] = np.arange(n) - np.searchsorted(cls_sorted, cls_sorted)
+    return Overlaps(pi, gi, tiou, same, order, rank, best_same, best_other, top_same)
 
-    # the greedy matching at alpha, in rank order (only predictions that can match)
-    held = np.full(len(seg), False)
+
+def match(ov, n_gt, alpha):
+    """(n,) the ground-truth row each prediction holds at tIoU alpha, else -1: the greedy
+    matching in rank order, each taking its free same-label ground truth of highest tIoU."""
+    n = len(ov.order)
+    held = np.full(n_gt, False)
     matched = np.full(n, -1)
-    sp, sg, st = pi[same], gi[same], tiou[same]                      # sorted by prediction
+    sp, sg, st = ov.pi[ov.same], ov.gi[ov.same], ov.tiou[ov.same]   # sorted by prediction
     lo = np.searchsorted(sp, np.arange(n), side="left")
     hi = np.searchsorted(sp, np.arange(n), side="right")
-    for i in order[best_same[order] >= alpha]:
+    for i in ov.order[ov.best_same[ov.order] >= alpha]:             # only those that can
         t, g = st[lo[i]:hi[i]], sg[lo[i]:hi[i]]                      # its same-label gts
         for j in np.argsort(t)[::-1]:                                # official preference
             if t[j] < alpha:
@@ -93,13 +131,40 @@ def label_predictions(pred, gt, alpha=0.5):
                 held[g[j]] = True
                 matched[i] = g[j]
                 break
+    return matched
 
-    kind = np.select([matched >= 0, best_same >= alpha, best_other >= alpha,
-                      best_same >= LOW, best_other >= LOW],
-                     list(KINDS[:5]), default="background")
+
+def kinds_of(ov, matched, alpha, same_label_first=False):
+    """(n,) each prediction's kind (one of KINDS) at tIoU alpha (rules in the docstring)."""
+    if same_label_first:
+        conditions = [matched >= 0, ov.best_same >= alpha, ov.best_other >= alpha,
+                      ov.best_same >= LOW, ov.best_other >= LOW]
+    else:
+        best = np.maximum(ov.best_same, ov.best_other)
+        conditions = [matched >= 0, (best >= alpha) & ov.top_same, best >= alpha,
+                      (best >= LOW) & ov.top_same, best >= LOW]
+    return np.select(conditions, list(KINDS[:5]), default="background")
+
+
+def label_predictions(pred, gt, alpha=0.5, same_label_first=False):
+    """Every prediction's DETAD kind at tIoU alpha. pred: DataFrame (video, label, start, end,
+    score); gt: eval_inputs.GroundTruth. Returns a copy of pred with the columns
+    rank (int, within its class), kind (one of KINDS), gt (the row of gt.segments a true
+    positive holds, else -1), tiou_same / tiou_other (highest tIoU with a ground truth of its
+    video of the same / another label, 0 when none).
+    same_label_first: the unmatched prediction's label test asks first whether a same-label
+    ground truth overlaps (>= alpha: double detection, else >= LOW: localisation) and only
+    then looks at other labels, instead of DETAD's one most-overlapping ground truth. On
+    THUMOS14, where CliffDiving segments are also annotated Diving, DETAD's rule decides an
+    equal overlap by file order (a Diving prediction on such a pair is a confusion error
+    when the CliffDiving line comes first); this variant calls it what it is for its own
+    class. Off by default: DETAD's numbers are what papers publish."""
+    ov = overlaps(pred, gt)
+    matched = match(ov, len(gt.segments), alpha)
     out = pred.copy()
-    out["rank"], out["kind"], out["gt"] = rank, kind, matched
-    out["tiou_same"], out["tiou_other"] = best_same, best_other
+    out["rank"], out["gt"] = ov.rank, matched
+    out["kind"] = kinds_of(ov, matched, alpha, same_label_first)
+    out["tiou_same"], out["tiou_other"] = ov.best_same, ov.best_other
     return out
 
 
@@ -110,34 +175,71 @@ def gt_counts(gt):
 
 
 def top_predictions(labelled, gt, k=10):
-    """The top-ranked predictions (rank < k G of their class) with their bucket (1..k)."""
+    """The top-ranked predictions (rank < k G of their class) with their window (1..k)."""
     G = labelled["label"].map(gt_counts(gt)).to_numpy(dtype=np.int64)
-    top = labelled[labelled["rank"].to_numpy() < k * G].copy()
-    top["bucket"] = top["rank"] // G[labelled["rank"].to_numpy() < k * G] + 1
+    inside = labelled["rank"].to_numpy() < k * G
+    top = labelled[inside].copy()
+    top["bucket"] = top["rank"] // G[inside] + 1
     return top
 
 
-def breakdown(top, k=10):
-    """Counts of each kind among the top-ranked predictions, in all and per bucket.
-    {"counts": {kind: n}, "false_positives": n, "fractions": {error: share of the false
-    positives}, "buckets": [{kind: n} for bucket 1..k]}."""
-    counts = {kind: int((top["kind"] == kind).sum()) for kind in KINDS}
-    n_fp = sum(counts[e] for e in ERROR_TYPES)
-    buckets = [{kind: int(((top["bucket"] == b) & (top["kind"] == kind)).sum()) for kind in KINDS}
-               for b in range(1, k + 1)]
-    return {"counts": counts, "false_positives": n_fp,
-            "fractions": {e: counts[e] / n_fp if n_fp else 0.0 for e in ERROR_TYPES},
-            "buckets": buckets}
+def normalised_ap(tp, n_pos, n_avg, keep=None):
+    """DETAD's AP_N of each row of tp (T, m): one class's ranked hit flags, n_pos its
+    ground-truth count, n_avg = N. keep (T, m) bool: the predictions counted (the others are
+    left out, nothing matched again). recall = hits / n_pos, precision = recall N / (recall N
+    + false positives so far), all-point interpolated (VOC: the precision envelope times each
+    step of recall)."""
+    tp = np.asarray(tp, dtype=float)
+    keep = np.ones(tp.shape, dtype=bool) if keep is None else keep
+    hits = np.cumsum(tp * keep, axis=1)
+    false = np.cumsum((1.0 - tp) * keep, axis=1)
+    recall = hits / n_pos
+    num = recall * n_avg
+    # a left-out prediction repeats the precision before it, so the envelope is unchanged
+    precision = np.divide(num, num + false, out=np.zeros(tp.shape), where=num + false > 0)
+    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    return np.sum(np.diff(recall, axis=1, prepend=0.0) * envelope, axis=1)
 
 
-def map_if_removed(pred, top, gt, tious, protocol="activitynet"):
-    """{"all": mAP (T,), type: mAP (T,) without the top-ranked predictions of that type}:
-    the evaluator run on each reduced prediction set. pred and top share their index."""
-    out = {"all": evaluate.evaluate_detection(pred, gt, tious, protocol)["mAP"]}
-    for e in ERROR_TYPES:
-        drop = top.index[top["kind"] == e]
-        out[e] = evaluate.evaluate_detection(pred.drop(index=drop), gt, tious, protocol)["mAP"]
-    return out
+def false_positive_analysis(pred, gt, tious=(0.5,), k=10, same_label_first=False):
+    """DETAD's false-positive analysis of the top-ranked predictions at each tIoU of tious
+    (DETAD_TIOUS: its two modes). Returns plain numbers (JSON-ready):
+    {"tiou", "k", "top_predictions", "n_per_class": N,
+     "counts": {kind: [n per tIoU]}, "buckets": [{kind: [n per tIoU]} per window 1G..kG],
+     "mAP_N": [per tIoU], "average_mAP_N",
+     "mAP_N_if_removed": {error: [per tIoU]}, "mAP_N_gain": {error: average-mAP_N gain}}."""
+    tious = [float(t) for t in tious]
+    ov = overlaps(pred, gt)
+    n_gt = gt_counts(gt)
+    G = pred["label"].map(n_gt).to_numpy(dtype=np.int64)                 # (n,)
+    top = np.flatnonzero(ov.rank < k * G)
+    top = top[np.lexsort((ov.rank[top], _codes(pred["label"].to_numpy()[top], gt.classes)))]
+    kinds = np.stack([kinds_of(ov, match(ov, len(gt.segments), t), t, same_label_first)[top]
+                      for t in tious])                                   # (T, top)
+    window = ov.rank[top] // G[top] + 1                                  # (top,)
+    counts = {kind: [int(x) for x in (kinds == kind).sum(axis=1)] for kind in KINDS}
+    buckets = [{kind: [int(x) for x in ((kinds == kind) & (window == b)).sum(axis=1)]
+                for kind in KINDS} for b in range(1, k + 1)]
+
+    classes = [c for c in gt.classes if n_gt[c] > 0]                     # DETAD's classes
+    n_avg = len(gt.segments) / len(classes) if classes else 0.0
+    labels = pred["label"].to_numpy()[top]
+    ap = np.zeros((len(tious), len(classes)))
+    removed = {e: np.zeros((len(tious), len(classes))) for e in ERROR_TYPES}
+    for c, name in enumerate(classes):
+        rows = labels == name                                            # in rank order
+        hit = kinds[:, rows] == "true_positive"                          # (T, m)
+        ap[:, c] = normalised_ap(hit, n_gt[name], n_avg)
+        for e in ERROR_TYPES:
+            removed[e][:, c] = normalised_ap(hit, n_gt[name], n_avg, kinds[:, rows] != e)
+    m_ap = ap.mean(axis=1) if classes else np.zeros(len(tious))
+    m_removed = {e: (r.mean(axis=1) if classes else np.zeros(len(tious)))
+                 for e, r in removed.items()}
+    return {"tiou": tious, "k": k, "top_predictions": int(len(top)), "n_per_class": n_avg,
+            "counts": counts, "buckets": buckets,
+            "mAP_N": [float(x) for x in m_ap], "average_mAP_N": float(m_ap.mean()),
+            "mAP_N_if_removed": {e: [float(x) for x in m_removed[e]] for e in ERROR_TYPES},
+            "mAP_N_gain": {e: float(m_removed[e].mean() - m_ap.mean()) for e in ERROR_TYPES}}
 
 
 def subset_gt(gt, keep):
@@ -222,25 +324,39 @@ def choose_videos(video_map, n=12):
     return picks
 
 
-def analyse(pred, gt, tious, protocol="activitynet", alpha=0.5, k=10, durations=None):
-    """Everything of the error analysis, as plain numbers (JSON-ready) and the labelled
-    predictions: (numbers, labelled, top)."""
-    labelled = label_predictions(pred, gt, alpha)
+def _mean(values):
+    """A count over the analysis tIoUs: the count itself for one tIoU, else the mean (as
+    DETAD's 'avg')."""
+    return values[0] if len(values) == 1 else float(np.mean(values))
+
+
+def analyse(pred, gt, tious, protocol="activitynet", alpha=0.5, k=10, durations=None,
+            detad_tious=None, same_label_first=False):
+    """Everything of the error analysis, as plain numbers (JSON-ready) and the predictions
+    labelled at alpha: (numbers, labelled, top). tious: the run's (the evaluator's mAP);
+    detad_tious: those of the false-positive analysis (default [alpha]: DETAD's THUMOS14
+    mode at alpha; DETAD_TIOUS["activitynet"]: its ActivityNet mode). counts, buckets,
+    false_positives and fractions are means over detad_tious (the counts themselves for
+    one); *_per_tiou give each tIoU's."""
+    detad_tious = [float(t) for t in (detad_tious or [alpha])]
+    labelled = label_predictions(pred, gt, alpha, same_label_first)
     top = top_predictions(labelled, gt, k)
     tious = [float(t) for t in tious]
-    both = sorted(set(tious) | {float(alpha)})              # the run's tIoUs and alpha
-    removed = map_if_removed(pred, top, gt, both, protocol)
-    at = [both.index(t) for t in tious]
-    gain = {e: removed[e] - removed["all"] for e in ERROR_TYPES}
+    fp = false_positive_analysis(pred, gt, detad_tious, k, same_label_first)
+    counts = {kind: _mean(v) for kind, v in fp["counts"].items()}
+    n_fp = sum(counts[e] for e in ERROR_TYPES)
     numbers = {
         "alpha": alpha, "k": k, "low": LOW, "protocol": protocol, "tiou": tious,
-        "top_predictions": int(len(top)),
-        **breakdown(top, k),
-        "mAP": [float(x) for x in removed["all"][at]],
-        "mAP_if_removed": {e: [float(x) for x in removed[e][at]] for e in ERROR_TYPES},
-        "mAP_gain_if_removed": {e: {"average": float(gain[e][at].mean()),
-                                    "at_alpha": float(gain[e][both.index(float(alpha))])}
-                                for e in ERROR_TYPES},
+        "detad_tiou": detad_tious, "same_label_first": bool(same_label_first),
+        "top_predictions": fp["top_predictions"],
+        "counts": counts, "false_positives": n_fp,
+        "fractions": {e: counts[e] / n_fp if n_fp else 0.0 for e in ERROR_TYPES},
+        "buckets": [{kind: _mean(v) for kind, v in b.items()} for b in fp["buckets"]],
+        "counts_per_tiou": fp["counts"], "buckets_per_tiou": fp["buckets"],
+        "mAP": [float(x) for x in evaluate.evaluate_detection(pred, gt, tious, protocol)["mAP"]],
+        "n_per_class": fp["n_per_class"], "mAP_N": fp["mAP_N"],
+        "average_mAP_N": fp["average_mAP_N"], "mAP_N_if_removed": fp["mAP_N_if_removed"],
+        "mAP_N_gain": fp["mAP_N_gain"],
         "ap_by_length": {"buckets": [list(b[:2]) + [b[2] if math.isfinite(b[2]) else None]
                                      for b in LENGTH_BUCKETS],
                          "values": ap_by_bucket(pred, labelled, gt, gt_lengths(gt),

@@ -166,10 +166,10 @@ def training_curves(history):
     return fig
 
 
-def error_breakdown(buckets, gains, alpha):
-    """Left: for each rank bucket 1G..kG, the share of each kind of prediction (stacked);
-    right: the mAP gained (points, mean over the tIoUs and at alpha) if each error type were
-    removed. buckets: [{kind: n}]; gains: {error: {"average", "at_alpha"}} (fractions)."""
+def error_breakdown(buckets, gains, where):
+    """Left: for each window 1G..kG of the top-ranked predictions, the share of each kind of
+    prediction (stacked); right: DETAD's average-mAP_N gained (points) if each error type were
+    removed. buckets: [{kind: n}]; gains: {error: fraction}; where: the tIoUs, in words."""
     fig = Figure(figsize=(11, 3.6))
     ax, ax_gain = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     kinds = list(KIND_COLORS)
@@ -183,18 +183,16 @@ def error_breakdown(buckets, gains, alpha):
         bottom += share
     ax.set_xticks(x, [f"{i}G" for i in x])
     ax.set_ylabel("share of predictions (%)")
-    ax.set_title("top-ranked predictions by rank bucket", fontsize=10)
+    ax.set_title(f"top-ranked predictions by window ({where})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     errors = list(gains)
     y = np.arange(len(errors))
-    ax_gain.barh(y - 0.2, [100 * gains[e]["at_alpha"] for e in errors], 0.4,
-                 color=[KIND_COLORS[e] for e in errors], label=f"at tIoU {alpha:g}")
-    ax_gain.barh(y + 0.2, [100 * gains[e]["average"] for e in errors], 0.4,
-                 color=[KIND_COLORS[e] for e in errors], alpha=0.45, label="mean over tIoUs")
+    ax_gain.barh(y, [100 * gains[e] for e in errors], 0.6,
+                 color=[KIND_COLORS[e] for e in errors])
     ax_gain.axvline(0, color="black", linewidth=0.6)
     ax_gain.set_yticks(y, [e.replace("_", " ") for e in errors], fontsize=8)
-    ax_gain.set_xlabel("mAP gained if removed (points)")
-    ax_gain.legend(fontsize=7)
+    ax_gain.invert_yaxis()
+    ax_gain.set_xlabel("average-mAP$_N$ gained if removed (points)")
     fig.tight_layout()
     return fig
 

@@ -45,7 +45,20 @@ class Inputs:
     n_videos: int = 12               # best, median and worst, a third each
     alpha: float = 0.5               # the analysis tIoU (DETAD's)
     k: int = 10                      # DETAD's top k x G predictions per class
+    detad_mode: str = None           # "thumos14" (at alpha) or "activitynet" (0.5:0.05:0.95);
+    #                                  None: as evaluate.default_tious judges the ground truth
+    same_label_first: bool = False   # the label test's variant (error_analysis)
     dpi: int = 80
+
+
+def detad_tious(inputs):
+    """(tIoUs, mode) of the false-positive analysis: DETAD's THUMOS14 mode at alpha, or its
+    ActivityNet mode; by default THUMOS14's for THUMOS14-like ground truth."""
+    mode = inputs.detad_mode or ("thumos14" if evaluate.default_tious(inputs.gt)[0] ==
+                                 evaluate.THUMOS_TIOUS else "activitynet")
+    if mode == "thumos14":
+        return [float(inputs.alpha)], mode
+    return list(error_analysis.DETAD_TIOUS[mode]), mode
 
 
 def report_folder(folder):
@@ -71,7 +84,8 @@ def run_inputs(opts, detections, gt, data, *, synthetic_root, metrics=None, hist
                curves=None, localised=None, **extra):
     """Inputs of a run (run.py's end and analyze.py RUN_DIR alike): its options, detections,
     evaluation ground truth and data (durations of the `localised` videos, default the test
-    split); the paper's figures only on real features."""
+    split); the paper's figures only on real features. extra: more fields of Inputs (videos:
+    the --videos names)."""
     real = published.on_real_features(opts.dataset, opts.data_root, opts.generate_synthetic,
                                       synthetic_root)
     if localised is None:
@@ -178,8 +192,11 @@ def write_report(folder, inputs):
     check_videos(inputs.videos, inputs.gt)
     out = report_folder(folder)
     gt, pred = inputs.gt, inputs.pred.reset_index(drop=True)
-    numbers, labelled, _ = error_analysis.analyse(pred, gt, inputs.tious, inputs.protocol,
-                                                  inputs.alpha, inputs.k, inputs.durations)
+    fp_tious, mode = detad_tious(inputs)
+    numbers, labelled, _ = error_analysis.analyse(
+        pred, gt, inputs.tious, inputs.protocol, inputs.alpha, inputs.k, inputs.durations,
+        detad_tious=fp_tious, same_label_first=inputs.same_label_first)
+    numbers["detad_mode"] = mode
     at_alpha = evaluate.evaluate_detection(pred, gt, [inputs.alpha], inputs.protocol)
     result = {"mAP": np.array(numbers["mAP"])}
     video_map = error_analysis.per_video_map(pred, gt, inputs.tious, inputs.protocol)
@@ -203,23 +220,27 @@ def write_report(folder, inputs):
                             [_save(out, "per_class_ap.png",
                                    figures.per_class_ap(gt.classes, per_class, inputs.alpha),
                                    inputs.dpi)]))
-    counts = numbers["counts"]
+    counts, gains = numbers["counts"], numbers["mAP_N_gain"]
+    where = (f"tIoU {fp_tious[0]:g}" if len(fp_tious) == 1 else
+             f"tIoU {fp_tious[0]:g}:{fp_tious[1] - fp_tious[0]:.2g}:{fp_tious[-1]:g}, mean")
+    variant = (" The label test asks first for a same-label ground truth (--same-label-first), "
+               "not DETAD's." if inputs.same_label_first else "")
     sections.append(Section(
-        "Error analysis (after DETAD)",
-        f"The top-ranked predictions ({numbers['top_predictions']}: the first {inputs.k} G of "
-        f"each class, G its ground-truth count), each a true positive or one error type at "
-        f"tIoU {inputs.alpha:g} (rules in docs/report.md), per rank bucket; right: the mAP gained "
-        f"if the top-ranked predictions of one type were removed (the evaluator re-run).",
-        [_save(out, "errors.png", figures.error_breakdown(
-            numbers["buckets"], numbers["mAP_gain_if_removed"], inputs.alpha), inputs.dpi)],
-        [["kind", "count", "share of false positives (%)", "mAP gain at alpha (points)",
-          "mean gain over tIoUs (points)"]] +
-        [[k.replace("_", " "), counts[k],
+        "Error analysis (DETAD)",
+        f"DETAD's false-positive analysis, its {mode} mode ({where}): the top-ranked "
+        f"predictions ({numbers['top_predictions']}: the first {inputs.k} G of each class, G "
+        f"its ground-truth count), each a true positive or one error type (rules in "
+        f"docs/report.md), per window 1G..{inputs.k}G; right: the average-mAP_N gained if the "
+        f"top-ranked predictions of one type were removed (DETAD's normalised AP, N = "
+        f"{numbers['n_per_class']:.4g}; average-mAP_N {100 * numbers['average_mAP_N']:.2f} "
+        f"%).{variant}",
+        [_save(out, "errors.png", figures.error_breakdown(numbers["buckets"], gains, where),
+               inputs.dpi)],
+        [["kind", "count" + ("" if len(fp_tious) == 1 else " (mean over the tIoUs)"),
+          "share of false positives (%)", "average-mAP_N gain if removed (points)"]] +
+        [[k.replace("_", " "), f"{counts[k]:g}",
           "" if k == "true_positive" else f"{100 * numbers['fractions'][k]:.1f}",
-          "" if k == "true_positive" else
-          f"{100 * numbers['mAP_gain_if_removed'][k]['at_alpha']:+.2f}",
-          "" if k == "true_positive" else
-          f"{100 * numbers['mAP_gain_if_removed'][k]['average']:+.2f}"]
+          "" if k == "true_positive" else f"{100 * gains[k]:+.2f}"]
          for k in error_analysis.KINDS]))
     panels = [("by ground-truth length (s)", numbers["ap_by_length"]["values"])]
     if numbers["ap_by_coverage"]:
@@ -250,7 +271,9 @@ def write_report(folder, inputs):
     atomic_write_text(os.path.join(out, "index.html"),
                       page(f"Report: {inputs.title}", sections,
                            intro="Every number comes from the project's evaluator "
-                                 "(evaluate.py); all of them are in analysis.json."))
+                                 "(evaluate.py), but the error analysis's, which follow "
+                                 "DETAD's own rules (error_analysis.py); all of them are in "
+                                 "analysis.json."))
     return numbers
 
 
