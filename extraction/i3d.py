@@ -12,6 +12,7 @@ uses its running statistics (inference only).
     net = load_i3d("rgb_imagenet.pt", "rgb")           # strict: names and shapes
     feats = net.features(x)                            # (N, 3, 16, 224, 224) -> (N, 1024)
 """
+import copy
 import hashlib
 import math
 import pickle
@@ -290,7 +291,9 @@ def random_i3d(stream, seed):
 def conv_flops(network, shape):
     """Floating-point operations (2 per multiply-add) of the convolutions of one forward
     pass to Mixed_5c on an input of `shape` (N, C, T, H, W), counted from the layers' output
-    sizes; batch norm, ReLU, pooling and padding are left out (under 1 %)."""
+    sizes (a pass on the meta device: shapes only, no arithmetic); batch norm, ReLU, pooling
+    and padding are left out (under 1 %)."""
+    network = copy.deepcopy(network).to("meta")
     total = [0]
 
     def count(module, inputs, output):
@@ -301,7 +304,7 @@ def conv_flops(network, shape):
              if isinstance(m, nn.Conv3d) and not name.startswith("logits")]
     try:
         with torch.no_grad():
-            network.mixed_5c(torch.zeros(shape))
+            network.mixed_5c(torch.zeros(shape, device="meta"))
     finally:
         for h in hooks:
             h.remove()
