@@ -44,9 +44,10 @@ def build_parser():
                    help="replace an earlier extraction in DIR (and FILE of --to-hdf5)")
     g.add_argument("--quiet", action="store_true", help="no line per video")
     g = p.add_argument_group("scale")
-    g.add_argument("--workers", type=int, default=1,
-                   help="videos at once; above 1, as tasks on a local Ray (with --address: at "
-                        "most this many on the cluster; 0 there: as many as it allows)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="videos at once; above 1, as tasks on a local Ray (default 1; with "
+                        "--address: at most this many on the cluster, default as many as its "
+                        "CPUs allow)")
     g.add_argument("--address", default=None,
                    help="a running Ray cluster (auto, HOST:6379, ray://HOST:10001); DIR, the "
                         "videos and the weights must be at the same paths on every node")
@@ -62,11 +63,10 @@ def build_parser():
 def check_args(args, streams):
     if args.split is not None and args.split_list is not None:
         raise InputError("--split and --split-list: give one")
-    for name in ("workers", "threads"):
-        if getattr(args, name) < 0 or (name == "workers" and args.workers == 0
-                                       and not args.address):
-            raise InputError(f"--{name} {getattr(args, name)}: must be >= "
-                             f"{0 if name == 'threads' else 1}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: must be >= 1")
+    if args.threads < 0:
+        raise InputError(f"--threads {args.threads}: must be >= 0")
     if args.gpus_per_task is not None and args.gpus_per_task < 0:
         raise InputError(f"--gpus-per-task {args.gpus_per_task}: must be >= 0")
     if not args.address:
@@ -88,7 +88,9 @@ def main(argv=None):
                 streams=streams, flow=args.flow, weights=weights_of(args),
                 random_init=args.random_init, overwrite=args.overwrite)
     say = (lambda line: None) if args.quiet else print
-    progress = run(todo, device=args.device, workers=args.workers or None,
+    workers = args.workers if args.workers is not None else None if args.address else 1
+    device = args.device if args.address else resolve(args.device).type
+    progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,
                    gpus_per_task=args.gpus_per_task, say=say)
     if args.to_hdf5 and todo.record["videos"]:

@@ -390,7 +390,7 @@ def run(plan, *, device="auto", workers=1, address=None, threads=0, gpus_per_tas
         for job, done in plan.adopt:
             progress.video(job, done)
         rec.write_record(plan.out, plan.record)
-        if workers <= 1 and not address:
+        if (workers or 1) <= 1 and not address:
             in_process(plan, progress, resolve(device), threads)
         else:
             on_ray(plan, progress, device, workers, address, threads, gpus_per_task)

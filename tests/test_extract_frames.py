@@ -67,6 +67,9 @@ def test_constant_rates_resample_to_the_nearest_frame(tmp_path, rate, n):
     np.testing.assert_allclose([m for _, _, m in got], [LEVEL * i for i in expected], atol=2)
     # 24 fps: 2 s = 50 frames at 25 fps (two repeated); 30 fps: 1.5 s = 38 (7 dropped)
     assert len(expected) == {24: 50, 25: 40, 30: 38}[rate]
+    stats = VideoStats()
+    assert sum(1 for _ in chunk_inputs(path, ("rgb",), stats=stats)) == {24: 3, 25: 2, 30: 2}[rate]
+    assert stats.frames == len(expected)
 
 
 def test_variable_frame_rate(tmp_path):

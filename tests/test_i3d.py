@@ -44,6 +44,16 @@ def test_our_network_gives_piergiajs_features(stream, tmp_path):
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
+def test_piergiajs_files_have_no_batch_counters_and_load(tmp_path):
+    state = {k: v for k, v in piergiaj_state("flow", 0).items()
+             if not k.endswith("num_batches_tracked")}
+    assert len(state) == 287                       # as in flow_imagenet.pt
+    torch.save(state, tmp_path / "flow.pt")
+    net = load_i3d(str(tmp_path / "flow.pt"), "flow")
+    assert torch.equal(net.Mixed_5c.b3b.conv3d.weight, state["Mixed_5c.b3b.conv3d.weight"])
+    assert net.logits.conv3d.weight.shape == (400, 1024, 1, 1, 1)
+
+
 def test_same_padding_as_tensorflow_by_hand():
     # 224 cells, kernel 7, stride 2: 112 outputs need (111 * 2 + 7) - 224 = 5 zeros, 2 + 3
     assert same_padding(224, 7, 2) == (2, 3)
