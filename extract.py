@@ -17,9 +17,10 @@ import argparse
 import os
 import sys
 
-from extraction.jobs import SPLITS, plan, resolve, run, write_extraction_hdf5
+from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from readers.safe_io import InputError, OneLineParser, cli
+from utils import resolve_device
 
 
 def build_parser():
@@ -34,7 +35,7 @@ def build_parser():
     add_extraction_options(p)
     g = p.add_argument_group("videos and output")
     g.add_argument("--split", default=None, choices=SPLITS,
-                   help="the split every video goes to (default: test)")
+                   help="the split every video goes to (None: test, unless --split-list)")
     g.add_argument("--split-list", default=None, metavar="FILE",
                    help="lines 'video split' giving each video's split")
     g.add_argument("--to-hdf5", default=None, metavar="FILE",
@@ -70,7 +71,7 @@ def check_args(args, streams):
     if args.gpus_per_task is not None and args.gpus_per_task < 0:
         raise InputError(f"--gpus-per-task {args.gpus_per_task}: must be >= 0")
     if not args.address:
-        resolve(args.device)                        # --device cuda without one: refused
+        resolve_device(args.device)                 # --device cuda without one: refused
     if args.to_hdf5:
         if streams != STREAMS:
             raise InputError("--to-hdf5: our HDF5 file holds both streams; --streams rgb,flow")
@@ -89,7 +90,7 @@ def main(argv=None):
                 random_init=args.random_init, overwrite=args.overwrite)
     say = (lambda line: None) if args.quiet else print
     workers = args.workers if args.workers is not None else None if args.address else 1
-    device = args.device if args.address else resolve(args.device).type
+    device = args.device if args.address else resolve_device(args.device).type
     progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,
                    gpus_per_task=args.gpus_per_task, say=say)

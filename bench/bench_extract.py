@@ -24,7 +24,6 @@ import os
 import sys
 import tempfile
 import time
-from fractions import Fraction
 
 import av
 import cv2

@@ -34,6 +34,7 @@ from readers.safe_io import (InputError, atomic_write_json, atomic_write_text,
                              check_video_name, first_line, one_line, read_json, read_rows,
                              write_atomically)
 from sweeps.trials import METRICS, Trial, run_trials
+from utils import resolve_device
 
 SPLITS = ("train", "test")
 WORK = ".work"                    # DIR/.work/<video>/: a Ray task's folder while it runs
@@ -286,21 +287,12 @@ def video_task(opts, resume=False):
     if threads:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-    device = resolve(opts["device"])
+    device = resolve_device(opts["device"])
     nets = _networks(tuple(opts["streams"]), tuple(sorted(opts["weights"].items())),
                      opts["random_init"], device)
     done = extract_one(opts, nets, device)
     atomic_write_json(os.path.join(opts["output_dir"], METRICS), done)
     return done
-
-
-def resolve(device):
-    """'auto' -> cuda when there is one, else cpu."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    return torch.device(device)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -380,18 +372,20 @@ def run(plan, *, device="auto", workers=1, address=None, threads=0, gpus_per_tas
         say(f"{len(plan.done)} videos were finished before: skipped")
     if not (plan.jobs or plan.adopt or plan.clear):
         return progress                                 # nothing to write
-    if plan.clear:
-        for path in our_files(plan.out):
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
-                else os.remove(path)
     os.makedirs(plan.out, exist_ok=True)
     fd = hold_lock(plan.out)
     try:
+        if plan.clear:                                  # --overwrite: an earlier extraction
+            for path in our_files(plan.out):
+                if os.path.basename(path) == LOCK:
+                    continue
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
+                    else os.remove(path)
         for job, done in plan.adopt:
             progress.video(job, done)
         rec.write_record(plan.out, plan.record)
         if (workers or 1) <= 1 and not address:
-            in_process(plan, progress, resolve(device), threads)
+            in_process(plan, progress, resolve_device(device), threads)
         else:
             on_ray(plan, progress, device, workers, address, threads, gpus_per_task)
         work = os.path.join(plan.out, WORK)

@@ -20,8 +20,9 @@ import detect
 import extract
 import run
 from extraction.i3d import PIERGIAJ_BLOBS
+from extraction.jobs import jobs_of
 from extraction.record import comparability
-from readers.safe_io import cli
+from readers.safe_io import InputError, cli
 from test_extract_frames import constant_rate, textured, write_video
 
 DRY = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard"]
@@ -323,3 +324,18 @@ def test_comparable_only_for_tvl1_and_piergiajs_weights():
     assert comparability(("rgb", "flow"), "tvl1", other) == (
         "no", ["the rgb weights (sha256 abababababab...) are not piergiaj's rgb_imagenet.pt"])
     assert comparability(("rgb",), "dis", {"rgb": {"random_init_seed": 0}})[0] == "meaningless"
+
+
+def test_split_list_gives_each_video_its_split(tmp_path):
+    listing = tmp_path / "splits.txt"
+    listing.write_text("a train\n\nb test\n")
+    jobs, problems = jobs_of(["/v/a.mp4", "/v/b.avi", "/v/c d.mp4"], "test", str(listing))
+    assert [(j.name, j.split) for j in jobs] == [("a", "train"), ("b", "test")]
+    assert problems == ["/v/c d.mp4: video 'c d': the name contains whitespace; a video name "
+                        "must be a plain file name without whitespace"]
+    with pytest.raises(InputError, match=r"splits.txt: video e \(/v/e.mp4\) is not listed"):
+        jobs_of(["/v/e.mp4"], "test", str(listing))
+    listing.write_text("a validation\n")
+    with pytest.raises(InputError, match=r"splits.txt: line 1: split 'validation', expected "
+                                         r"train or test"):
+        jobs_of(["/v/a.mp4"], "test", str(listing))
