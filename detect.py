@@ -205,8 +205,9 @@ def detect_seed(opts, net, record, run_dir, log):
 
 
 def extract_video(args, given, runs):
-    """--video: its features extracted into OUT/extraction/ (everything checked first);
-    the data options that make the run localise them."""
+    """--video: its features extracted into OUT/extraction/ (the run's folders, the video
+    and the weights checked first; what depends on the data, after); the data options
+    that make the run localise them."""
     if DATA_OPTIONS & set(given) or args.videos or args.split != "test":
         raise InputError("--video: the data is that video's features; --data-root, --dataset, "
                          "--layout, --split and --videos do not go with it")
