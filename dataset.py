@@ -85,6 +85,7 @@ class VideoSet:
     warnings: list = field(default_factory=list)   # what loading warned about, in order
     dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
                                                    # the videos dropped for empty features
+    annotated: bool = True     # False: features without annotations (no label, no segment)
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -140,11 +141,13 @@ def read_class_list(path):
 
 
 def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float32",
-             max_videos=None, drop_empty=True, ambiguous=(), log=warn):
+             max_videos=None, drop_empty=True, ambiguous=(), log=warn, annotated=True):
     """Run the shared checks over a reader's entries and build the VideoSet.
 
     max_videos: keep only the first n train and n test videos (for --dry-run).
     drop_empty: drop videos with empty or all-zero features (one warning); False raises.
+    annotated: each split must keep a video, and videos without labels are warned about
+    (False, features without annotations: at least one video in all, no such warning).
     """
     kept = {"train": 0, "test": 0}
     videos, dropped, unlabeled, clipped = [], [], [], 0
@@ -175,14 +178,14 @@ def assemble(entries, classes, source, *, layout, snippet_seconds, memory="float
         log(dropped_warning(dropped))
     if clipped:
         log(f"{clipped} segments reach outside their video and were clipped to [0, duration]")
-    if unlabeled:
+    if unlabeled and annotated:
         log(f"{len(unlabeled)} videos have an empty label set (EM training skips them): "
             f"{named(unlabeled)}")
     mismatch = snippet_rate_mismatch(lengths, snippet_seconds)
     if mismatch:
         log(mismatch)
     for split in ("train", "test"):
-        if kept[split] == 0:
+        if kept[split] == 0 and (annotated or not videos):
             raise InputError(f"{source}: no video of the {split} split is left")
     names = [v.name for v in videos]
     if len(set(names)) != len(names):
@@ -209,7 +212,7 @@ def dropped_warning(dropped):
 
 def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
                  max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
-                 classes=None, log=warn):
+                 classes=None, log=warn, unannotated=False):
     """Load features and annotations from any layout (layouts.py describes them).
 
     bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
@@ -220,7 +223,10 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     labels are indexed by (names in index order; None: the annotations' own list).
     memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
     size; SnippetDataset still hands out float32) or 'stream'. Warnings go to `log` once
-    each and are kept in VideoSet.warnings.
+    each and are kept in VideoSet.warnings. unannotated: features without annotations (a
+    folders root without gt.json, an HDF5 file without classes: extract.py's output) are
+    read, as videos without labels or segments, with one split or both (VideoSet.annotated
+    False); otherwise they are refused.
     """
     if layout == "auto":
         layout = detect_layout(root)
@@ -243,12 +249,18 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     try:
         found, entries, source, ambiguous, rate = read_layout(
             layout, root, bundle, train_subset, test_subset, annotations,
-            snippet_seconds, layout_seconds, note, classes)
+            snippet_seconds, layout_seconds, note, classes, unannotated)
+        annotated, found = found is not None, found or []
+        if not annotated and not unannotated:
+            raise InputError(f"{source}: no class list: features without annotations (e.g. "
+                             f"extract.py's); training and evaluation need annotations")
         if classes is not None and list(found) != list(classes):
             entries = adopt_classes(entries, found, classes, source)
         data = assemble(entries, classes if classes is not None else found, source,
                         layout=layout, snippet_seconds=rate, memory=memory,
-                        max_videos=max_videos, drop_empty=True, ambiguous=ambiguous, log=note)
+                        max_videos=max_videos, drop_empty=True, ambiguous=ambiguous, log=note,
+                        annotated=annotated)
+        data.annotated = annotated
     except BaseException:
         if layout == "hdf5":
             close_hdf5(root)                    # nothing will stream from it
@@ -260,10 +272,13 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
 
 
 def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
-                layout_seconds, log, classes=None):
-    """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout."""
+                layout_seconds, log, classes=None, unannotated=False):
+    """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout;
+    classes None: features without annotations (an HDF5 file without classes, a folders
+    root without gt.json when `unannotated`)."""
     if layout == "hdf5":
         found, entries, source, ambiguous, stored = hdf5_entries(root, log)
+        found = found or None
         if snippet_seconds is not None and not np.isclose(stored, float(snippet_seconds)):
             raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
                              f"snippet_seconds) but {float(snippet_seconds):g} s was asked for")
@@ -272,7 +287,7 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
     if layout == "wtalc":
         return (*wtalc_entries(root, bundle, train_subset, test_subset, log), rate)
     if layout == "folders":
-        return (*folders_entries(root, log), rate)
+        return (*folders_entries(root, log, unannotated), rate)
     return (*emmil_entries(root, annotations, classes, log), rate)
 
 
@@ -358,7 +373,8 @@ def summarize(data, dataset):
         splits[split] = {"videos": len(videos),
                          "snippets": int(sum(v.num_snippets for v in videos)),
                          "segments": int(sum(len(v.segments) for v in videos))}
-    return {"layout": data.layout, "dataset": dataset, "classes": list(data.classes),
+    return {"layout": data.layout, "dataset": dataset, "annotated": data.annotated,
+            "classes": list(data.classes),
             "snippets_per_second": 1.0 / data.snippet_seconds, "feature_dim": STREAM_DIM,
             "splits": splits, "warnings": list(data.warnings)}
 
@@ -410,7 +426,7 @@ def load_from_args(args):
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
                         layout_seconds=o.layout_snippet_seconds(), classes=classes,
-                        log=lambda message: None)
+                        log=lambda message: None, unannotated=True)
     return data, dataset
 
 

@@ -4,6 +4,8 @@
     python detect.py RUN_DIR --loc-threshold 0.1 --nms hard --output-dir OUT
     python detect.py RUN_DIR --split all --videos NAME ... --output-dir OUT
     python detect.py RUN_DIR --dataset thumos14 --data-root DIR --output-dir OUT
+    python detect.py RUN_DIR --video FILE.mp4 --rgb-weights RGB.pt --flow-weights FLOW.pt \
+        --output-dir OUT                                          # one video file
 
 RUN_DIR is a run's output folder (or a --seeds folder: one result per seed). Its opts.json
 and final weights (em_mil.pt, classifier.pt) are read; the options of the detection and
@@ -11,7 +13,13 @@ evaluation groups (and the data options) override the saved ones; a training opt
 refused. OUT gets what run.py writes after training: results.json (results.txt for
 THUMOS14), metrics.json when the videos have ground truth, opts.json (the source run, its
 weights' sha256, the overrides), report/. On the run's own data with no override,
-results.json and metrics.json are the run's own, byte for byte.
+results.json and metrics.json are the run's own, byte for byte. Data without annotations
+(features extract.py wrote, no gt.json) is localised with the run's class list, without
+metrics.json.
+
+--video FILE extracts the video's I3D features first (extract.py's convention and checks,
+into OUT/extraction/, docs/extract.md), localises them, and draws OUT/timeline_<video>.png:
+its detections over the curves they come from.
 """
 import argparse
 import os
@@ -23,12 +31,14 @@ import torch
 from analysis import report
 from analysis.seeds import format_summary, summarise_seeds
 from dataset import SnippetDataset, read_class_list
+from extraction.jobs import plan, run
+from extraction.options import STREAMS, add_extraction_options, weights_of
 from opts import add_data_options, add_detection_options, add_evaluation_options, build_parser
 from pipeline.data import load_data
 from pipeline.finished_run import (DATA_OPTIONS, OVERRIDABLE, check_finished, chosen_ground_truth,
                                    held_out, load_networks, merged_options, run_folders,
                                    weights_sha256)
-from pipeline.outputs import Trained, localise_and_evaluate
+from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
 from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
@@ -36,6 +46,7 @@ from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomi
 from utils import Logger, resolve_device
 
 SPLITS = ("test", "train", "all")
+EXTRACTION = "extraction"           # OUT/extraction/: the features of --video
 
 
 def build_detect_parser():
@@ -59,6 +70,11 @@ def build_detect_parser():
     g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report/ as run.py does")
     g.add_argument("--quiet", action="store_true", help="no progress bars, no console log")
+    v = p.add_argument_group("detect.py --video: detections of a video file")
+    v.add_argument("--video", default=None, metavar="FILE",
+                   help="extract this video's I3D features (into OUT/extraction/), localise "
+                        "them, and draw OUT/timeline_<video>.png")
+    add_extraction_options(p, streams=False, device=False)
     for add in (add_data_options, add_detection_options, add_evaluation_options):
         add(p)
     for action in p._actions:                       # the run's options: only those given
@@ -80,6 +96,10 @@ def parse_args(argv):
     given = {k: v for k, v in vars(args).items() if k in OVERRIDABLE}
     if args.threads < 0:
         raise InputError(f"--threads {args.threads}: must be >= 0")
+    if not args.video and (args.rgb_weights or args.flow_weights or args.random_init
+                           or args.flow != "tvl1"):
+        raise InputError("--rgb-weights, --flow-weights, --random-init and --flow go with "
+                         "--video")
     return args, given
 
 
@@ -98,7 +118,9 @@ def check_against_run(opts, data, saved, run_dir, data_given, snippet_ok):
     else:
         _, run_data = load_data(run_opts, Logger(quiet=True))
         run_classes, run_seconds = run_data.classes, run_data.snippet_seconds
-    if list(data.classes) != list(run_classes):
+    if not data.annotated:                  # features without annotations: the run's classes
+        take_classes(data, run_classes)
+    elif list(data.classes) != list(run_classes):
         raise InputError(f"{opts.data_root}: its {len(data.classes)} classes "
                          f"({', '.join(data.classes[:3])}, ...) are not the run's "
                          f"{len(run_classes)} ({', '.join(run_classes[:3])}, ...)")
@@ -114,8 +136,17 @@ def check_against_run(opts, data, saved, run_dir, data_given, snippet_ok):
               file=sys.stderr)
 
 
+def take_classes(data, classes):
+    """Data without annotations takes the run's class list (its videos: no label)."""
+    data.classes = list(classes)
+    for v in data.videos:
+        v.labels = torch.zeros(len(classes))
+
+
 def chosen_videos(data, split, names):
     videos = data.videos if split == "all" else data.split(split)
+    if not videos:
+        raise InputError(f"{data.source}: no video of the {split} split")
     if names:
         known = {v.name: v for v in videos}
         for name in names:
@@ -133,9 +164,10 @@ def prepare_seed(args, given, run_dir, saved, out, log):
     opts = merged_options(saved, given, dict(
         output_dir=out, overwrite=args.overwrite, report=args.report, quiet=args.quiet,
         device=args.device or saved["device"], threads=args.threads))
-    check_output_dir(out, args.overwrite, resumable=False)
+    # --video: the folder was checked before its extraction wrote into it
+    check_output_dir(out, args.overwrite or bool(args.video), resumable=False)
     device = resolve_device(opts.device)
-    root, data = load_data(opts, log)
+    root, data = load_data(opts, log, unannotated=True)
     data_given = bool(DATA_OPTIONS & set(given))
     check_against_run(opts, data, saved, run_dir, data_given, args.snippet_mismatch == "ok")
     videos = chosen_videos(data, args.split, args.videos)
@@ -146,6 +178,8 @@ def prepare_seed(args, given, run_dir, saved, out, log):
                   gt, val_videos, val_gt)
     record = {"source_run": os.path.abspath(run_dir), "weights_sha256": weights_sha256(run_dir),
               "overrides": given, "split": args.split, "videos": args.videos}
+    if args.video:
+        record["video"] = os.path.abspath(args.video)
     return opts, net, record
 
 
@@ -170,6 +204,32 @@ def detect_seed(opts, net, record, run_dir, log):
     return metrics
 
 
+def extract_video(args, given, runs):
+    """--video: its features extracted into OUT/extraction/ (the run's folders, the video
+    and the weights checked first; what depends on the data, after); the data options
+    that make the run localise them."""
+    if DATA_OPTIONS & set(given) or args.videos or args.split != "test":
+        raise InputError("--video: the data is that video's features; --data-root, --dataset, "
+                         "--layout, --split and --videos do not go with it")
+    for _, run_dir, _ in runs:
+        check_finished(run_dir)
+    folder = os.path.join(args.output_dir, EXTRACTION)
+    todo = plan(folder, [args.video], streams=STREAMS, flow=args.flow,
+                weights=weights_of(args), random_init=args.random_init,
+                overwrite=args.overwrite)
+    if todo.problems:
+        raise InputError(todo.problems[0])
+    said = []
+    progress = run(todo, device=args.device or "auto", say=(lambda line: None) if args.quiet
+                   else print, warn=said.append)
+    if progress.failed:
+        raise InputError(said[0].removeprefix("error: "))
+    if progress.short:
+        raise InputError(f"{args.video}: shorter than one chunk (16 frames at 25 fps): no "
+                         f"feature to localise")
+    return {**given, "data_root": folder, "layout": "folders"}
+
+
 def main(argv=None):
     args, given = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.threads:
@@ -180,6 +240,8 @@ def main(argv=None):
         raise InputError(f"--output-dir {args.output_dir}: is RUN_DIR; write elsewhere")
     check_output_dir(args.output_dir, args.overwrite, resumable=False)
     log = Logger(quiet=args.quiet)
+    if args.video:
+        given = extract_video(args, given, runs)           # the first write
     prepared = []
     for seed, run_dir, saved in runs:                   # every seed checked before a write
         out = os.path.join(args.output_dir, f"seed_{seed}") if several else args.output_dir
@@ -189,6 +251,11 @@ def main(argv=None):
         clear_earlier_run(args.output_dir)
     results = [detect_seed(opts, net, record, run_dir, log.fresh())
                for seed, run_dir, opts, net, record in prepared]
+    if args.video:
+        for seed, run_dir, opts, net, record in prepared:
+            for path in write_timelines(opts.output_dir, opts, net):
+                if not args.quiet:
+                    print(f"timeline: {path}")
     if several and all(m is not None for m in results):
         summary = summarise_seeds([seed for seed, *_ in prepared], results)
         atomic_write_json(os.path.join(args.output_dir, "summary.json"), summary)

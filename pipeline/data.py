@@ -11,8 +11,9 @@ from readers.safe_io import InputError
 DRY_RUN_VIDEOS = 4
 
 
-def load_data(opts, log):
-    """(root, VideoSet) of the run's data options."""
+def load_data(opts, log, unannotated=False):
+    """(root, VideoSet) of the run's data options. unannotated: features without
+    annotations are read too (detect.py; see dataset.load_dataset)."""
     root = opts.data_root
     if opts.generate_synthetic:
         root = synthetic.ensure(root, opts.synthetic_videos, opts.synthetic_max_seconds, log=log)
@@ -21,7 +22,7 @@ def load_data(opts, log):
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
                         opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
                         layout_seconds=layout_snippet_seconds(), memory=opts.memory,
-                        classes=classes)
+                        classes=classes, unannotated=unannotated)
     return root, data
 
 

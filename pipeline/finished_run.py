@@ -171,8 +171,11 @@ def merged_options(saved, given, system):
 # ----------------------------------------------------------------------------- videos
 
 def chosen_ground_truth(opts, data, split, videos):
-    """The evaluation ground truth of the chosen videos (None when none has any segment).
-    The test split's is read from the annotation source, as run.py reads it."""
+    """The evaluation ground truth of the chosen videos (None when none has any segment, or
+    the data has no annotations). The test split's is read from the annotation source, as
+    run.py reads it."""
+    if not data.annotated:
+        return None
     names = [v.name for v in videos]
     if split == "test":
         gt = test_ground_truth(data, opts)

@@ -2,17 +2,21 @@
 the detections (results.json, results.txt), metrics.json and the report. run.py and
 detect.py call the same function, so the same networks on the same videos give the same
 bytes."""
+import functools
+import json
 import os
 import time
 from dataclasses import dataclass
 
-from analysis import report
+import pandas as pd
+
+from analysis import figures, report
 from detection import released_class_ids, write_results_json, write_results_txt
 from evaluate import format_table
 from evaluation.eval_inputs import GroundTruth, class_ids
 from opts import DATA_ROOTS
 from pipeline.localise import evaluate_run, held_out_map, localise, report_curves
-from readers.safe_io import atomic_write_json
+from readers.safe_io import atomic_write_json, write_atomically
 
 
 @dataclass
@@ -77,3 +81,33 @@ def localise_and_evaluate(folder, opts, net, log, history=None, show=False):
     if opts.report and net.gt is not None:
         write_report(folder, opts, net, detections, metrics, history, log)
     return metrics
+
+
+def write_timelines(folder, opts, net, dpi=figures.DPI):
+    """FOLDER/timeline_<video>.png of each localised video (detect.py --video): its
+    detections of FOLDER/results.json, as the report draws a timeline (no ground truth),
+    over the curves they come from. Returns the paths."""
+    with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)["results"]
+    records = report_curves(net.model, net.classifier, net.videos.videos, net.data.classes,
+                            net.data.snippet_seconds, opts, net.device)
+    no_gt = pd.DataFrame(columns=["label", "start", "end"])
+    paths = []
+    for v in net.videos.videos:
+        found = pd.DataFrame([(d["label"], *d["segment"], d["score"])
+                              for d in results.get(v.name, [])],
+                             columns=["label", "start", "end", "score"])
+        drawn = figures.timeline_classes([], list(found["label"]), list(found["score"]),
+                                         list(net.data.classes))
+        fig = figures.timeline(v.name, no_gt, found, duration=v.duration,
+                               classes=list(net.data.classes),
+                               curves=report.curve_lines(records[v.name], drawn))
+        path = os.path.join(folder, f"timeline_{v.name}.png")
+        write_atomically(path, functools.partial(_write_bytes, figures.to_png(fig, dpi)))
+        paths.append(path)
+    return paths
+
+
+def _write_bytes(data, path):
+    with open(path, "wb") as f:
+        f.write(data)

@@ -17,7 +17,8 @@ HDF5 schema (format "emmil-features", version 1). Self-describing: no side files
 /                         file attributes
     format               str      "emmil-features" (required: other files are refused)
     version              int      1 (required, an integer)
-    classes              (K,) str class names, index order
+    classes              (K,) str class names, index order (K = 0: features without
+                                  annotations, e.g. from extract.py)
     snippet_seconds      float    seconds covered by one feature vector (0.64 for I3D at 25 fps)
     dataset              str      preset it was written for (thumos14, activitynet12, ...)
     source               str      where it was converted from (informative)
@@ -169,9 +170,9 @@ def hdf5_info(path):
         raise InputError(f"{path}: {HDF5_FORMAT} version {int(version)} is not known to this "
                          f"reader (version 1)")
     classes = _h5_attr(f, "classes", path)
-    if not (isinstance(classes, np.ndarray) and classes.ndim == 1 and len(classes)
+    if not (isinstance(classes, np.ndarray) and classes.ndim == 1
             and all(isinstance(c, (str, bytes)) for c in classes)):
-        raise InputError(f"{path}: attribute 'classes' is not a non-empty 1-d array of strings")
+        raise InputError(f"{path}: attribute 'classes' is not a 1-d array of strings")
     classes = [as_text(c, path, "attribute 'classes'") for c in classes]
     dataset = _h5_text(f, "dataset", path) if "dataset" in f.attrs else ""
     return {"classes": classes, "dataset": dataset,
@@ -198,7 +199,8 @@ def _h5_video(g, where, classes, rate):
     labels = _h5_numbers(g, "labels", where, 1, kinds="fiub").astype(np.float64)
     if labels.shape != (len(classes),):
         raise InputError(f"{where}: labels of shape {labels.shape}, expected ({len(classes)},)")
-    if not (np.isfinite(labels).all() and labels.min() >= 0 and labels.max() <= 1):
+    if labels.size and not (np.isfinite(labels).all() and labels.min() >= 0
+                            and labels.max() <= 1):
         raise InputError(f"{where}: labels are not multi-hot (values in [0, 1])")
     segments = _h5_numbers(g, "segments", where, 2).astype(np.float64)
     if segments.shape[1:] != (3,):

@@ -23,8 +23,12 @@ folders  the BaS-Net / UM / CoLA layout:
          DATA_ROOT/features/{train,test}/{rgb,flow}/<video>.npy   (T, 1024) each
                    or features/{train,test}/<video>.npy           (T, 2048) RGB then flow
          DATA_ROOT/Ambiguous_test.txt (optional)
+         DATA_ROOT/extraction.json (optional: features extracted from videos by extract.py;
+                                    a warning when its "comparable" is not "approximate")
          Classes are the sorted labels of gt.json; a video's duration is gt.json's, else
-         T * snippet_seconds.
+         T * snippet_seconds. Without gt.json (features of one's own videos) a caller that
+         allows it (unannotated=True) gets every listed video without labels or segments,
+         no class list, and a missing split file as an empty split.
 emmil    the released EM-MIL layout: DATA_ROOT/{train,test}/X_RGB/<i>.pt, X_flow/<i>.pt
          (float tensors (T, 1024)), Y_flow/<i>.pt (multi-hot (K,)), Name_flow/<i>.pt (a str),
          i = 0..N-1; segments, durations and classes come from `annotations` (a gt.json or a
@@ -39,7 +43,7 @@ import numpy as np
 from readers import annotation_reader
 from readers.features import (STREAM_DIM, Entry, join_streams, load_array, load_pt, named,
                       numeric_array)
-from readers.safe_io import InputError, check_video_name, load_npy, read_video_list
+from readers.safe_io import InputError, check_video_name, load_npy, read_json, read_video_list
 from utils import warn
 
 # ---------------------------------------------------------------------------
@@ -172,13 +176,44 @@ def folder_feature_paths(root, split, name):
     return (os.path.join(base, name + ".npy"),)
 
 
-def folders_entries(root, log=warn):
-    """(classes, entries, source, ambiguous) of the BaS-Net folders layout."""
+EXTRACTION_RECORD = "extraction.json"
+
+
+def warn_comparability(root, log=warn):
+    """A warning when root/extraction.json (features extract.py wrote) says its features are
+    not comparable with the published ones."""
+    path = os.path.join(root, EXTRACTION_RECORD)
+    if not os.path.isfile(path):
+        return
+    record = read_json(path, "extraction record")
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not an extraction record (a JSON object)")
+    comparable, reasons = record.get("comparable"), record.get("reasons") or []
+    if comparable != "approximate":
+        why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
+        log(f"{path}: these features are not comparable with the published ones (comparable: "
+            f"{comparable}{': ' + why if why else ''}); never mix them with other features "
+            f"in one run")
+
+
+def folders_entries(root, log=warn, unannotated=False):
+    """(classes, entries, source, ambiguous) of the BaS-Net folders layout. unannotated:
+    a root without gt.json is read as videos without labels or segments (classes None)."""
     gt = os.path.join(root, "gt.json")
-    classes, table, ambiguous = read_annotations(gt, log)
+    warn_comparability(root, log)
+    if os.path.isfile(gt) or not unannotated:
+        if not os.path.isfile(gt) and os.path.isfile(os.path.join(root, EXTRACTION_RECORD)):
+            raise InputError(f"{gt}: not found: the features extract.py wrote have no "
+                             f"annotations; add a gt.json to train or evaluate (docs/data.md), "
+                             f"or localise them with detect.py RUN_DIR --data-root {root}")
+        classes, table, ambiguous = read_annotations(gt, log)
+    else:
+        classes, table, ambiguous = None, None, []
     entries = []
     for split in ("train", "test"):
         list_path = os.path.join(root, f"split_{split}.txt")
+        if table is None and not os.path.isfile(list_path):
+            continue
         names = read_video_list(list_path)
         if not names:
             raise InputError(f"{list_path}: no video listed")
@@ -187,19 +222,21 @@ def folders_entries(root, log=warn):
                              f"(expected {split}/rgb/<video>.npy and {split}/flow/<video>.npy, "
                              f"or {split}/<video>.npy)")
         for name in names:
-            if name not in table:
+            if table is not None and name not in table:
                 raise InputError(f"{list_path}: video {name} is not in {gt}")
             paths = folder_feature_paths(root, split, name)
             for p in paths:
                 if not os.path.isfile(p):
                     raise InputError(f"{p}: file not found (video {name} of {list_path})")
-            labels, segments, duration = table[name]
+            labels, segments, duration = table[name] if table is not None else ([], [], None)
             entries.append(Entry(name, split, paths[0],
                                  functools.partial(_read_folder_video, paths, name),
                                  labels, segments, duration,
                                  functools.partial(_read_npy_streams, paths),
                                  paths if len(paths) == 2 else None))
-    return classes, entries, gt, ambiguous
+    if table is None and not entries:
+        raise InputError(f"{root}: no split_train.txt or split_test.txt listing a video")
+    return classes, entries, gt if table is not None else root, ambiguous
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""One video to its features: its frames at 25 fps (frames.py) in non-overlapping chunks of
+16 (T = floor(frames / 16); the last partial chunk is dropped), each chunk's RGB crops and
+flow fields through Inception-I3D (i3d.py), one 1024-d vector per chunk and stream.
+
+Flow field i goes from frame i to frame i + 1, both resized (short side 256) and grey, and
+is then cut to the same centre 224 x 224 as the RGB crop; so chunk c has the 16 fields of
+its 16 frames, the last one reaching into the next chunk's first frame. When the video ends
+exactly at a chunk's end, its last field (which would need a frame past the end) repeats the
+one before it. Frames stream through: at most one chunk (17 frames) and `batch` chunks of
+network input are held, whatever the video's length.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from extraction import frames as fr
+from extraction.flow import flow_algorithm, flow_field, scale_flow
+from extraction.i3d import FEATURE_DIM
+
+CHUNK = 16               # frames per feature vector
+STREAMS = ("rgb", "flow")
+
+
+@dataclass
+class VideoStats:
+    """What a video gave: frames at 25 fps, chunks, seconds per stage."""
+    frames: int = 0                 # at 25 fps
+    chunks: int = 0
+    seconds: dict = field(default_factory=lambda: {"decode": 0.0, "resize": 0.0,
+                                                   "flow": 0.0, "i3d": 0.0})
+
+
+def _timed(stats, stage, t0):
+    stats.seconds[stage] += time.perf_counter() - t0
+    return time.perf_counter()
+
+
+def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=None):
+    """Yield the network inputs of each 16-frame chunk of a video at 25 fps:
+    {"rgb": (16, 224, 224, 3) float32 in [-1, 1], "flow": (16, 224, 224, 2) float32 in
+    [-1, 1]} (only the streams asked for). stats (VideoStats) is filled as it goes."""
+    stats = stats if stats is not None else VideoStats()
+    want_rgb, want_flow = "rgb" in streams, "flow" in streams
+    algo = flow_algorithm(flow_method) if want_flow else None
+    rgb, flows = [], []                 # the current chunk's crops and fields (+ one ahead)
+    prev_gray, last = None, (None, None)
+    t = time.perf_counter()
+    for k, source, frame in fr.frames_at(path, fr.FPS, threads):
+        stats.frames = k + 1
+        if source != last[0]:
+            t = _timed(stats, "decode", t)
+            full = fr.resize_short_side(fr.to_rgb(frame))          # (h, w, 3) uint8
+            last = (source, full)
+            t = _timed(stats, "resize", t)
+        full = last[1]
+        rgb.append(fr.rgb_values(fr.centre_crop(full)) if want_rgb else None)  # (224, 224, 3)
+        if want_flow:
+            grey = fr.gray(full)
+            if prev_gray is not None:
+                flows.append(scale_flow(fr.centre_crop(flow_field(algo, prev_gray, grey))))
+            prev_gray = grey
+        t = _timed(stats, "flow" if want_flow else "resize", t)
+        if len(rgb) == CHUNK + want_flow:       # with flow: wait for the next chunk's frame 0
+            yield _chunk(rgb[:CHUNK], flows[:CHUNK], streams)
+            stats.chunks += 1
+            rgb, flows = rgb[CHUNK:], flows[CHUNK:]
+            t = time.perf_counter()
+    t = _timed(stats, "decode", t)
+    if want_flow and len(rgb) == CHUNK:         # the video ends at this chunk's end
+        if flows:
+            flows.append(flows[-1])
+        if len(flows) == CHUNK:
+            yield _chunk(rgb, flows, streams)
+            stats.chunks += 1
+
+
+def _chunk(rgb, flows, streams):
+    out = {}
+    if "rgb" in streams:
+        out["rgb"] = np.stack(rgb)                                  # (16, 224, 224, 3)
+    if "flow" in streams:
+        out["flow"] = np.stack(flows)                               # (16, 224, 224, 2)
+    return out
+
+
+def network_input(chunks, device):
+    """[(16, 224, 224, C)] -> (N, C, 16, 224, 224) float32 on device; channels-last in
+    memory (the order the chunks are in), which is also the faster layout for Conv3d."""
+    x = torch.from_numpy(np.stack(chunks))                          # (N, 16, 224, 224, C)
+    return x.to(device).permute(0, 4, 1, 2, 3)
+
+
+@torch.no_grad()
+def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0):
+    """({stream: (T, 1024) float32}, VideoStats) of one video. nets: {stream: InceptionI3d}
+    on `device` (the streams to extract); batch: chunks per forward pass."""
+    streams = tuple(nets)
+    stats = VideoStats()
+    out = {s: [] for s in streams}
+    pending = {s: [] for s in streams}
+
+    def run(stream):
+        t0 = time.perf_counter()
+        x = network_input(pending[stream], device)
+        out[stream].append(nets[stream].features(x).float().cpu().numpy())   # (N, 1024)
+        pending[stream].clear()
+        _timed(stats, "i3d", t0)
+
+    for chunk in chunk_inputs(path, streams, flow_method, threads, stats):
+        for s in streams:
+            pending[s].append(chunk[s])
+            if len(pending[s]) >= batch:
+                run(s)
+    for s in streams:
+        if pending[s]:
+            run(s)
+    features = {s: (np.concatenate(out[s]) if out[s] else np.zeros((0, FEATURE_DIM)))
+                .astype(np.float32) for s in streams}
+    return features, stats
