@@ -164,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="evaluate.py",
         description="Temporal action detection mAP of predictions against a ground truth.",
         epilog="Predictions or ground-truth segments with start > end are accepted: start "
-               "and end are swapped, with a warning giving their count. NaN/Inf times or "
+               "and end are swapped, with a warning giving their count (and, for the ground truth, the "
+               "first one's video and times). NaN/Inf times or "
                "scores are errors, and so are video names that are not plain names (a path "
                "separator, '.' or '..', whitespace or a control character). Errors in the "
                "input give one line on stderr and exit 2.")

@@ -8,9 +8,10 @@
 One trial per (grid point, seed) in DIR/trials/<name>/, with the files run.py writes;
 DIR/results.csv (one row per trial), DIR/summary.csv and the printed table (per grid point,
 mean ± sample std over the seeds), ranked by the mAP on held-out *training* videos
-(--val-fraction), never by the test split. Every trial's options are checked before Ray
-starts or anything is written; the same command again skips finished trials and resumes
-interrupted ones; a folder holding another sweep is refused.
+(--val-fraction), never by the test split. Every trial's options, and the data against the
+first trial's, are checked before Ray starts or anything is written; the same command again
+skips finished trials and resumes interrupted ones, and with more seeds adds their trials; a
+folder holding another sweep is refused.
 
 --from-run RUN_DIR sweeps post-processing only (the detection and evaluation options) over
 a finished run's networks, with no training and no Ray: sweeps/from_run.py.
@@ -28,6 +29,7 @@ from sweeps import sweep_grid
 from readers import synthetic
 from opts import build_parser, parse_opts
 from run import trial_work
+from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
 from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
                              cli, read_json)
@@ -179,24 +181,60 @@ def manifest(args, axes, fixed):
         "options": {k: v for k, v in sorted(fixed.items()) if k not in RESUME_MAY_CHANGE}}))
 
 
+def extended_seeds(saved, wanted):
+    """The seeds of a sweep that continues the `saved` one (its manifest) with `wanted`'s
+    seeds: the saved seeds, then wanted's new ones, when wanted is the saved sweep with the
+    same or more seeds (same grid, options and --val-fraction); None otherwise."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("seeds"), list)):
+        return None
+    old, new = saved["seeds"], wanted["seeds"]
+    if {**saved, "seeds": None} != {**wanted, "seeds": None} or not set(old) <= set(new):
+        return None
+    return old + [s for s in new if s not in old]
+
+
 def check_sweep_folder(folder, wanted, overwrite, names):
-    """The folder is new, empty, or holds this same sweep (then it is resumed); --overwrite
-    allows another. Writable; no link where the trials are written."""
+    """The folder is new, empty, or holds this same sweep, maybe with fewer seeds (then it is
+    resumed, and extended); --overwrite allows another. Writable; no link where the trials
+    are written."""
     if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} and not overwrite:
         saved = read_json(os.path.join(folder, MANIFEST), or_none=True)
         if saved is None:
             raise InputError(f"{folder}: not empty and holds no sweep ({MANIFEST}); choose "
                              f"another --output-dir or pass --overwrite")
-        if saved != wanted:
+        if extended_seeds(saved, wanted) != wanted["seeds"]:
             grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in saved.get("grid", []))
             raise InputError(f"{folder}: holds another sweep (grid {grid or '(none)'}, seeds "
                              f"{saved.get('seeds')}, other options or --val-fraction); choose "
-                             f"another --output-dir or pass --overwrite to start over")
+                             f"another --output-dir or pass --overwrite to start over (more "
+                             f"seeds: give the earlier ones too)")
     check_output_dir(folder, overwrite=True)
     trials = os.path.join(folder, TRIALS)
     for path in [trials] + [os.path.join(trials, n) for n in names]:
         if os.path.islink(path):
             raise InputError(f"{path}: is a symbolic link; a sweep never writes through one")
+
+
+def sweep_seeds(args, axes, fixed, folder):
+    """(the seeds to run, those new to the folder): --seeds, or (a folder holding this sweep
+    with some of them) the folder's seeds and then the new ones; the manifest then records
+    them all."""
+    saved = None if args.overwrite else read_json(os.path.join(folder, MANIFEST), or_none=True)
+    seeds = extended_seeds(saved, manifest(args, axes, fixed))
+    if seeds is None:
+        return args.seeds, []
+    return seeds, seeds[len(saved["seeds"]):]
+
+
+def check_first_data(trial):
+    """The data of the first trial, read once here (the embedded default generated on first
+    use) and checked against its options: a wrong --data-root or data that refuse the
+    options is one line before Ray starts, not a failure of every trial."""
+    opts = argparse.Namespace(**trial.opts)
+    try:
+        check_data(opts, load_data(opts, print)[1])
+    except InputError as e:
+        raise InputError(f"trial {trial.name}: {e}") from None
 
 
 def lock(folder):
@@ -235,11 +273,13 @@ def main(argv=None):
                               args.overwrite)
     axes = parse_grid(args.grid, build_parser(), NOT_SWEPT)
     fixed = fixed_options(rest, axes)
+    folder = os.path.abspath(args.output_dir)
+    args.seeds, added = sweep_seeds(args, axes, fixed, folder)
     planned = build_trials(args, rest, axes)
     trials = [t for _, _, t in planned]
-    folder = os.path.abspath(args.output_dir)
     wanted = manifest(args, axes, fixed)
     check_sweep_folder(folder, wanted, args.overwrite, [t.name for t in trials])
+    check_first_data(trials[0])
 
     # everything is checked: the first writes
     os.makedirs(folder, exist_ok=True)
@@ -253,8 +293,8 @@ def main(argv=None):
                                     if t.opts["generate_synthetic"]}):
         synthetic.ensure(root, n, seconds)              # once here, not in racing trials
     print(f"sweep: {len(planned) // len(args.seeds)} grid points x {len(args.seeds)} seeds = "
-          f"{len(trials)} trials in {folder}; {len(trials) - len(todo)} finished before",
-          flush=True)
+          f"{len(trials)} trials in {folder}; {len(trials) - len(todo)} finished before"
+          + (f"; seeds added: {' '.join(map(str, added))}" if added else ""), flush=True)
 
     earlier = read_csv(os.path.join(folder, RESULTS))
     keys = [axis.dest for axis in axes]

@@ -47,6 +47,25 @@ def check_feature_width(opts, data):
                          f"{' or '.join(map(str, sorted(width)))} per stream")
 
 
+def labelled(videos):
+    """The videos that have at least one label (the others teach the networks nothing)."""
+    return [v for v in videos if float(v.labels.sum()) > 0]
+
+
+def check_labels(opts, data, train):
+    """Some video trained on has a label, for every seed's held-out split: weak supervision
+    with no label at all trains nothing (every step is skipped)."""
+    if not labelled(train):
+        raise InputError(f"{data.source}: none of the {len(train)} training videos (subset "
+                         f"{opts.train_subset}) has a label; there is nothing to train on")
+    for seed in getattr(opts, "seeds", None) or [opts.seed]:
+        trained, _ = split_validation(train, opts.val_fraction, seed)
+        if not labelled(trained):
+            raise InputError(f"--val-fraction {opts.val_fraction}: with seed {seed} the "
+                             f"{len(trained)} training videos left after holding out have no "
+                             f"label ({data.source}); there is nothing to train on")
+
+
 def check_data(opts, data):
     """The options that depend on the data, checked before anything is written."""
     train = data.split("train")
@@ -58,3 +77,4 @@ def check_data(opts, data):
     if opts.val_fraction and not n_val:
         raise InputError(f"--val-fraction {opts.val_fraction}: holds out none of the "
                          f"{len(train)} training videos")
+    check_labels(opts, data, train)

@@ -13,7 +13,8 @@ One set of rules for all of them:
 * a video name is data (`check_video_name`): no path separator, no '.'/'..', no whitespace
   or control character, not empty, valid UTF-8;
 * a segment is two finite numbers; one that ends before it starts is swapped, and the
-  reader says how many (`ordered_segment`, the only place this is decided);
+  reader says how many and names the first (`ordered_segment`, the only place this is
+  decided; `swapped_warnings`);
 * a label is a non-empty string; a label missing from the class list is an error.
 Every problem is an `InputError` with one line naming the file (and video). Pickled arrays
 are loaded by safe_io.load_npy (a restricted unpickler: no file runs code).
@@ -67,12 +68,24 @@ def ordered_segment(segment, where, video):
     return (e, s, True) if e < s else (s, e, False)
 
 
-def swapped_warnings(where, segments, ambiguous_path=None, ambiguous=0):
-    """The warnings of a reader that swapped segments (none when it swapped none)."""
-    out = [f"{where}: {segments} ground-truth segments had start > end; start and end swapped"]
-    out += [f"{ambiguous_path}: {ambiguous} ambiguous segments had start > end; start and end "
-            f"swapped"]
-    return [w for w, n in zip(out, (segments, ambiguous)) if n]
+def swap_note(video, segment, at=""):
+    """One swapped segment as a warning names it: (video, 'start > end' as annotated, where in
+    the source or '')."""
+    s, e = (float(x) for x in segment)
+    return video, f"{s!r} > {e!r}", at
+
+
+def _swapped_line(where, what, swapped):
+    video, times, at = swapped[0]
+    return (f"{where}: {len(swapped)} {what} segments had start > end and were swapped, e.g. "
+            f"video {video}{f' ({at})' if at else ''}: {times}")
+
+
+def swapped_warnings(where, swapped, ambiguous_path=None, ambiguous=()):
+    """The warnings of a reader that swapped segments (none when it swapped none).
+    swapped, ambiguous: [swap_note] of the ground-truth and ambiguous segments, file order."""
+    out = [_swapped_line(where, "ground-truth", swapped)] if swapped else []
+    return out + ([_swapped_line(ambiguous_path, "ambiguous", ambiguous)] if ambiguous else [])
 
 
 # ---------------------------------------------------------------------------
@@ -102,16 +115,17 @@ class Annotations:
 
 
 def read_ambiguous(path):
-    """THUMOS14 'Ambiguous' segments ([(video, start, end)], how many were swapped);
-    ([], 0) when the file is absent."""
+    """THUMOS14 'Ambiguous' segments ([(video, start, end)], [swap_note] of those swapped);
+    ([], []) when the file is absent."""
     if not os.path.isfile(path):
-        return [], 0
-    out, swapped = [], 0
+        return [], []
+    out, swapped = [], []
     for n, (video, *segment) in read_rows(path, 3, "video start end"):
         where = f"{path}: line {n}"
         video = check_video_name(video, where)
         s, e, flipped = ordered_segment(segment, where, video)
-        swapped += flipped
+        if flipped:
+            swapped.append(swap_note(video, (e, s), f"line {n}"))
         out.append((video, s, e))
     return out, swapped
 
@@ -157,7 +171,7 @@ def read_gt_json(path):
     database = read_json(path).get("database")
     if not isinstance(database, dict):
         raise InputError(f"{path}: no 'database' object")
-    videos, swapped = {}, 0
+    videos, swapped = {}, []
     for key, info in database.items():
         video = check_video_name(key, path)
         if not isinstance(info, dict):
@@ -174,7 +188,8 @@ def read_gt_json(path):
                 raise InputError(f"{path}: video {video}: an annotation lacks 'segment' or "
                                  f"'label'")
             s, e, flipped = ordered_segment(a["segment"], path, video)
-            swapped += flipped
+            if flipped:
+                swapped.append(swap_note(video, (e, s)))
             segments.append((check_label(a["label"], path, video), s, e))
         videos[video] = VideoAnnotation(subset, sorted({c for c, _, _ in segments}), segments,
                                         _duration(info.get("duration"), path, video))
@@ -233,7 +248,7 @@ def read_wtalc(folder):
     if len(set(classes)) != len(classes):
         raise InputError(f"{path['classlist']}: a class is listed twice")
     known = set(classes)
-    videos, swapped = {}, 0
+    videos, swapped = {}, []
     for i, raw_name in enumerate(names):
         video = check_video_name(raw_name, path["videoname"])
         if video in videos:
@@ -246,7 +261,7 @@ def read_wtalc(folder):
             check_label(c, path["labels_all"], video)
             for c in _sequence(a["labels_all"][i], path["labels_all"], video, "its label set")]
         times = [ordered_segment(seg, path["segments"], video) for seg in segs]
-        swapped += sum(flipped for _, _, flipped in times)
+        swapped += [swap_note(video, (e, s)) for s, e, flipped in times if flipped]
         if len(segs) != len(labs):
             raise InputError(f"{path['labels']}: video {video} has {len(segs)} segments but "
                              f"{len(labs)} segment labels")
@@ -301,7 +316,7 @@ def read_official(folder, subset):
                 if inside else "")
         raise InputError(f"{folder}: no ground-truth files *_{suffix}.txt (expected a gt.json, a "
                          f"W-TALC *-Annotations folder or the official THUMOS14 folder){hint}")
-    segments_of, swapped = {}, 0
+    segments_of, swapped = {}, []
     for cls in classes:
         found = files.get(cls.lower(), [])
         if len(found) > 1:
@@ -314,7 +329,8 @@ def read_official(folder, subset):
             where = f"{file}: line {n}"
             video = check_video_name(video, where)
             s, e, flipped = ordered_segment(segment, where, video)
-            swapped += flipped
+            if flipped:
+                swapped.append(swap_note(video, (e, s), f"{found[0]} line {n}"))
             segments_of.setdefault(video, []).append((cls, s, e))
     amb_path = os.path.join(folder, f"Ambiguous_{suffix}.txt")
     ambiguous, amb_swapped = read_ambiguous(amb_path)

@@ -10,6 +10,11 @@ What makes it a localisation problem rather than a toy:
   (context, as in real sports videos), so background is not class-free;
 - generic background patterns and noise are shared by all classes;
 - features are non-negative like post-ReLU I3D features, 1024-d RGB then 1024-d flow.
+
+The same bytes on every machine (tests/test_synthetic.py holds their sha256): the features
+are sums of weighted patterns made with one float32 multiply and one add at a time, in a
+fixed order, never with a BLAS product (matmul/dot), whose summation order and fused
+multiply-adds depend on the BLAS build, its CPU kernel and its thread count.
 """
 import os
 import shutil
@@ -28,8 +33,15 @@ ARRAYS = ["videoname", "subset", "classlist", "segments", "labels", "labels_all"
           "original_fps", "extracted_fps"]
 
 
+GENERATOR = 2       # 2: no BLAS product (the same bytes everywhere); 1 (folders without a
+                    # suffix): matmuls, whose bytes depended on the machine
+
+
 def dataset_tag(n_videos, max_seconds):
-    return "full" if n_videos == 0 else f"{n_videos}v-{max_seconds:g}s"
+    """The folder of one setting, e.g. 120v-150s-g2: a new generator never reuses the folder
+    an earlier one wrote."""
+    size = "full" if n_videos == 0 else f"{n_videos}v-{max_seconds:g}s"
+    return f"{size}-g{GENERATOR}"
 
 
 def select_videos(durations, subsets, labels_all, n_videos, max_seconds, seed):
@@ -60,6 +72,18 @@ def _prototypes(rng, n, active=96, low=0.5, high=1.5):
     return protos
 
 
+def weighted_sum(weights, patterns):
+    """weights (T, N) @ patterns (N, D) -> (T, D) float32, without a BLAS product: for each
+    pattern in order, one exactly rounded float32 multiply and add, so the result is the
+    same bit for bit on every machine. Patterns whose weights are all zero add exactly 0
+    (the weights and patterns are non-negative) and are skipped."""
+    weights, patterns = weights.astype(np.float32), patterns.astype(np.float32)
+    out = np.zeros((weights.shape[0], patterns.shape[1]), dtype=np.float32)
+    for n in np.flatnonzero((weights != 0).any(axis=0)):
+        out += weights[:, n:n + 1] * patterns[n]                      # (T, 1) * (D,)
+    return out
+
+
 def video_features(rng, n_snippets, segments, labels, video_classes, protos, snippet_seconds):
     """Features (T, 2048) float32 of one video.
 
@@ -77,7 +101,8 @@ def video_features(rng, n_snippets, segments, labels, video_classes, protos, sni
     scene_level = np.zeros(scene.shape[0], dtype=np.float32)
     scene_level[video_classes] = 0.35
     mix = rng.dirichlet(np.ones(background.shape[0]) * 0.5, size=T).astype(np.float32)  # (T, B)
-    feats = signal @ action + scene_level @ scene + 1.2 * (mix @ background)
+    feats = (weighted_sum(signal, action) + weighted_sum(scene_level[None], scene)
+             + np.float32(1.2) * weighted_sum(mix, background))                 # (T, 2048)
     feats += rng.normal(0.0, 0.35, size=feats.shape).astype(np.float32)
     return np.maximum(feats, 0.0, out=feats)
 

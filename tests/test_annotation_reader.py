@@ -169,17 +169,19 @@ def test_text_files_that_are_not_utf8(tmp_path, capsys):
 
 
 def test_one_segment_rule_for_training_and_evaluation(tmp_path, capsys):
-    """A segment that ends before it starts is swapped, with one warning, by both readers."""
+    """A segment that ends before it starts is swapped, with one warning that counts them and
+    names the first (video and times as annotated), by both readers."""
     root = write_tiny_bundle(str(tmp_path / "data"))
     _save_py2_style(os.path.join(ann_dir(root), "segments.npy"),
                     [[[1.2, 0.5]], [[0.0, 0.9], [1.0, 9.0]], [[2.0, 1.0]], [[0.1, 0.5]]])
     said = []
     data = ds.load_dataset(root, BUNDLE, "validation", "test", log=said.append,
                              layout_seconds=layout_snippet_seconds())
-    assert said[0] == (f"{ann_dir(root)}: 2 ground-truth segments had start > end; start and "
-                       f"end swapped")
+    assert said[0] == (f"{ann_dir(root)}: 2 ground-truth segments had start > end and were "
+                       f"swapped, e.g. video {data.videos[0].name}: 1.2 > 0.5")
     assert data.videos[0].segments == [(0, 0.5, 1.2)]
-    with pytest.warns(EI.InputWarning, match="2 ground-truth segments had start > end"):
+    with pytest.warns(EI.InputWarning, match=r"2 ground-truth segments had start > end and were "
+                                             r"swapped, e\.g\. video \S+: 1\.2 > 0\.5$"):
         gt = EI.load_ground_truth(ann_dir(root))
     assert gt.segments.values.tolist()[0] == ["video_test_1", "Shotput", 1.0, 2.0]
     assert [v.segments for v in data.split("test")][0] == [(2, 1.0, 2.0)]

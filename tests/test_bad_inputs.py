@@ -231,6 +231,19 @@ def wtalc_bundle(value):
     return build
 
 
+def no_training_label(layout):
+    """A bundle in which no training video has a label (the test videos keep theirs)."""
+    def build(tmp):
+        videos = tiny_videos()
+        for v in videos:
+            if v["split"] == "train":
+                v["labels"], v["segments"] = [], []
+        if layout == "wtalc":
+            return {"root": write_wtalc(tmp / "wtalc", videos)}
+        return {"root": write_folders(str(tmp / "folders"), videos)}
+    return build
+
+
 def predictions(content, suffix=".json"):
     """evaluate.py: a valid gt.json and a prediction file holding `content` (an object is
     written as JSON, str as UTF-8 text, bytes as they are)."""
@@ -505,6 +518,11 @@ CASES = [
      ["results.json", "malformed JSON"]),
     ("pred-missing", lambda tmp: {**predictions([])(tmp), "pred": str(tmp / "none.json")},
      EVALUATE, ["none.json", "file not found"]),
+    # --- the data as a whole
+    ("folders-no-training-label", no_training_label("folders"), ("run",),
+     ["gt.json", "none of the 2 training videos (subset validation) has a label"]),
+    ("wtalc-no-training-label", no_training_label("wtalc"), ("run",),
+     ["Thumos14reduced-Annotations", "none of the 2 training videos", "nothing to train on"]),
 ]
 
 
@@ -591,6 +609,79 @@ def test_the_real_commands_refuse_in_one_line(tmp_path, name):
     check_refusal(r.returncode, r.stderr, expected, str(tmp_path))
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert snapshot(out) == before
+
+
+def test_no_label_left_after_holding_out_is_refused(tmp_path, capsys):
+    """Only video_validation_2 has a label (of the 2 training videos kept); --val-fraction 0.5
+    holds it out for seed 3 (the first of numpy's default_rng(3).permutation(2)), not for
+    seed 2: refused as the option that leaves nothing to train on."""
+    videos = tiny_videos()
+    videos[0]["labels"], videos[0]["segments"] = [], []
+    inputs = {"root": write_wtalc(tmp_path / "wtalc", videos)}
+    out = str(tmp_path / "out")
+    before = prefilled(out)
+    argv = command_argv("run", inputs, out)
+    assert cli(run.main, [*argv, "--val-fraction", "0.5", "--seeds", "2", "3"]) == 2
+    check_refusal(2, capsys.readouterr().err, ["--val-fraction 0.5: with seed 3 the 1 training "
+                                               "videos left after holding out have no label"],
+                  str(tmp_path))
+    assert snapshot(out) == before
+
+
+SWAPPED = {"video_validation_2": [("HighJump", 0.9, 0.0), ("Shotput", 1.0, 9.0)],
+           "video_test_1": [("Shotput", 2.0, 1.0), ("Shotput", 2.5, 2.2)]}
+
+
+def swapped_bundle(tmp, layout):
+    """The tiny data with three ground-truth segments annotated end first (the first in
+    file order: video_validation_2, 0.9 > 0.0)."""
+    videos = tiny_videos()
+    for v in videos:
+        v["segments"] = SWAPPED.get(v["name"], v["segments"])
+    if layout == "wtalc":
+        root = write_wtalc(tmp / "wtalc", videos)
+        return root, wtalc_paths(root, "Thumos14reduced")[1]
+    root = write_folders(str(tmp / "folders"), videos)
+    return root, os.path.join(root, "gt.json")
+
+
+@pytest.mark.parametrize("layout", ["folders", "wtalc"])
+def test_swapped_segments_are_counted_and_the_first_named(tmp_path, capsys, layout):
+    """Training's reader (run.py) and evaluate.py's say the same: the source, how many, and
+    the first one (its video and its times as annotated)."""
+    root, source = swapped_bundle(tmp_path, layout)
+    said = (f"{source}: 3 ground-truth segments had start > end and were swapped, e.g. video "
+            f"video_validation_2: 0.9 > 0.0")
+    out = str(tmp_path / "out")
+    assert cli(run.main, command_argv("run", {"root": root}, out)) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {said}" in err.splitlines(), err
+    assert os.path.isfile(os.path.join(out, "metrics.json"))           # the run went through
+    pred = tmp_path / "results.json"
+    pred.write_text(json.dumps(results({**GOOD, "segment": [2.2, 2.5]})))
+    assert cli(evaluate.main, [str(pred), "--gt", source, "--tiou", "0.9"]) == 0
+    out, err = capsys.readouterr()
+    assert f"evaluate.py: warning: {said}" in err.splitlines()
+    # video_test_1's two predictions are its two segments as swapped: both found at tIoU 0.9
+    assert re.search(r"^0\.9 +100\.00$", out, re.M), out
+
+
+def test_swapped_segments_of_the_official_folder_name_file_and_line(tmp_path, capsys):
+    folder = tmp_path / "official"
+    folder.mkdir()
+    (folder / "Shotput_test.txt").write_text("video_test_1 1.0 2.0\nvideo_test_1 12.3 10.1\n"
+                                             "video_test_2 5 4\n")
+    (folder / "Ambiguous_test.txt").write_text("video_test_1 7.5 7.0\n")
+    pred = tmp_path / "results.json"
+    pred.write_text(json.dumps(results(GOOD)))
+    assert cli(evaluate.main, [str(pred), "--gt", str(folder)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"evaluate.py: warning: {folder}: 2 ground-truth segments had start > end "
+                   f"and were swapped, e.g. video video_test_1 (Shotput_test.txt line 2): "
+                   f"12.3 > 10.1",
+                   f"evaluate.py: warning: {folder / 'Ambiguous_test.txt'}: 1 ambiguous "
+                   f"segments had start > end and were swapped, e.g. video video_test_1 "
+                   f"(line 1): 7.5 > 7.0"], err
 
 
 @pytest.mark.parametrize("layout", ["folders", "emmil", "hdf5", "wtalc"])

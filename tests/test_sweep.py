@@ -106,7 +106,8 @@ def test_another_grid_into_the_same_folder_is_refused(reference, capsys):
     out, _ = reference
     listing = sorted(os.listdir(out))
     manifest = (out / "sweep.json").read_text()
-    for change in (["--grid", "gamma=0.1,0.3"], ["--seeds", "1", "2", "3"], ["--lr", "1e-3"]):
+    for change in (["--grid", "gamma=0.1,0.3"], ["--seeds", "1", "3"], ["--seeds", "2"],
+                   ["--seeds", "1", "2", "3", "--lr", "1e-3"], ["--lr", "1e-3"]):
         rc, err = sweep_cli([*GRID, *change, "--output-dir", str(out)], capsys)
         assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
         assert "holds another sweep" in err, change
@@ -243,3 +244,72 @@ def test_a_second_command_into_a_running_sweep_is_refused(reference, tmp_path, c
     assert rc == 2 and "another sweep command is running" in err
     rc, err = sweep_cli([*GRID, "--output-dir", str(out)], capsys)   # the copy is finished
     assert rc == 0, err
+
+
+# ----------------------------------------------------------------------------
+# the data checked once on the driver; more seeds added to a finished sweep
+# ----------------------------------------------------------------------------
+
+def test_a_wrong_data_root_is_refused_once_before_ray(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, err = sweep_cli([*GRID, "--dataset", "thumos14", "--data-root",
+                         str(tmp_path / "nowhere"), "--output-dir", str(out)], capsys)
+    assert rc == 2 and err.startswith("error: trial gamma=0.1_seed=1: ")
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'nowhere'}" in err and "annotation folder not found" in err
+    assert not out.exists()
+
+
+def test_data_that_refuse_the_options_are_refused_before_ray(tmp_path, capsys):
+    """--feature-dim passes the option checks; the data (the embedded default) refuse it on
+    the driver, before the folder is made."""
+    out = tmp_path / "out"
+    rc, err = sweep_cli([*GRID, "--feature-dim", "7", "--output-dir", str(out)], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "error: trial gamma=0.1_seed=1: --feature-dim 7: the features have 1024" in err
+    assert not out.exists()
+
+
+def test_extended_seeds():
+    saved = {"format": "emmil-sweep", "version": 1, "grid": [["gamma", [0.1, 0.2]]],
+             "seeds": [1, 2], "val_fraction": 0.25, "options": {"cls_epochs": 3}}
+    more = lambda **kw: {**saved, **kw}                                  # noqa: E731
+    assert sweep.extended_seeds(saved, saved) == [1, 2]
+    assert sweep.extended_seeds(saved, more(seeds=[1, 2, 3])) == [1, 2, 3]
+    assert sweep.extended_seeds(saved, more(seeds=[5, 2, 1, 4])) == [1, 2, 5, 4]
+    assert sweep.extended_seeds(saved, more(seeds=[2, 1])) == [1, 2]
+    for other in (more(seeds=[1]), more(seeds=[1, 3]), more(seeds=[3]),
+                  more(seeds=[1, 2, 3], val_fraction=0.2),
+                  more(seeds=[1, 2, 3], grid=[["gamma", [0.1]]]),
+                  more(seeds=[1, 2, 3], options={"cls_epochs": 4})):
+        assert sweep.extended_seeds(saved, other) is None, other
+    assert sweep.extended_seeds(None, saved) is None
+    assert sweep.extended_seeds({"seeds": "1 2"}, saved) is None
+
+
+def test_more_seeds_add_their_trials_and_keep_the_finished_ones(reference, tmp_path, capsys):
+    """--seeds 3 1 2 over the 2-seed sweep: seed 3's trials run, the four finished ones are
+    not touched, the manifest and the tables have all three seeds (in the folder's order)."""
+    out = tmp_path / "more"
+    shutil.copytree(reference[0], out)
+    before = {n: os.stat(out / "trials" / n / "metrics.json").st_mtime_ns for n in NAMES}
+    old = pd.read_csv(out / "results.csv").set_index("trial")
+    more = ["--grid", "gamma=0.1,0.2", "--seeds", "3", "1", "2", "--workers", "2", *TINY]
+    r = run("sweep.py", *more, "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "6 trials in" in r.stdout and "4 finished before; seeds added: 3" in r.stdout
+    assert json.loads((out / "sweep.json").read_text())["seeds"] == [1, 2, 3]
+    assert before == {n: os.stat(out / "trials" / n / "metrics.json").st_mtime_ns for n in NAMES}
+    new = [f"gamma={g}_seed=3" for g in ("0.1", "0.2")]
+    results = pd.read_csv(out / "results.csv").set_index("trial")
+    assert sorted(results.index) == sorted(NAMES + new) and set(results["status"]) == {"ok"}
+    for name in NAMES:                                  # the earlier command's row, kept
+        assert results.loc[name, "seconds"] == old.loc[name, "seconds"]
+        assert results.loc[name, "average_mAP@0.1:0.5"] == old.loc[name, "average_mAP@0.1:0.5"]
+    for name in new:
+        flat = flatten_metrics(metrics_of(out, name))
+        assert results.loc[name, "val_mAP"] == flat["val_mAP"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["seeds"]) == [3, 3]
+    rc, err = sweep_cli([*GRID, "--output-dir", str(out)], capsys)   # 2 seeds: refused now
+    assert rc == 2 and "holds another sweep" in err and "seeds [1, 2, 3]" in err
