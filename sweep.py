@@ -17,7 +17,6 @@ folder holding another sweep is refused.
 a finished run's networks, with no training and no Ray: sweeps/from_run.py.
 """
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ from run import trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
 from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
-                             cli, read_json)
+                             cli, hold_lock, read_json)
 from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
 from analysis.seeds import flatten_metrics, summarise_points
 from sweeps.sweep_grid import parse_grid, points, trial_name
@@ -237,22 +236,6 @@ def check_first_data(trial):
         raise InputError(f"trial {trial.name}: {e}") from None
 
 
-def lock(folder):
-    """Hold DIR/sweep.lock for this command: two sweeps never run the same trials at once."""
-    path = os.path.join(folder, LOCK)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
-        raise InputError(f"{path}: cannot be used ({e.strerror}; a link is never followed)") \
-            from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise InputError(f"{folder}: another sweep command is running in it") from None
-    return fd
-
-
 def progress_line(r, metrics_shown):
     if r["status"] == "skipped":
         return f"{r['name']}: finished before"
@@ -283,7 +266,7 @@ def main(argv=None):
 
     # everything is checked: the first writes
     os.makedirs(folder, exist_ok=True)
-    held = lock(folder)
+    held = hold_lock(folder, LOCK, "another sweep command is running in it")
     if args.overwrite:
         clear_sweep(folder, TRIALS, (MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT))
     atomic_write_json(os.path.join(folder, MANIFEST), wanted)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from readers.safe_io import InputError, first_line
+from readers.safe_io import InputError, file_sha256, first_line
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
 FEATURE_DIM = 1024
@@ -173,14 +173,6 @@ def git_blob_id(path):
         f.seek(0, 2)
         h.update(b"blob %d\0" % f.tell())
         f.seek(0)
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

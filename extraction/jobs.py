@@ -12,7 +12,6 @@ sees). Each feature file is written atomically; only this process writes extract
 the split files, after each video, so a rerun skips what is finished. A video that cannot be
 read fails alone (one line naming it); one shorter than a chunk is left out with a warning.
 """
-import fcntl
 import functools
 import os
 import shutil
@@ -31,8 +30,8 @@ from extraction.i3d import FEATURE_DIM, load_i3d, random_i3d, weights_identity
 from readers.features import LazyFeatures
 from readers.hdf5_format import write_hdf5
 from readers.safe_io import (InputError, atomic_write_json, atomic_write_text,
-                             check_video_name, first_line, one_line, read_json, read_rows,
-                             write_atomically)
+                             check_video_name, first_line, hold_lock, one_line, read_json,
+                             read_rows, write_atomically)
 from sweeps.trials import METRICS, Trial, run_trials
 from utils import resolve_device
 
@@ -297,23 +296,6 @@ def video_task(opts, resume=False):
 
 # ----------------------------------------------------------------------------- the run
 
-def hold_lock(out):
-    """Hold DIR/extraction.lock for this command: two commands never extract into the same
-    folder at once."""
-    path = os.path.join(out, LOCK)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
-        raise InputError(f"{path}: cannot be used ({e.strerror}; a link is never followed)") \
-            from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise InputError(f"{out}: another extract.py is writing in it") from None
-    return fd
-
-
 def write_splits(out, record):
     """DIR/split_<split>.txt: the finished videos of each split, sorted."""
     for split in SPLITS:
@@ -373,7 +355,7 @@ def run(plan, *, device="auto", workers=1, address=None, threads=0, gpus_per_tas
     if not (plan.jobs or plan.adopt or plan.clear):
         return progress                                 # nothing to write
     os.makedirs(plan.out, exist_ok=True)
-    fd = hold_lock(plan.out)
+    fd = hold_lock(plan.out, LOCK, "another extract.py is writing in it")
     try:
         if plan.clear:                                  # --overwrite: an earlier extraction
             for path in our_files(plan.out):

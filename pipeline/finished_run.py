@@ -3,7 +3,6 @@ saved options (and the overrides of the data, detection and evaluation options),
 folders, its final weights, loaded without running code (weights_only) and checked against
 the networks they must fill, and the ground truth of the videos chosen."""
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -17,7 +16,7 @@ from pipeline.data import split_validation
 from pipeline.localise import ground_truth, only_videos, test_ground_truth
 from pipeline.run_folder import LAST
 from pipeline.saved_opts import read_saved
-from readers.safe_io import InputError, first_line, read_json
+from readers.safe_io import InputError, file_sha256, first_line, read_json
 
 WEIGHTS = ("em_mil.pt", "classifier.pt")
 
@@ -65,14 +64,6 @@ def check_finished(folder):
                             else "RUN_DIR holds no final weights"))
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_weights(path):
     """A state dict of tensors from `path`, loaded with weights_only (no code runs)."""
     try:
@@ -116,7 +107,7 @@ def load_networks(folder, opts, num_classes, device):
 
 
 def weights_sha256(folder):
-    return {w: sha256(os.path.join(folder, w)) for w in WEIGHTS}
+    return {w: file_sha256(os.path.join(folder, w)) for w in WEIGHTS}
 
 
 # ----------------------------------------------------------------------------- options

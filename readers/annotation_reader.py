@@ -119,15 +119,21 @@ def read_ambiguous(path):
     ([], []) when the file is absent."""
     if not os.path.isfile(path):
         return [], []
-    out, swapped = [], []
+    return segment_rows(path, "")
+
+
+def segment_rows(path, named):
+    """The lines 'video start end' of one file, checked: [(video, start, end)] with start <=
+    end, and the swap notes of the reversed ones (named: the file's name in a note, or "")."""
+    rows, swapped = [], []
     for n, (video, *segment) in read_rows(path, 3, "video start end"):
         where = f"{path}: line {n}"
         video = check_video_name(video, where)
         s, e, flipped = ordered_segment(segment, where, video)
         if flipped:
-            swapped.append(swap_note(video, (e, s), f"line {n}"))
-        out.append((video, s, e))
-    return out, swapped
+            swapped.append(swap_note(video, (e, s), f"{named} line {n}".lstrip()))
+        rows.append((video, s, e))
+    return rows, swapped
 
 
 def _no_duplicate_keys(pairs):
@@ -324,13 +330,9 @@ def read_official(folder, subset):
                              f"{', '.join(found)}")
         if not found:
             raise InputError(f"{folder}: class {cls} has no ground-truth file {cls}_{suffix}.txt")
-        file = os.path.join(folder, found[0])
-        for n, (video, *segment) in read_rows(file, 3, "video start end"):
-            where = f"{file}: line {n}"
-            video = check_video_name(video, where)
-            s, e, flipped = ordered_segment(segment, where, video)
-            if flipped:
-                swapped.append(swap_note(video, (e, s), f"{found[0]} line {n}"))
+        rows, notes = segment_rows(os.path.join(folder, found[0]), found[0])
+        swapped += notes
+        for video, s, e in rows:
             segments_of.setdefault(video, []).append((cls, s, e))
     amb_path = os.path.join(folder, f"Ambiguous_{suffix}.txt")
     ambiguous, amb_swapped = read_ambiguous(amb_path)

@@ -17,6 +17,8 @@ folder, renamed over the target only when complete, so a crash never leaves a tr
 file and a link at the target is replaced, never written through.
 """
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -246,6 +248,15 @@ def read_json(path, what="", or_none=False):
                          f"({one_line(e)})") from None
 
 
+def file_sha256(path):
+    """The sha256 of a file's bytes (hex), read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_rows(path, n_fields, what):
     """[(line number, fields)] of the non-blank lines, each exactly `n_fields` fields."""
     rows = []
@@ -269,6 +280,24 @@ def read_video_list(path):
 # ---------------------------------------------------------------------------
 # Writing: a temporary file in the same folder, renamed when complete
 # ---------------------------------------------------------------------------
+
+def hold_lock(folder, name, busy):
+    """An exclusive lock on FOLDER/NAME, held until the file descriptor returned is closed
+    (or the process ends), the file opened without following a link: two commands never
+    write into one folder at once. busy: what the refusal says is running there."""
+    path = os.path.join(folder, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise InputError(f"{path}: cannot be used ({e.strerror}; a link is never followed)") \
+            from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputError(f"{folder}: {busy}") from None
+    return fd
+
 
 def _umask():
     mask = os.umask(0)

@@ -23,7 +23,7 @@ from extraction.i3d import PIERGIAJ_BLOBS
 from extraction.jobs import jobs_of
 from extraction.record import comparability
 from readers.safe_io import InputError, cli
-from test_extract_frames import constant_rate, textured, write_video
+from test_extract_frames import audio_only, constant_rate, textured, write_video
 
 DRY = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard"]
 TEST_ONLY = ["--random-init", "--flow", "dis"]
@@ -40,20 +40,6 @@ def call(main, argv):
 def moving(n, seed=1):
     texture = np.repeat(textured((48, 160), seed=seed)[:, :, None], 3, axis=2)
     return lambda i: np.ascontiguousarray(texture[:, 80 - 2 * i:144 - 2 * i])
-
-
-def audio_only(path):
-    out = av.open(str(path), "w")
-    stream = out.add_stream("aac", rate=8000)
-    for _ in range(4):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-    out.close()
 
 
 def truncated(path, tmp):

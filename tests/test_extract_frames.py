@@ -17,6 +17,21 @@ from readers.safe_io import InputError
 LEVEL = 5                # frame i of a written video is grey level LEVEL * i
 
 
+def audio_only(path):
+    """A file with one audio stream and no video stream."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("aac", rate=8000)
+    for _ in range(4):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+
+
 def write_video(path, times, size=(64, 48), rate=25, level=LEVEL, container=None, image=None):
     """A video whose frame i is uniformly grey LEVEL * i (or image(i), (H, W, 3) uint8),
     shown at times[i] seconds (Fractions, on a time base of 1/1000 s)."""
@@ -176,17 +191,7 @@ def test_bad_files_are_one_line(tmp_path):
     with pytest.raises(InputError, match=r"notes.mp4: not a readable video \(Invalid data"):
         list(fr.frames_at(str(text)))
     audio = tmp_path / "sound.mp4"
-    out = av.open(str(audio), "w")
-    stream = out.add_stream("aac", rate=8000)
-    for _ in range(4):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-    out.close()
+    audio_only(audio)
     with pytest.raises(InputError, match=r"sound.mp4: no video stream \(streams: audio\)"):
         fr.probe(str(audio))
 
