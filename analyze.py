@@ -19,7 +19,9 @@ from evaluation import eval_inputs
 import evaluate
 from analysis import published
 from analysis import report
-from readers.safe_io import InputError, OneLineParser, cli, one_line, read_json
+from core.cli import OneLineParser, cli
+from core.errors import InputError, one_line
+from core.safe_load import read_json
 
 RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
 

@@ -14,7 +14,7 @@ non-empty one: an error), .npy/.pt files holding anything but a plain array/tens
 (never unpickled), RGB/flow of different lengths (cut to the shorter, warned), videos whose
 features are empty or all zero (dropped, one warning counting them), segments outside the
 video (clipped, one warning counting them), videos with an empty label set (kept, one
-warning). Errors are `safe_io.InputError` with one line naming the file (and video) and
+warning). Errors are `core.errors.InputError` with one line naming the file (and video) and
 the problem.
 
 Memory: the W-TALC bundle is one pickled array, read whole and kept without copies. The
@@ -35,8 +35,9 @@ from readers.features import STREAM_DIM, keep_features, named, read_entry, video
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
                              wtalc_entries)
-from readers.safe_io import InputError, OneLineParser, cli, read_text
-from utils import warn
+from core.cli import OneLineParser, cli
+from core.errors import InputError, warn
+from core.safe_load import read_text
 
 LAYOUTS = ("wtalc", "folders", "emmil", "hdf5")
 MEMORY = ("auto", "float32", "float16", "stream")

@@ -41,8 +41,9 @@ from pipeline.finished_run import (DATA_OPTIONS, OVERRIDABLE, check_finished, ch
 from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
-from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
-                             cli)
+from core.cli import OneLineParser, cli
+from core.errors import InputError
+from core.files import atomic_write_json, atomic_write_text
 from utils import Logger, resolve_device
 
 SPLITS = ("test", "train", "all")

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from readers.safe_io import InputError, atomic_write_text, check_video_name
+from core.errors import InputError
+from core.files import atomic_write_text
+from core.names import check_video_name
 from dataset import snippets_to_seconds
 
 COLUMNS = ["video", "label", "start", "end", "score"]
@@ -265,7 +267,7 @@ def segments_frame(names, found, classes):
 
 def well_formed(detections):
     """The detections, if each makes one well-formed output line: a plain video name (no
-    whitespace or separator: safe_io.check_video_name) and finite times and score."""
+    whitespace or separator: core.names.check_video_name) and finite times and score."""
     for name in pd.unique(detections["video"]):
         check_video_name(name, "detections")
     if not np.isfinite(detections[["start", "end", "score"]].to_numpy(float)).all():

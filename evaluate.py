@@ -27,7 +27,9 @@ import pandas as pd
 
 from evaluation.eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
 from evaluation.protocols import activitynet_ap, thumos14_ap
-from readers.safe_io import InputError, OneLineParser, atomic_write_json, cli
+from core.cli import OneLineParser, cli
+from core.errors import InputError
+from core.files import atomic_write_json
 
 PROTOCOLS = ("activitynet", "thumos14")
 # Each benchmark's tIoU thresholds and averaged ranges (the one definition: opts.py's dataset

@@ -19,7 +19,8 @@ import sys
 
 from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
-from readers.safe_io import InputError, OneLineParser, cli
+from core.cli import OneLineParser, cli
+from core.errors import InputError
 from utils import resolve_device
 
 

@@ -13,7 +13,8 @@ import os
 import time
 
 from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
-from readers.safe_io import InputError, OneLineParser
+from core.cli import OneLineParser
+from core.errors import InputError
 from training.schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------

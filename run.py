@@ -26,9 +26,12 @@ from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, cl
                                  history_entry, load_checkpoint, read_history, restore,
                                  save_checkpoint, write_history)
 from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
-from readers.safe_io import InputError, atomic_write_json, atomic_write_text, cli, one_line
+from core.cli import cli
+from core.errors import InputError, one_line
+from core.files import atomic_write_json, atomic_write_text
 from training.schedule import describe_epoch, format_schedule, run_schedule
-from utils import Logger, atomic_torch_save, resolve_device, set_seed
+from utils import Logger, resolve_device, set_seed
+from core.files import atomic_torch_save
 
 
 # the run's logs ------------------------------------------------------------

@@ -30,8 +30,10 @@ from opts import build_parser, parse_opts
 from run import trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
-from readers.safe_io import (InputError, OneLineParser, atomic_write_json, atomic_write_text,
-                             cli, hold_lock, read_json)
+from core.cli import OneLineParser, cli
+from core.errors import InputError
+from core.files import atomic_write_json, atomic_write_text, hold_lock
+from core.safe_load import read_json
 from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
 from analysis.seeds import flatten_metrics, summarise_points
 from sweeps.sweep_grid import parse_grid, points, trial_name

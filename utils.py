@@ -1,12 +1,11 @@
-"""Small helpers shared by the other modules: seeding, devices, safe writes, logging."""
-import os
+"""Small helpers of the method's layers: seeding, devices, the log."""
 import random
-import sys
 
 import numpy as np
 import torch
 
-from readers.safe_io import InputError, write_atomically
+from core.errors import InputError
+from core.files import open_no_follow
 
 
 def set_seed(seed):
@@ -23,36 +22,6 @@ def resolve_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available")
     return torch.device(name)
-
-
-def atomic_torch_save(obj, path):
-    """torch.save through safe_io.write_atomically (a temporary file renamed over `path`).
-    Saved through a file object, so the archive's inner folder is always named 'archive':
-    given a path, torch names it after the (random) temporary file, and the same weights
-    would give different bytes in every run."""
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-    write_atomically(path, write)
-
-
-def open_no_follow(path, append=False):
-    """A text file opened for writing that is never a link's target. append=False: whatever
-    is at `path` (a symbolic or hard link included) is removed and a new file created;
-    append=True: a symbolic link, or a file with other hard links, is refused (InputError)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_EXCL)
-    try:
-        if not append and os.path.lexists(path):
-            os.remove(path)
-        fd = os.open(path, flags, 0o666)
-    except OSError as e:
-        if os.path.islink(path):
-            raise InputError(f"{path}: is a symbolic link; it is never written through") from None
-        raise InputError(f"{path}: cannot be written ({e.strerror})") from None
-    if os.fstat(fd).st_nlink > 1:
-        os.close(fd)
-        raise InputError(f"{path}: has other hard links; it is never written through")
-    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
 
 
 class Logger:
@@ -93,9 +62,4 @@ class Logger:
         if self.file is not None:
             self.file.close()
             self.file = None
-
-
-def warn(message):
-    """A warning on stderr, one line."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 

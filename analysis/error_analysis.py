@@ -294,7 +294,7 @@ def per_video_map(pred, gt, tious, protocol="activitynet"):
     ground-truth segment (videos without one are not ranked). All videos in one call: the
     classes become (video, class) pairs, so each video's classes are evaluated on their own
     and a video's mAP is the mean of its pairs' APs, as the evaluator on that video alone."""
-    def pairs(df):                     # a video name has no "/" (safe_io.check_video_name)
+    def pairs(df):                     # a video name has no "/" (core.names.check_video_name)
         return df["video"].astype(str) + "/" + df["label"].astype(str)
 
     seg = gt.segments.assign(label=pairs(gt.segments))

@@ -6,7 +6,7 @@ Torch-free; matplotlib is imported only here and below, when a report is made.
     write_summary_report(folder, runs, tious)                          # seeds, methods
 
 Only files of the names in REPORT_FILES are written or removed, and only inside report/:
-each through safe_io.write_atomically (a link there is replaced, never written through); a
+each through core.files.write_atomically (a link there is replaced, never written through); a
 report/ that is itself a link, or not a folder, is refused.
 """
 import os
@@ -20,7 +20,8 @@ import evaluate
 from analysis import published
 from evaluation.eval_inputs import GroundTruth
 from analysis.report_html import Section, page
-from readers.safe_io import InputError, atomic_write_json, atomic_write_text, write_atomically
+from core.errors import InputError
+from core.files import atomic_write_json, atomic_write_text, write_atomically
 from analysis.seeds import percent
 
 REPORT = "report"

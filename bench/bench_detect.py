@@ -37,7 +37,7 @@ from pipeline.data import load_data  # noqa: E402
 from pipeline.localise import (detect_from, evaluate_run, ground_truth,  # noqa: E402
                                network_outputs)
 from pipeline.outputs import Trained, localise_and_evaluate  # noqa: E402
-from readers.safe_io import cli  # noqa: E402
+from core.cli import cli  # noqa: E402
 from utils import Logger  # noqa: E402
 
 

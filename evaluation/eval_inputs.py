@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from readers import annotation_reader
-from readers.safe_io import InputError, check_video_name, read_rows
+from core.errors import InputError
+from core.names import check_video_name
+from core.safe_load import read_rows
 
 # THUMOS14 detection classes and their UCF101 ids (detclasslist.txt of the official kit).
 THUMOS14_CLASS_IDS = {

@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 
-from readers.safe_io import InputError, first_line
+from core.errors import InputError, first_line
 
 FPS = 25                 # frames per second of the features
 SHORT_SIDE = 256         # the resize: short side, in pixels

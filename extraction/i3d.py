@@ -15,13 +15,14 @@ uses its running statistics (inference only).
 import copy
 import hashlib
 import math
-import pickle
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from readers.safe_io import InputError, file_sha256, first_line
+from core.errors import InputError
+from core.files import file_sha256
+from core.safe_load import load_tensor_dict
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
 FEATURE_DIM = 1024
@@ -189,23 +190,8 @@ def weights_identity(path, stream):
 def read_state(path):
     """A state dict of tensors from a file, loaded with weights_only (no code runs): a file
     holding a pickled object, or anything but named tensors, is refused in one line."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except pickle.UnpicklingError as e:
-        raise InputError(f"{path}: refused: it holds a pickled object, not plain weights "
-                         f"({first_line(e, 120)})") from None
-    except Exception as e:
-        raise InputError(f"{path}: not a weights file ({type(e).__name__}: "
-                         f"{first_line(e, 120)})") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: not a state dict but a {type(state).__name__}")
-    for key, value in state.items():
-        if not isinstance(key, str) or not torch.is_tensor(value):
-            raise InputError(f"{path}: {str(key)[:60]!r} holds a {type(value).__name__}, not "
-                             f"a tensor")
-    return state
+    return load_tensor_dict(path, "refused: it holds a pickled object, not plain weights",
+                            "not a weights file")
 
 
 def check_state(state, network, path, stream):

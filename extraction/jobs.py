@@ -29,9 +29,10 @@ from extraction.frames import VIDEO_EXTENSIONS, probe
 from extraction.i3d import FEATURE_DIM, load_i3d, random_i3d, weights_identity
 from readers.features import LazyFeatures
 from readers.hdf5_format import write_hdf5
-from readers.safe_io import (InputError, atomic_write_json, atomic_write_text,
-                             check_video_name, first_line, hold_lock, one_line, read_json,
-                             read_rows, write_atomically)
+from core.errors import InputError, first_line, one_line
+from core.files import atomic_write_json, atomic_write_text, hold_lock, write_atomically
+from core.names import check_video_name
+from core.safe_load import read_json, read_rows
 from sweeps.trials import METRICS, Trial, run_trials
 from utils import resolve_device
 

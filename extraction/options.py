@@ -1,6 +1,6 @@
 """The options that define an extraction, shared by extract.py and detect.py --video."""
 from extraction.flow import METHODS
-from readers.safe_io import InputError
+from core.errors import InputError
 
 STREAMS = ("rgb", "flow")
 

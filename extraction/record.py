@@ -23,7 +23,9 @@ from extraction.features import CHUNK
 from extraction.flow import FLOW_BOUND, flow_params
 from extraction.frames import CROP, FPS, SHORT_SIDE
 from extraction.i3d import PIERGIAJ_FILES
-from readers.safe_io import InputError, atomic_write_json, read_json
+from core.errors import InputError
+from core.files import atomic_write_json
+from core.safe_load import read_json
 
 RECORD = "extraction.json"
 FORMAT, VERSION = "emmil-extraction", 1

@@ -6,7 +6,7 @@ import numpy as np
 from dataset import load_dataset, read_class_list
 from opts import layout_snippet_seconds
 from readers import synthetic
-from readers.safe_io import InputError
+from core.errors import InputError
 
 DRY_RUN_VIDEOS = 4
 

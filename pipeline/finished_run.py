@@ -4,10 +4,8 @@ folders, its final weights, loaded without running code (weights_only) and check
 the networks they must fill, and the ground truth of the videos chosen."""
 import argparse
 import os
-import pickle
 import re
 
-import torch
 
 from model import EMMIL, UntrimmedNetClassifier
 from opts import (add_data_options, add_detection_options, add_evaluation_options,
@@ -16,7 +14,9 @@ from pipeline.data import split_validation
 from pipeline.localise import ground_truth, only_videos, test_ground_truth
 from pipeline.run_folder import LAST
 from pipeline.saved_opts import read_saved
-from readers.safe_io import InputError, file_sha256, first_line, read_json
+from core.errors import InputError
+from core.files import file_sha256
+from core.safe_load import load_tensor_dict, read_json
 
 WEIGHTS = ("em_mil.pt", "classifier.pt")
 
@@ -66,20 +66,8 @@ def check_finished(folder):
 
 def read_weights(path):
     """A state dict of tensors from `path`, loaded with weights_only (no code runs)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise InputError(f"{path}: refused: not weights this project wrote "
-                         f"({first_line(e, 120)})") from None
-    except Exception as e:
-        raise InputError(f"{path}: corrupt or truncated weights ({type(e).__name__})") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: not a state dict but a {type(state).__name__}")
-    for key, value in state.items():
-        if not torch.is_tensor(value):
-            raise InputError(f"{path}: {str(key)[:60]!r} holds a {type(value).__name__}, "
-                             f"not a tensor")
-    return state
+    return load_tensor_dict(path, "refused: not weights this project wrote",
+                            "corrupt or truncated weights")
 
 
 def fill(network, path):

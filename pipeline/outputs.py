@@ -16,7 +16,7 @@ from evaluate import format_table
 from evaluation.eval_inputs import GroundTruth, class_ids
 from opts import DATA_ROOTS
 from pipeline.localise import evaluate_run, held_out_map, localise, report_curves
-from readers.safe_io import atomic_write_json, write_atomically
+from core.files import atomic_write_json, write_atomically
 
 
 @dataclass

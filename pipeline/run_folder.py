@@ -1,7 +1,6 @@
 """The run folder: the names a run writes there, the checks before the first write, and
 the checkpoint that lets --resume continue where a run stopped."""
 import os
-import pickle
 import random
 import re
 import tempfile
@@ -10,8 +9,9 @@ import numpy as np
 import torch
 
 from analysis.report import REPORT_FILES
-from readers.safe_io import InputError, atomic_write_json, one_line, read_json
-from utils import atomic_torch_save
+from core.errors import InputError, one_line
+from core.files import atomic_write_json, atomic_torch_save
+from core.safe_load import load_torch_plain, read_json
 
 LAST = "checkpoint_last.pt"
 
@@ -165,15 +165,8 @@ def load_checkpoint(folder):
     path = os.path.join(folder, LAST)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no checkpoint to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's message is several lines of advice; keep what it refused to build
-        asked = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"asks to build {asked.group(1)}" if asked else one_line(e)
-        raise InputError(f"{path}: refused: not a checkpoint of this project ({what})") from None
-    except Exception as e:
-        raise InputError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__})") from None
+    state = load_torch_plain(path, "refused: not a checkpoint of this project",
+                             "corrupt or truncated checkpoint")
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a checkpoint of this project (a {type(state).__name__})")
     missing = {"position", "model", "classifier", "cls_trainer", "rng"} - set(state)

@@ -5,7 +5,9 @@ import json
 import os
 
 from opts import build_parser, check_options, finite_number, option_problems
-from readers.safe_io import InputError, atomic_write_text, read_json
+from core.errors import InputError
+from core.files import atomic_write_text
+from core.safe_load import read_json
 
 
 def save_opts(opts, path):

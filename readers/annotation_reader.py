@@ -17,7 +17,7 @@ One set of rules for all of them:
   decided; `swapped_warnings`);
 * a label is a non-empty string; a label missing from the class list is an error.
 Every problem is an `InputError` with one line naming the file (and video). Pickled arrays
-are loaded by safe_io.load_npy (a restricted unpickler: no file runs code).
+are loaded by core.safe_load.load_npy (a restricted unpickler: no file runs code).
 """
 import json
 import math
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from readers.safe_io import (InputError, as_text, check_label, check_video_name,
-                     load_npy, one_line, read_rows, read_text)
+from core.errors import InputError, one_line
+from core.names import as_text, check_label, check_video_name
+from core.safe_load import load_npy, read_rows, read_text
 
 
 # ---------------------------------------------------------------------------

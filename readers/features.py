@@ -3,15 +3,13 @@
 naming the file) and held, in RAM or on disk (`LazyFeatures`). Every layout's reader
 (layouts.py, hdf5_format.py) goes through these functions; dataset.py assembles the result.
 """
-import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from readers.safe_io import InputError, first_line
-from utils import warn
+from core.errors import InputError, first_line, warn
+from core.safe_load import load_torch_plain
 
 STREAM_DIM = 1024
 LISTED = 5          # names listed in a counting warning
@@ -211,38 +209,9 @@ def read_entry(entry, log, allow_empty):
 
 
 # ---------------------------------------------------------------------------
-# Reading .npy and .pt files (never unpickled)
+# Reading .pt files (never unpickled)
 # ---------------------------------------------------------------------------
 
-def load_array(path):
-    """np.load of a plain (non-pickled) array; InputError when missing, pickled (an object
-    array: loading it could run code), truncated or too large to allocate."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise InputError(f"{path}: cannot read: a pickled object array, not a plain array "
-                             f"of numbers (pickles are never loaded)") from None
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
-    except Exception as e:  # numpy raises many kinds for a damaged file
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
-    if not isinstance(x, np.ndarray):           # an .npz archive under an .npy name
-        x.close()
-        raise InputError(f"{path}: cannot read: not a single .npy array")
-    return x
-
-
 def load_pt(path):
-    """torch.load with weights_only=True (tensors, str and plain containers only);
-    InputError when missing, unreadable or holding anything else (torch's refusal is
-    replaced by one line)."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise InputError(f"{path}: cannot read: not a plain tensor/str file") from None
-    except Exception as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
+    """A feature .pt file (tensors, str and plain containers only; no code runs)."""
+    return load_torch_plain(path, "cannot read: not a plain tensor/str file", "cannot read")

@@ -9,7 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from readers.features import STREAM_DIM, Entry, join_streams, video_streams
-from readers.safe_io import InputError, as_text, check_video_name, first_line, write_atomically
+from core.errors import InputError, first_line
+from core.files import write_atomically
+from core.names import as_text, check_video_name
 
 HDF5_SCHEMA = """\
 HDF5 schema (format "emmil-features", version 1). Self-describing: no side files.

@@ -13,7 +13,7 @@ wtalc    the W-TALC bundle (THUMOS14 and ActivityNet1.2):
                                         labels_all.npy (N,)  per video its label set
                                         duration.npy   (N,) or (N, 1) seconds
                                         Ambiguous_test.txt (THUMOS14 only)
-         The object arrays were pickled by Python 2: safe_io.load_npy reads them with a
+         The object arrays were pickled by Python 2: core.safe_load.load_npy reads them with a
          restricted unpickler (numpy arrays and plain values only); strings may be bytes.
 folders  the BaS-Net / UM / CoLA layout:
          DATA_ROOT/gt.json           {"database": {video: {"subset", "annotations":
@@ -41,10 +41,10 @@ import os
 import numpy as np
 
 from readers import annotation_reader
-from readers.features import (STREAM_DIM, Entry, join_streams, load_array, load_pt, named,
-                      numeric_array)
-from readers.safe_io import InputError, check_video_name, load_npy, read_json, read_video_list
-from utils import warn
+from readers.features import STREAM_DIM, Entry, join_streams, load_pt, named, numeric_array
+from core.safe_load import load_array, load_npy, read_json, read_video_list
+from core.errors import InputError, warn
+from core.names import check_video_name
 
 # ---------------------------------------------------------------------------
 # Ground truth: any annotation source, as class indices

@@ -24,7 +24,9 @@ import numpy as np
 
 from readers.features import STREAM_DIM
 from readers.layouts import wtalc_paths
-from readers.safe_io import InputError, as_text, load_npy
+from core.errors import InputError
+from core.names import as_text
+from core.safe_load import load_npy
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")

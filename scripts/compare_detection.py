@@ -21,7 +21,8 @@ import run  # noqa: E402  (after the path is set)
 from pipeline import run_folder  # noqa: E402
 from opts import parse_opts  # noqa: E402
 from pipeline.saved_opts import save_opts  # noqa: E402
-from readers.safe_io import InputError, atomic_write_json  # noqa: E402
+from core.errors import InputError
+from core.files import atomic_write_json  # noqa: E402
 from analysis.seeds import percent, summarise_seeds  # noqa: E402
 from pipeline.data import check_data, load_data  # noqa: E402
 from utils import Logger  # noqa: E402

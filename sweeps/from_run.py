@@ -19,7 +19,8 @@ from pipeline.finished_run import (POST_PROCESSING, check_finished, chosen_groun
                                    held_out, load_networks, merged_options, run_folders)
 from pipeline.localise import detect_from, evaluate_run, held_out_score, network_outputs
 from pipeline.run_folder import check_output_dir
-from readers.safe_io import InputError, atomic_write_json, atomic_write_text
+from core.errors import InputError
+from core.files import atomic_write_json, atomic_write_text
 from sweeps.sweep_grid import parse_grid, points, trial_name
 from sweeps.sweep_tables import format_table, ranked, results_frame
 from utils import Logger, resolve_device

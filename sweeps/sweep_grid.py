@@ -16,7 +16,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from readers.safe_io import InputError, one_line
+from core.errors import InputError, one_line
 
 JOINED = {"schedule": ","}          # options whose `+`-joined parts are one comma-joined value
 BOOLEAN = {"true": True, "false": False}

@@ -22,7 +22,9 @@ import socket
 import time
 from dataclasses import dataclass
 
-from readers.safe_io import InputError, atomic_write_json, one_line, read_json
+from core.errors import InputError, one_line
+from core.files import atomic_write_json
+from core.safe_load import read_json
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 METRICS, OPTS, CHECKPOINT = "metrics.json", "opts.json", "checkpoint_last.pt"

@@ -1,7 +1,7 @@
 """The one annotation reader: malformed annotation files give the same one-line refusal
 (exit 2, the file and the video named) in `dataset.py summary` (training's reader) and in
 `evaluate.py --gt` (the evaluator's), and both apply the same segment rule."""
-from readers.safe_io import cli
+from core.cli import cli
 import json
 import os
 

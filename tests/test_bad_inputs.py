@@ -36,7 +36,7 @@ import run
 from model import EMMIL
 from pipeline import outputs, run_folder
 from readers.layouts import wtalc_paths
-from readers.safe_io import cli
+from core.cli import cli
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
                           write_wtalc)
 
@@ -1071,8 +1071,10 @@ def test_summary_of_seeds_replaces_a_link(tmp_path):
 def test_every_writer_replaces_a_link(tmp_path):
     """The writers themselves, without --overwrite's clean-up: a link is replaced (or, for
     a log continued on --resume, refused), its target never written."""
-    from readers.safe_io import InputError, atomic_write_text
-    from utils import Logger, atomic_torch_save
+    from core.errors import InputError
+    from core.files import atomic_write_text
+    from utils import Logger
+    from core.files import atomic_torch_save
     outside = tmp_path / "outside.txt"
     outside.write_text("theirs")
     for name, write in [("a.txt", lambda p: atomic_write_text(p, "ours")),

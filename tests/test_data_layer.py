@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from dataset import layout_rate
-from readers.safe_io import write_atomically
+from core.files import write_atomically
 from opts import layout_snippet_seconds
-from readers.safe_io import InputError
+from core.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

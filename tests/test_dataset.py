@@ -11,7 +11,7 @@ from readers.annotation_reader import read_wtalc
 from dataset import SnippetDataset, assemble, collate
 from readers.features import align_streams
 from readers.layouts import wtalc_entries, wtalc_paths
-from readers.safe_io import InputError
+from core.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_ANN = os.path.join(ROOT, "data", "thumos14", "Thumos14reduced-Annotations")

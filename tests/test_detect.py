@@ -2,13 +2,12 @@
 (EM-MIL, attention MIL, --amp, held-out videos, --seeds); overrides, splits, videos."""
 import json
 import os
-import shutil
 
 import pytest
 
 import detect
 import run
-from readers.safe_io import cli
+from core.cli import cli
 from test_layouts import tiny_videos, write_folders
 
 DRY = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard"]

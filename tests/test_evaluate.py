@@ -12,9 +12,10 @@ import pytest
 from evaluation import eval_inputs as EI
 import evaluate as E
 from evaluation import protocols
-from readers.safe_io import load_npy
+from core.safe_load import load_npy
 from evaluation.eval_inputs import GroundTruth, InputWarning
-from readers.safe_io import InputError, cli
+from core.cli import cli
+from core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMOS = ROOT / "data/thumos14"

@@ -22,7 +22,8 @@ import run
 from extraction.i3d import PIERGIAJ_BLOBS
 from extraction.jobs import jobs_of
 from extraction.record import comparability
-from readers.safe_io import InputError, cli
+from core.cli import cli
+from core.errors import InputError
 from test_extract_frames import audio_only, constant_rate, textured, write_video
 
 DRY = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard"]

@@ -12,7 +12,7 @@ import pytest
 from extraction import frames as fr
 from extraction.features import CHUNK, VideoStats, chunk_inputs
 from extraction.flow import FLOW_BOUND, flow_algorithm, flow_field, scale_flow, unscale_flow
-from readers.safe_io import InputError
+from core.errors import InputError
 
 LEVEL = 5                # frame i of a written video is grey level LEVEL * i
 

@@ -10,7 +10,7 @@ import torch
 
 from extraction.i3d import (IN_CHANNELS, InceptionI3d, conv_flops, git_blob_id, load_i3d,
                             random_state, same_padding, weights_identity)
-from readers.safe_io import InputError
+from core.errors import InputError
 
 REFERENCE = "tests/data/i3d_reference.npz"
 CASES = {"rgb": (1, 2), "flow": (3, 4)}           # weights seed, input seed (README)

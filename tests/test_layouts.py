@@ -19,7 +19,8 @@ from readers.features import LazyFeatures
 from readers.layouts import detect_layout, wtalc_paths
 from opts import layout_snippet_seconds
 from test_dataset import _save_py2_style
-from readers.safe_io import InputError, cli
+from core.cli import cli
+from core.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = layout_snippet_seconds()      # each layout's own seconds per snippet (opts.py)

@@ -13,7 +13,7 @@ from dataset import SnippetDataset, Video
 from em_trainer import EMTrainer, adam
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets, step_targets
-from readers.safe_io import load_npy
+from core.safe_load import load_npy
 from training.schedule import STEPS, parse_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 import pytest
 
 from opts import RELEASED_SCHEDULE
-from readers.safe_io import InputError
+from core.errors import InputError
 from training.schedule import (Phase, describe_epoch, dry_run_schedule, format_schedule, parse_schedule,
                       run_schedule, schedule_text)
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from readers import annotation_reader
-from readers.safe_io import InputError, check_video_name, load_npy
+from core.errors import InputError
+from core.names import check_video_name
+from core.safe_load import load_npy
 from readers.layouts import wtalc_paths
 from test_dataset import REAL_ANN, _save_py2_style, write_tiny_bundle
 

@@ -1,7 +1,8 @@
 """sweep.py and trials.py: a 2 x 2-seed sweep on a local 2-worker Ray, run again, another
 grid refused, a trial's worker killed mid-run, bad grids refused up front; run.py --seeds
 --workers through the same executor."""
-from readers.safe_io import cli, read_json
+from core.cli import cli
+from core.safe_load import read_json
 import json
 import os
 import shutil

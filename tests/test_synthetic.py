@@ -8,7 +8,7 @@ import numpy as np
 
 from readers import synthetic
 from readers.layouts import wtalc_paths
-from readers.safe_io import load_npy
+from core.safe_load import load_npy
 
 # sha256 of the default dataset (120 videos up to 150 s, seed 0) as arrays_digest hashes it.
 # Measured 2026-12-02 with numpy 2.4.6, and the same with numpy 2.0.2 and 2.2.6, with

@@ -1,4 +1,4 @@
-"""The one write-then-rename writer (safe_io.write_atomically) and the writers built on it;
+"""The one write-then-rename writer (core.files.write_atomically) and the writers built on it;
 evaluate.py and the options layer stay importable without torch."""
 import json
 import os
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from readers.safe_io import InputError, atomic_write_json, atomic_write_text, cli, write_atomically
+from core.cli import cli
+from core.errors import InputError
+from core.files import atomic_write_json, atomic_write_text, write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +109,7 @@ def test_evaluate_and_opts_import_without_torch():
             "        if name.split('.')[0] == 'torch':\n"
             "            raise ImportError('torch hidden')\n"
             "sys.meta_path.insert(0, NoTorch())\n"
-            "import evaluate, opts, readers.safe_io, readers.annotation_reader\n"
+            "import evaluate, opts, core.errors, core.cli, core.files, core.names, core.safe_load, readers.annotation_reader\n"
             "print('torch' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

@@ -13,7 +13,7 @@ What each step trains, keeps frozen, and learns from (Luo et al., ECCV 2020, Alg
 import re
 from dataclasses import dataclass
 
-from readers.safe_io import InputError
+from core.errors import InputError
 
 @dataclass(frozen=True)
 class Step:
