@@ -20,7 +20,7 @@ import evaluate
 from analysis import published
 from analysis import report
 from core.cli import OneLineParser, cli
-from core.errors import InputError, one_line
+from core.errors import InputError, warn
 from core.safe_load import read_json
 
 RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
@@ -60,6 +60,9 @@ def build_parser():
                         "an unmatched prediction, instead of DETAD's one most-overlapping "
                         "ground truth (docs/report.md)")
     p.add_argument("--dpi", type=int, default=80, help="resolution of the pictures")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where a run's networks compute the timelines' curves (default: the "
+                        "run's device when this machine has it, else the CPU)")
     return p
 
 
@@ -70,6 +73,8 @@ def check_args(a):
         raise InputError("--pred needs --gt and --out, and no RUN_DIR")
     if a.pred is None and (a.gt or a.out or a.paper or a.tiou):
         raise InputError("--gt, --out, --paper and --tiou go with --pred")
+    if a.pred is not None and a.device:
+        raise InputError("--device goes with a RUN_DIR (its networks), not --pred")
     if not 0 < a.alpha <= 1:
         raise InputError(f"--alpha {a.alpha}: must be in (0, 1]")
     for name, value in (("--top-k", a.top_k), ("--dpi", a.dpi)):
@@ -131,31 +136,23 @@ def analyse_run(folder, a):
     history = read_json(history_path) if os.path.isfile(history_path) else None
     return report.write_report(folder, report.run_inputs(
         opts, pred, gt, data, synthetic_root=DATA_ROOTS["synthetic"], metrics=metrics,
-        history=history, curves=run_curves(folder, opts, data), **common(a)))
+        history=history, curves=run_curves(folder, opts, data, a.device), **common(a)))
 
 
-def run_curves(folder, opts, data):
-    """A callable names -> {name: curve record} from the run's final weights (em_mil.pt,
-    classifier.pt, read with weights_only=True); None when they are missing."""
-    paths = [os.path.join(folder, f) for f in ("em_mil.pt", "classifier.pt")]
-    if not all(os.path.isfile(p) for p in paths):
+def run_curves(folder, opts, data, device=None):
+    """A callable names -> {name: curve record} from the run's final weights, loaded and
+    checked now, before anything is written (finished_run.load_networks: weights_only, every
+    name and shape); None when they are missing. device: --device (None: the run's when this
+    machine has it, else the CPU, said in one line)."""
+    from pipeline.finished_run import WEIGHTS, load_networks
+    from utils import device_here
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in WEIGHTS):
         return None
+    device = device_here(device, opts.device, warn, folder)
+    model, classifier = load_networks(folder, opts, len(data.classes), device)
 
     def curves(names):
-        import torch
-        from model import EMMIL, UntrimmedNetClassifier
         from pipeline.localise import report_curves
-        from utils import resolve_device
-        device = resolve_device(opts.device)
-        K = len(data.classes)
-        model = EMMIL(K, opts.feature_dim, opts.hidden_dim).to(device)
-        classifier = UntrimmedNetClassifier(K, opts.feature_dim).to(device)
-        for net, path in zip((model, classifier), paths):
-            try:
-                net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-            except Exception as e:
-                raise InputError(f"{path}: does not fit the run's options "
-                                 f"({type(e).__name__}: {one_line(e)})") from None
         wanted = set(names)
         videos = [v for v in data.split("test") if v.name in wanted]
         return report_curves(model, classifier, videos, data.classes, data.snippet_seconds,

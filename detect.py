@@ -42,9 +42,9 @@ from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
 from core.cli import OneLineParser, cli
-from core.errors import InputError
+from core.errors import InputError, warn
 from core.files import atomic_write_json, atomic_write_text
-from utils import Logger, resolve_device
+from utils import Logger, device_here
 
 SPLITS = ("test", "train", "all")
 EXTRACTION = "extraction"           # OUT/extraction/: the features of --video
@@ -162,12 +162,13 @@ def chosen_videos(data, split, names):
 def prepare_seed(args, given, run_dir, saved, out, log):
     """Everything one seed needs before the first write, each part checked."""
     check_finished(run_dir)
+    device = device_here(args.device, saved["device"], warn, run_dir)
     opts = merged_options(saved, given, dict(
         output_dir=out, overwrite=args.overwrite, report=args.report, quiet=args.quiet,
-        device=args.device or saved["device"], threads=args.threads))
+        device=args.device or (device.type if saved["device"] == "cuda" else saved["device"]),
+        threads=args.threads))
     # --video: the folder was checked before its extraction wrote into it
     check_output_dir(out, args.overwrite or bool(args.video), resumable=False)
-    device = resolve_device(opts.device)
     root, data = load_data(opts, log, unannotated=True)
     data_given = bool(DATA_OPTIONS & set(given))
     check_against_run(opts, data, saved, run_dir, data_given, args.snippet_mismatch == "ok")
@@ -192,7 +193,7 @@ def detect_seed(opts, net, record, run_dir, log):
     os.makedirs(opts.output_dir, exist_ok=True)
     log.open(os.path.join(opts.output_dir, "log.txt"))
     save_opts(argparse.Namespace(**vars(opts), detect=record),
-              os.path.join(opts.output_dir, "opts.json"))
+              os.path.join(opts.output_dir, "opts.json"), net.device)
     log(f"detect: {len(net.videos)} {record['split']} videos of {net.data.source} with the "
         f"run {run_dir}; overrides: {record['overrides'] or 'none'}")
     if net.gt is None:

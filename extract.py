@@ -18,6 +18,7 @@ import os
 import sys
 
 from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
+from extraction.record import check_precision, uses_tf32
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
@@ -92,6 +93,8 @@ def main(argv=None):
     say = (lambda line: None) if args.quiet else print
     workers = args.workers if args.workers is not None else None if args.address else 1
     device = args.device if args.address else resolve_device(args.device).type
+    if device in ("cpu", "cuda"):              # on a cluster with auto: each video records its own
+        check_precision(todo.record, uses_tf32(device), todo.out)
     progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,
                    gpus_per_task=args.gpus_per_task, say=say)

@@ -27,7 +27,7 @@ from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, cl
                                  save_checkpoint, write_history)
 from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
 from core.cli import cli
-from core.errors import InputError, one_line
+from core.errors import InputError, one_line, warn
 from core.files import atomic_write_json, atomic_write_text
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
@@ -140,13 +140,14 @@ def prepare(opts, loaded, checkpoint, log):
 def open_outputs(opts, run, root, checkpoint, log):
     """The first write (an earlier run's files removed just before): the log, opts.json,
     the run's description, TensorBoard, the history so far."""
+    net = run.net
     if checkpoint is None and opts.overwrite:
         clear_earlier_run(opts.output_dir)
     os.makedirs(opts.output_dir, exist_ok=True)
     log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
     if checkpoint is None:
-        save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
-    data, net, em_schedule = run.net.data, run.net, [p for p in run.schedule if p.is_em]
+        save_opts(opts, os.path.join(opts.output_dir, "opts.json"), net.device)
+    data, em_schedule = run.net.data, [p for p in run.schedule if p.is_em]
     held = len(net.val_videos or [])
     log(f"data: {opts.dataset} from {root}: {len(run.train_set)} train"
         f"{f' (+{held} held out)' if held else ''} / {len(net.videos)} test"
@@ -262,6 +263,18 @@ def trial_work(saved, resume):
     return run_pipeline(opts, loaded, log=log)
 
 
+def moved_note(checkpoint, device):
+    """One line when a run continues on another kind of device than the one its checkpoint
+    was made on (None otherwise, and for a checkpoint that does not say)."""
+    made, saved = checkpoint.get("machine"), checkpoint.get("opts")
+    before = (made.get("device") if isinstance(made, dict)             # since it is recorded
+              else saved.get("device") if isinstance(saved, dict) else None)   # --device
+    if before not in ("cpu", "cuda") or before == device.type:
+        return None
+    return (f"the checkpoint was made on {before} and the run continues on {device.type}: "
+            f"its results will differ from an uninterrupted run's in the last digits")
+
+
 def main(argv=None):
     """Check everything (options, output folder, data, checkpoint), then run."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -273,7 +286,11 @@ def main(argv=None):
     else:
         opts = parse_opts(argv)
         check_output_dir(opts.output_dir, opts.overwrite)
-    resolve_device(opts.device)
+    device = resolve_device(opts.device)
+    if checkpoint is not None:
+        note = moved_note(checkpoint, device)
+        if note:
+            warn(note)
     log = Logger(quiet=opts.quiet)
     loaded = load_data(opts, log)
     check_data(opts, loaded[1])

@@ -188,6 +188,9 @@ def extended_seeds(saved, wanted):
     same or more seeds (same grid, options and --val-fraction); None otherwise."""
     if not (isinstance(saved, dict) and isinstance(saved.get("seeds"), list)):
         return None
+    if isinstance(saved.get("options"), dict):      # an earlier version kept "device" there
+        saved = {**saved, "options": {k: v for k, v in saved["options"].items()
+                                      if k not in RESUME_MAY_CHANGE}}
     old, new = saved["seeds"], wanted["seeds"]
     if {**saved, "seeds": None} != {**wanted, "seeds": None} or not set(old) <= set(new):
         return None

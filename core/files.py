@@ -88,12 +88,30 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def to_cpu(obj):
+    """obj with every tensor in it (in dicts, lists and tuples) copied to the CPU."""
+    import torch
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, to_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):                 # a state dict's module versions
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def atomic_torch_save(obj, path):
-    """torch.save through write_atomically (a temporary file renamed over `path`).
+    """torch.save through write_atomically (a temporary file renamed over `path`), every
+    tensor as a CPU tensor: weights and checkpoints load on any machine with a plain
+    torch.load, and the same weights give the same bytes whichever device trained them.
     Saved through a file object, so the archive's inner folder is always named 'archive':
     given a path, torch names it after the (random) temporary file, and the same weights
     would give different bytes in every run."""
     import torch                 # here only: the rest of core/ is torch-free
+    obj = to_cpu(obj)
 
     def write(tmp):
         with open(tmp, "wb") as f:

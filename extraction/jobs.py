@@ -266,7 +266,8 @@ def extract_one(opts, nets, device):
             write_npy(target, feats[stream])
     return {"source": path, "split": opts["split"], "snippets": snippets,
             "frames": stats.frames, "seconds": {k: round(v, 3) for k, v in
-                                                stats.seconds.items()}}
+                                                stats.seconds.items()},
+            **rec.machine_record(device)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -322,7 +323,7 @@ class Progress:
             self.warn(f"warning: {job.path}: {reason}; video left out")
         else:
             rec.finished(record, job.name, job.split, job.path, done["snippets"],
-                         done["frames"])
+                         done["frames"], done if "machine" in done else None)
             self.finished.append(job.name)
             took = sum((done.get("seconds") or {}).values())
             self.say(f"{job.name}: {done['snippets']} snippets ({done['frames']} frames at "

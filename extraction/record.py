@@ -7,7 +7,9 @@
                                                    have the same ones (else --overwrite)
      "comparable": "approximate" | "no" | "meaningless", "reasons": [...], "note": "...",
      "versions": {python, torch, numpy, av, ffmpeg, opencv},
-     "videos":   {name: {split, source, snippets, frames, seconds, source_fps, finished}},
+     "videos":   {name: {split, source, snippets, frames, seconds, source_fps, finished,
+                  machine: {device, name, torch, ...}, tf32}},   <- per video: videos may
+                                                   run on different nodes (new: optional)
      "left_out": {name: {source, reason}}}       <- shorter than one chunk
 """
 import os
@@ -26,6 +28,7 @@ from extraction.i3d import PIERGIAJ_FILES
 from core.errors import InputError
 from core.files import atomic_write_json
 from core.safe_load import read_json
+from utils import device_record
 
 RECORD = "extraction.json"
 FORMAT, VERSION = "emmil-extraction", 1
@@ -118,12 +121,41 @@ def differences(old, new):
     return said
 
 
-def finished(record, name, split, source, snippets, frames):
-    """Record a video as done (its feature files written)."""
+def finished(record, name, split, source, snippets, frames, machine=None):
+    """Record a video as done (its feature files written); machine: what made it
+    (machine_record), kept when given."""
     record["videos"][name] = {"split": split, "source": source, "snippets": snippets,
                               "frames": frames, "seconds": round(frames / FPS, 4),
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if machine is not None:
+        record["videos"][name].update(machine=machine["machine"], tf32=machine["tf32"])
     record["left_out"].pop(name, None)
+
+
+# ----------------------------------------------------------------------------- precision
+
+def uses_tf32(device_type):
+    """Whether I3D's convolutions run in TF32 on this device type (CUDA with cuDNN's TF32,
+    torch's default there); on the CPU they are float32."""
+    return device_type == "cuda" and bool(torch.backends.cudnn.allow_tf32)
+
+
+def machine_record(device):
+    """What extraction.json records of the device that extracted a video."""
+    return {"machine": device_record(device), "tf32": uses_tf32(torch.device(device).type)}
+
+
+def check_precision(record, tf32, out):
+    """GPU-TF32 and CPU-float32 features differ beyond rounding noise: an extraction holds
+    one kind. InputError naming another --out when the videos recorded (those that say)
+    were made the other way."""
+    other = [n for n, v in record["videos"].items() if v.get("tf32", tf32) != tf32]
+    if other:
+        made = "float32 (CPU)" if tf32 else "TF32 convolutions (GPU)"
+        now = "TF32 (GPU)" if tf32 else "float32 (CPU)"
+        raise InputError(f"{os.path.join(out, RECORD)}: its videos ({other[0]}, ...) were "
+                         f"extracted in {made}, these would be in {now}: never mixed in one "
+                         f"extraction; choose another --out, or the same --device")
 
 
 def left_out(record, name, source, reason):

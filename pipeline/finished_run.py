@@ -120,7 +120,7 @@ def merged_options(saved, given, system):
     checked as run.py resolves and checks its own. Data options given: the data fields are
     resolved anew (and the preset's tIoUs, unless --tiou is given or the preset is the
     run's)."""
-    opts = dict(saved)
+    opts = {k: v for k, v in saved.items() if k != "machine"}   # the run's, not this one's
     if DATA_OPTIONS & set(given):
         same = given.get("dataset", saved["dataset"]) == saved["dataset"]
         fresh = {**vars(build_parser().parse_args([])),

@@ -12,6 +12,7 @@ from analysis.report import REPORT_FILES
 from core.errors import InputError, one_line
 from core.files import atomic_write_json, atomic_torch_save
 from core.safe_load import load_torch_plain, read_json
+from utils import device_record
 
 LAST = "checkpoint_last.pt"
 
@@ -141,7 +142,8 @@ def save_checkpoint(opts, position, model, classifier, em, video_trainer):
     first, then EM epochs). Written to a temporary file and renamed."""
     state = {"position": position, "model": model.state_dict(),
              "classifier": classifier.state_dict(), "em_trainer": em.state_dict() if em else None,
-             "cls_trainer": video_trainer.state_dict(), "rng": rng_state(), "opts": vars(opts)}
+             "cls_trainer": video_trainer.state_dict(), "rng": rng_state(), "opts": vars(opts),
+             "machine": device_record(next(model.parameters()).device)}
     last = os.path.join(opts.output_dir, LAST)
     if opts.save_every and position % opts.save_every == 0:
         # the numbered copy first, then `last` as a hard link to it: a kill in between

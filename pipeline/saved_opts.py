@@ -8,15 +8,20 @@ from opts import build_parser, check_options, finite_number, option_problems
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json
+from utils import cuda_available, device_record
 
 
-def save_opts(opts, path):
-    """Write the resolved options as JSON (tuples become lists)."""
-    atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")
+def save_opts(opts, path, device=None):
+    """Write the resolved options as JSON (tuples become lists); device: the torch device
+    the run executes on, recorded as "machine" (utils.device_record; not an option)."""
+    out = dict(vars(opts), **({"machine": device_record(device)} if device is not None else {}))
+    atomic_write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 
-# Options that may differ when a run is resumed (they change no result).
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report", "workers"}
+# Options that may differ when a run is resumed (they change no result; `device` says where
+# the run executes: on another device only the last digits differ). A sweep's trial is the
+# same trial whatever they are.
+RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report", "workers", "device"}
 
 
 def given_options(argv):
@@ -122,6 +127,8 @@ def resume_opts(argv):
         if key in given:
             setattr(opts, key, given[key])
     opts.resume = folder
+    if "device" not in given and saved["device"] == "cuda" and not cuda_available():
+        opts.device = "cpu"                 # run.py says so in one line (moved_note)
     check_options(opts)                 # the options given again (--threads) included
     return opts
 

@@ -19,11 +19,11 @@ from pipeline.finished_run import (POST_PROCESSING, check_finished, chosen_groun
                                    held_out, load_networks, merged_options, run_folders)
 from pipeline.localise import detect_from, evaluate_run, held_out_score, network_outputs
 from pipeline.run_folder import check_output_dir
-from core.errors import InputError
+from core.errors import InputError, warn
 from core.files import atomic_write_json, atomic_write_text
 from sweeps.sweep_grid import parse_grid, points, trial_name
 from sweeps.sweep_tables import format_table, ranked, results_frame
-from utils import Logger, resolve_device
+from utils import Logger, device_here
 
 FILES = ("sweep.json", "results.csv", "summary.csv", "summary.txt")
 
@@ -35,11 +35,12 @@ def refused_in_grid():
 
 
 def fixed_post_processing(rest, run_dir):
-    """The detection and evaluation options given beside the grid ({dest: value}); any
-    other option is refused."""
+    """The detection and evaluation options given beside the grid ({dest: value}), and
+    --device (where the networks run: None when not given); any other option is refused."""
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_detection_options(p)
     add_evaluation_options(p)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     for action in p._actions:
         action.default = argparse.SUPPRESS
     given, unknown = p.parse_known_args(rest)
@@ -50,18 +51,21 @@ def fixed_post_processing(rest, run_dir):
             raise InputError(f"{flag}: not a detection or evaluation option; --from-run uses "
                              f"{run_dir}'s trained networks as they are")
         raise InputError(f"unrecognized arguments: {' '.join(unknown)}")
-    return vars(given)
+    given = vars(given)
+    return given, given.pop("device", None)
 
 
 class Seed:
     """One seed's run read back, its networks passed once over its test and held-out
     videos; `point` evaluates a grid point from those outputs."""
 
-    def __init__(self, seed, run_dir, saved, fixed):
+    def __init__(self, seed, run_dir, saved, fixed, device=None):
+        """device: --device (None: the run's when this machine has it, else the CPU)."""
         check_finished(run_dir)
         self.seed, self.run_dir = seed, run_dir
-        self.opts = merged_options(saved, fixed, dict(output_dir=run_dir, quiet=True))
-        self.device = resolve_device(self.opts.device)
+        self.device = device_here(device, saved["device"], warn, run_dir)
+        self.opts = merged_options(saved, fixed, dict(output_dir=run_dir, quiet=True,
+                                                      device=self.device.type))
         _, self.data = load_data(self.opts, Logger(quiet=True))
         self.test = self.data.split("test")
         self.gt = chosen_ground_truth(self.opts, self.data, "test", self.test)
@@ -109,9 +113,9 @@ def clear(folder):
 def sweep_from_run(run_dir, grid, rest, folder, overwrite):
     """The whole detection-only sweep; returns the exit code."""
     axes = parse_grid(grid, build_parser(), refused_in_grid())
-    fixed = fixed_post_processing(rest, run_dir)
+    fixed, device = fixed_post_processing(rest, run_dir)
     check_output_dir(folder, overwrite, resumable=False)
-    seeds = [Seed(seed, sub, saved, fixed) for seed, sub, saved in run_folders(run_dir)]
+    seeds = [Seed(seed, sub, saved, fixed, device) for seed, sub, saved in run_folders(run_dir)]
     check_points(seeds, axes)
     # everything is checked: the first writes
     os.makedirs(folder, exist_ok=True)
