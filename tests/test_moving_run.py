@@ -1,0 +1,117 @@
+"""A run moves between machines: a run whose records say it was trained on CUDA is resumed,
+detected, analysed and swept here, on the CPU, with no flag (issue 24)."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import analyze
+import detect
+import run
+import sweep
+from core.cli import cli
+from core.files import atomic_torch_save, to_cpu
+from core.safe_load import load_torch_plain
+from extraction import record as rec
+from pipeline.saved_opts import RESUME_MAY_CHANGE
+from sweeps.trials import trials_of
+
+if torch.cuda.is_available():
+    pytest.skip("the CPU machine's side of a moved run", allow_module_level=True)
+
+ARGS = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard", "--save-every", "1"]
+# what a GPU run of this version writes (utils.device_record on an H100)
+GPU = {"device": "cuda", "torch": "2.13.0+cu128", "name": "NVIDIA H100 80GB HBM3",
+       "cuda": "12.8", "tf32_matmul": False, "tf32_conv": True}
+
+
+def as_gpu_run(folder, position):
+    """Make `folder` what a GPU run killed after `position` epochs leaves: opts.json and the
+    checkpoint say cuda (the tensors are CPU tensors: every torch file is saved so)."""
+    opts = json.loads((folder / "opts.json").read_text())
+    (folder / "opts.json").write_text(json.dumps({**opts, "device": "cuda", "machine": GPU}))
+    state = load_torch_plain(folder / f"checkpoint_{position:04d}.pt", "", "")
+    state.update(machine=GPU, opts={**state["opts"], "device": "cuda"})
+    atomic_torch_save(state, folder / "checkpoint_last.pt")
+    for name in ("em_mil.pt", "classifier.pt", "metrics.json", "results.json", "results.txt"):
+        (folder / name).unlink()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(an uninterrupted CPU run, the same run cut after 3 epochs and recorded as CUDA)."""
+    base = tmp_path_factory.mktemp("moving")
+    assert cli(run.main, [*ARGS, "--output-dir", str(base / "whole")]) == 0
+    moved = base / "moved"
+    shutil.copytree(base / "whole", moved)
+    as_gpu_run(moved, 3)
+    return base / "whole", moved
+
+
+def test_resumed_detected_swept_and_analysed_on_the_cpu(runs, tmp_path, capsys):
+    whole, moved = runs
+    assert cli(run.main, ["--resume", str(moved), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "made on cuda and the run continues on cpu" in err and len(err.splitlines()) == 1
+    # the checkpoint really was a CPU one: the continuation is the uninterrupted run
+    assert (json.loads((moved / "metrics.json").read_text())
+            == json.loads((whole / "metrics.json").read_text()))
+    saved = torch.load(moved / "checkpoint_last.pt", weights_only=True)
+    assert saved["machine"]["device"] == "cpu" and saved["machine"]["cpu_capability"]
+    assert json.loads((moved / "opts.json").read_text())["device"] == "cuda"   # as saved
+    # detect, with no flag: the CPU, said in one line
+    out = tmp_path / "detected"
+    assert cli(detect.main, [str(moved), "--output-dir", str(out), "--quiet",
+                             "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "saved with --device cuda" in err and "runs on the CPU" in err
+    assert (json.loads((out / "metrics.json").read_text())["mAP"]
+            == json.loads((whole / "metrics.json").read_text())["mAP"])
+    assert json.loads((out / "opts.json").read_text())["machine"]["device"] == "cpu"
+    # a detection-only sweep over it
+    assert cli(sweep.main, ["--from-run", str(moved), "--grid", "loc_threshold=0.05,0.1",
+                            "--output-dir", str(tmp_path / "sweep")]) == 0
+    assert (tmp_path / "sweep" / "summary.csv").is_file()
+    # analyze.py, curves included
+    assert cli(analyze.main, [str(moved), "--timelines", "1", "--dpi", "30"]) == 0
+    assert (moved / "report" / "index.html").is_file()
+
+
+def test_explicit_device_cuda_is_still_refused_here(runs, tmp_path, capsys):
+    _, moved = runs
+    report = moved / "report"
+    before = sorted(os.listdir(report)) if report.is_dir() else None
+    assert cli(analyze.main, [str(moved), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device cuda: no CUDA device is available"
+    assert (sorted(os.listdir(report)) if report.is_dir() else None) == before   # untouched
+    assert cli(detect.main, [str(moved), "--output-dir", str(tmp_path / "d"),
+                             "--device", "cuda"]) == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_device_is_not_part_of_a_trial():
+    opts = {"output_dir": "/tmp/a", "lr": 1e-4, "seed": 1}
+    on_gpu, on_cpu = trials_of([{**opts, "device": "cuda"}, {**opts, "device": "cpu"}],
+                               RESUME_MAY_CHANGE)
+    assert on_gpu.same == on_cpu.same == {"lr": 1e-4, "seed": 1}
+
+
+def test_torch_files_hold_cpu_tensors_and_keep_module_versions():
+    state = torch.nn.BatchNorm1d(3).state_dict()
+    moved = to_cpu({"model": state, "steps": [torch.ones(2)], "position": 3})
+    assert moved["position"] == 3 and torch.equal(moved["steps"][0], torch.ones(2))
+    assert moved["model"]._metadata == state._metadata       # load_state_dict reads them
+    torch.nn.BatchNorm1d(3).load_state_dict(moved["model"])
+
+
+def test_extraction_refuses_to_mix_tf32_and_float32(tmp_path):
+    record = {"videos": {"a": {"tf32": False}, "old": {}}}           # "old": says nothing
+    rec.check_precision(record, False, str(tmp_path))
+    with pytest.raises(Exception) as e:
+        rec.check_precision(record, True, str(tmp_path))
+    assert "a, ..." in str(e.value) and "another --out" in str(e.value)
+    made = rec.machine_record("cpu")
+    assert made["tf32"] is False and made["machine"]["device"] == "cpu"
+    assert made["machine"]["blas"] and made["machine"]["cpu_capability"]
