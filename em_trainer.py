@@ -9,9 +9,8 @@ import torch
 from tqdm import tqdm
 
 from training.buckets import BucketedInputs, padded_step
-from dataset import collate
 from readers.features import stream_pair
-from model import bce_loss, compute_dtype, video_classifier_loss
+from model import bce_loss, compute_dtype, operand, video_classifier_loss
 from pseudo_labels import step_targets
 from training.schedule import EM_STEPS, STEPS
 
@@ -42,15 +41,18 @@ def bucketed_batches(lengths, batch_size, generator, pool=32):
     return [out[j] for j in torch.randperm(len(out), generator=generator).tolist()]
 
 
-def batches(dataset, batch_size, generator):
-    """Padded batches of a SnippetDataset, bucketed by length (see bucketed_batches)."""
-    lengths = [v.num_snippets for v in dataset.videos]
-    for chosen in bucketed_batches(lengths, batch_size, generator):
-        yield collate([dataset[i] for i in chosen])
-
-
-def _to(batch, device):
-    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+def padded_batch(inputs, chosen, lengths, dtype=torch.float32, length=None):
+    """Videos `chosen` side by side, from features already where the steps read them (no
+    copy from the host): xs (2, B, T, D) zero-padded to T = `length` (default: the longest
+    chosen), mask (B, T) bool, labels (B, K), on the inputs' device."""
+    T = length or max(lengths[i] for i in chosen)
+    first = inputs.get(chosen[0], dtype)
+    xs = first.new_zeros(2, len(chosen), T, first.shape[-1])         # (2, B, T, D)
+    for b, i in enumerate(chosen):
+        xs[:, b, :lengths[i]] = inputs.get(i, dtype)
+    real = torch.tensor([lengths[i] for i in chosen]).to(xs.device, non_blocking=True)
+    mask = torch.arange(T, device=xs.device)[None] < real[:, None]      # (B, T)
+    return xs, mask, torch.stack([inputs.labels[i] for i in chosen])
 
 
 def _pad_stack(tensors, length):
@@ -75,25 +77,62 @@ def progress(iterable, total, desc, enabled):
 class VideoInputs:
     """Per video, its (2, T, D) float32 features on the device. On a GPU they are copied
     there once; on the CPU they are views of the features in RAM (or read from disk when
-    streamed) at every access. `labels[i]`: the (K,) label on the device."""
+    streamed) at every access. amp: a bfloat16 copy (contiguous) is also held, made once,
+    for the EM steps' products (get(i, torch.bfloat16)). `labels[i]`: the (K,) label on the
+    device."""
 
-    def __init__(self, videos, device):
+    def __init__(self, videos, device, amp=False):
         self.videos = videos
-        self.held = None
+        self.held = self.low = None
         if torch.device(device).type != "cpu":
             self.held = [stream_pair(v.features).to(device) for v in videos]
+        if amp:
+            self.low = [operand(self[i], torch.bfloat16) for i in range(len(videos))]
         self.labels = [v.labels.to(device) for v in videos]
 
     def __getitem__(self, i):
         return self.held[i] if self.held is not None else stream_pair(self.videos[i].features)
 
+    def get(self, i, dtype=torch.float32):
+        """Video i's features in `dtype` when held so (the bfloat16 copy), else float32."""
+        return self.low[i] if dtype == torch.bfloat16 and self.low is not None else self[i]
+
     def subset(self, indices):
-        """The inputs of videos[indices], sharing what is held on the device (no copy)."""
+        """The inputs of videos[indices], sharing what is held (no copy)."""
         sub = VideoInputs([self.videos[i] for i in indices], "cpu")
         sub.labels = [self.labels[i] for i in indices]
         if self.held is not None:
             sub.held = [self.held[i] for i in indices]
+        if self.low is not None:
+            sub.low = [self.low[i] for i in indices]
         return sub
+
+
+class EpochStats:
+    """An epoch's sums of the loss and of the positive snippets, kept on the device (no host
+    read inside an epoch) and read once at its end, together with a device-side check that
+    training stayed finite: the sums and the networks' weights. A NaN output makes NaN
+    gradients and a NaN in Adam's update stays in the weights, so a non-finite output seen in
+    any step of the epoch is still seen in the weights at its end."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(2, device=device)        # loss sum, positive snippets
+
+    def add(self, loss, positive=None):
+        """+= a step's loss (0-d) and its positive snippets (0-d; None: the loss only)."""
+        if positive is None:
+            self.sums[:1] += loss.detach()
+        else:
+            self.sums += torch.stack([loss.detach(), positive])
+
+    def read(self, params, videos, snippets):
+        """dict(loss=mean loss per video, positive=fraction of real snippets that are
+        positive targets, finite=whether the sums and every parameter are finite): one read."""
+        finite = torch.stack([torch.isfinite(p).all() for p in params] +
+                             [torch.isfinite(self.sums).all()]).all()
+        loss, pos, ok = torch.cat([self.sums, finite[None].float()]).tolist()
+        return {"loss": loss / max(videos, 1), "positive": pos / max(snippets, 1),
+                "finite": ok == 1.0}
 
 
 def adam(params, lr, capturable=False):
@@ -141,7 +180,7 @@ class EMTrainer:
         # videos per step: autograd on padded batches
         self.fast = batch_size == 1
         self.inputs = (inputs if inputs is not None
-                       else VideoInputs(dataset.videos, device)).subset(keep)
+                       else VideoInputs(dataset.videos, device, amp)).subset(keep)
         self.padded = None
         if buckets is not None:
             if batch_size != 1:
@@ -168,12 +207,13 @@ class EMTrainer:
 
     def train_epoch(self, phase):
         """One epoch of one phase; returns dict(loss=mean loss per video, positive=fraction
-        of real snippets that are positive targets, lr)."""
+        of real snippets that are positive targets, lr, finite: see EpochStats)."""
         set_lr(self.opt[phase.step], self.lr * phase.lr_mult)
         frozen = self._frozen(phase)
         epoch = (self._padded_epoch if self.padded is not None
                  else self._fast_epoch if self.fast else self._batched_epoch)
-        stats = epoch(phase, frozen)
+        sums = EpochStats(self.device)
+        stats = sums.read(self.model.parameters(), *epoch(phase, frozen, sums))
         # this step's branch moved: the other step's frozen outputs are stale
         self.cache.pop("E" if phase.step == "M" else "M", None)
         stats["lr"] = self.lr * phase.lr_mult
@@ -189,72 +229,70 @@ class EMTrainer:
             if self.padded is not None:
                 self.cache[step] = [scores(xs) for xs in self.padded.xs]
             else:
-                self.cache[step] = [scores(self.inputs[i]) for i in range(len(self.dataset))]
+                self.cache[step] = [scores(self.inputs.get(i, self.dtype))
+                                    for i in range(len(self.dataset))]
         return self.cache.get(step)
 
-    def _padded_epoch(self, phase, frozen):
-        """One video per step, each padded to its bucket (buckets.padded_step); the losses
-        and positives are summed on the device and read once, at the end."""
+    def _padded_epoch(self, phase, frozen, stats):
+        """One video per step, each padded to its bucket (buckets.padded_step)."""
         step, opt = phase.step, self.opt[phase.step]
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
-        stats = torch.zeros(2, device=self.device)          # loss sum, positive snippets
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
             b, j = self.padded.slot[i]
             opt.zero_grad(set_to_none=True)
             padded_step(self.model, opt, phase.role.branch, step, phase.stage, self.padded.video(i),
-                        None if frozen is None else frozen[b][j], self.gamma, self.dtype, stats)
-        loss, pos = stats.tolist()
-        return {"loss": loss / max(len(order), 1), "positive": pos / max(self.real_snippets, 1)}
+                        None if frozen is None else frozen[b][j], self.gamma, self.dtype,
+                        stats.sums)
+        return len(order), self.real_snippets
 
-    def _fast_epoch(self, phase, frozen):
+    def _fast_epoch(self, phase, frozen, stats):
         """One video per step with the hand-written step (model.BranchBCE)."""
-        step, dev, opt = phase.step, self.device, self.opt[phase.step]
+        step, opt = phase.step, self.opt[phase.step]
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
-        total = torch.zeros((), device=dev)
-        pos, n_snip = torch.zeros((), device=dev), 0
+        n_snip = 0
         for i in progress(order, len(order), f"epoch {phase.epoch} {step}", self.show_progress):
-            xs = self.inputs[i]                                       # (2, T, D)
+            xs = self.inputs.get(i, self.dtype)                       # (2, T, D)
             T = xs.shape[1]
             labels = self.inputs.labels[i][None]                      # (1, K)
             target, positive = step_targets(step, phase.stage, labels, None,   # no padding
                                             None if frozen is None else frozen[i][None],
                                             self.gamma, T)
-            pos += positive         # target (1, T, O); M1: (1, 1, K), one row for all T
+            # target (1, T, O); M1: (1, 1, K), one row for all T
             opt.zero_grad(set_to_none=True)
             loss = self.model.branch_loss(phase.role.branch, xs, target[0], self.dtype)
             loss.backward()
             opt.step()
-            total += loss.detach()
+            stats.add(loss, positive)
             n_snip += T
-        return {"loss": total.item() / max(len(order), 1), "positive": pos.item() / max(n_snip, 1)}
+        return len(order), n_snip
 
-    def _batched_epoch(self, phase, frozen):
-        """Padded batches of videos through autograd (--batch-size > 1)."""
+    def _batched_epoch(self, phase, frozen, stats):
+        """Padded batches of videos through autograd (--batch-size > 1), from the features
+        held where the steps run."""
         model, dev, step = self.model, self.device, phase.step
         opt = self.opt[step]
         model.train()
-        total, n_videos, pos, n_snip = 0.0, 0, 0.0, 0
-        n_batches = -(-len(self.dataset) // self.batch_size)
-        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
-                              f"epoch {phase.epoch} {step}", self.show_progress):
-            b = _to(batch, dev)
-            mask, labels = b["mask"], b["labels"]
+        n_videos, n_snip = 0, 0
+        lengths = [v.num_snippets for v in self.dataset.videos]
+        chosen = bucketed_batches(lengths, self.batch_size, self.generator)
+        for indices in progress(chosen, len(chosen), f"epoch {phase.epoch} {step}",
+                                self.show_progress):
+            xs, mask, labels = padded_batch(self.inputs, indices, lengths, self.dtype)
             T = mask.shape[1]
             opt.zero_grad(set_to_none=True)
             held = (None if frozen is None
-                    else _pad_stack([frozen[i] for i in b["indices"]], T))     # (B, T, O')
+                    else _pad_stack([frozen[i] for i in indices], T))          # (B, T, O')
             targets, positive = step_targets(step, phase.stage, labels, mask, held,
                                              self.gamma, T)                    # (B, T, O)
             with autocast(dev, self.amp):                                      # (B, T, O)
-                out_rgb, out_flow = model.branch_streams(phase.role.branch, b["rgb"], b["flow"])
+                out_rgb, out_flow = model.branch_streams(phase.role.branch, xs[0], xs[1])
             loss = step_loss(out_rgb.float(), out_flow.float(), targets, mask)
             loss.backward()
             opt.step()
-            total += loss.item()
-            n_videos += len(b["names"])
-            pos += float(positive)
-            n_snip += int(mask.sum())
-        return {"loss": total / max(n_videos, 1), "positive": pos / max(n_snip, 1)}
+            stats.add(loss, positive)
+            n_videos += len(indices)
+            n_snip += sum(lengths[i] for i in indices)
+        return n_videos, n_snip
 
 
 class ClassifierTrainer:
@@ -268,8 +306,7 @@ class ClassifierTrainer:
         self.amp, self.show_progress = amp, show_progress
         self.fast = batch_size == 1
         self.opt = adam(model.parameters(), lr)
-        if self.fast:
-            self.inputs = inputs if inputs is not None else VideoInputs(dataset.videos, device)
+        self.inputs = inputs if inputs is not None else VideoInputs(dataset.videos, device)
         self.generator = torch.Generator().manual_seed(seed)
 
     def state_dict(self):
@@ -280,11 +317,16 @@ class ClassifierTrainer:
         self.generator.set_state(state["generator"])
 
     def train_epoch(self, phase):
-        """One epoch (a 'C' Phase); returns dict(loss=mean loss per labelled video)."""
+        """One epoch (a 'C' Phase); returns dict(loss=mean loss per labelled video, finite:
+        see EpochStats)."""
         desc = f"classifier epoch {phase.epoch}"
-        if not self.fast:
-            return self._batched_epoch(desc)
-        total, n = torch.zeros((), device=self.device), 0
+        stats = EpochStats(self.device)
+        epoch = self._fast_epoch if self.fast else self._batched_epoch
+        out = stats.read(self.model.parameters(), epoch(desc, stats), 0)
+        return {"loss": out["loss"], "finite": out["finite"]}
+
+    def _fast_epoch(self, desc, stats):
+        n = 0
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
         for i in progress(order, len(order), desc, self.show_progress):
             if self.dataset.videos[i].labels.sum() <= 0:         # no label: nothing to learn
@@ -293,28 +335,30 @@ class ClassifierTrainer:
             loss = self.model.video_loss(self.inputs[i], self.inputs.labels[i])
             loss.backward()
             self.opt.step()
-            total += loss.detach()
+            stats.add(loss)
             n += 1
-        return {"loss": total.item() / max(n, 1)}
+        return n
 
-    def _batched_epoch(self, desc):
-        """Padded batches through autograd (--batch-size > 1)."""
-        total, n = 0.0, 0
+    def _batched_epoch(self, desc, stats):
+        """Padded batches through autograd (--batch-size > 1), from the features held where
+        the steps run; which videos have a label is known on the host."""
+        n = 0
         self.model.train()
-        n_batches = -(-len(self.dataset) // self.batch_size)
-        for batch in progress(batches(self.dataset, self.batch_size, self.generator), n_batches,
-                              desc, self.show_progress):
-            keep = batch["labels"].sum(dim=1) > 0                # videos with a label
-            if not keep.any():
+        lengths = [v.num_snippets for v in self.dataset.videos]
+        chosen = bucketed_batches(lengths, self.batch_size, self.generator)
+        for indices in progress(chosen, len(chosen), desc, self.show_progress):
+            keep = [i for i in indices if self.dataset.videos[i].labels.sum() > 0]
+            if not keep:
                 continue
-            b = _to({k: batch[k][keep] for k in ("rgb", "flow", "mask", "labels")},
-                    self.device)
+            # padded to the longest of the whole batch, as before the unlabelled were left out
+            xs, mask, labels = padded_batch(self.inputs, keep, lengths,
+                                            length=max(lengths[i] for i in indices))
             self.opt.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
-                scores = self.model(b["rgb"], b["flow"], b["mask"])             # (B, K)
-            loss = video_classifier_loss(scores.float(), b["labels"])
+                scores = self.model(xs[0], xs[1], mask)                         # (B, K)
+            loss = video_classifier_loss(scores.float(), labels)
             loss.backward()
             self.opt.step()
-            total += loss.item()
-            n += int(keep.sum())
-        return {"loss": total / max(n, 1)}
+            stats.add(loss)
+            n += len(keep)
+        return n

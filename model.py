@@ -63,7 +63,10 @@ def branch_forward(x, W, b, V, c):
     z[..., 1:, :] += Z[..., :-1, :H]                               # W0 x[t-1]
     z[..., :-1, :] += Z[..., 1:, 2 * H:]                           # W2 x[t+1]
     a = z.clamp_min(0).to(W.dtype)
-    y = torch.baddbmm(c, a.reshape(2, -1, H), V).float().sigmoid()  # (2, ... T, O)
+    logit = torch.baddbmm(c, a.reshape(2, -1, H), V).float()        # (2, ... T, O)
+    # an overflowed (infinite) logit is divergence, not certainty: its output is NaN, for the
+    # trainers' check (bce_loss); + 0 (the same bits) everywhere else
+    y = logit.sigmoid() + (logit - logit).detach()
     return z, a, y.view(2, *lead, O)
 
 
@@ -71,12 +74,17 @@ def bce_loss(y, target, mask=None):
     """The loss of both steps: sum over streams, videos and outputs of the mean BCE over each
     video's real snippets (torch's BCE, as the released BCELoss, clamps log at -100).
     y (2, T, O) with target (T, O) or (1, O) and mask None or (T,) (one video, padded to T),
-    or y (2, B, T, O) with target (B, T, O) and mask (B, T)."""
-    bce = F.binary_cross_entropy(y, target.expand_as(y), reduction="none")
+    or y (2, B, T, O) with target (B, T, O) and mask (B, T).
+    No NaN reaches the BCE kernel (CUDA's asserts on one, which kills the process's CUDA
+    context): a NaN output is read as 0.5 there and makes the loss NaN instead, for the
+    trainers' once-an-epoch check (em_trainer.EpochStats). Finite outputs: unchanged."""
+    nan = torch.isnan(y)
+    bce = F.binary_cross_entropy(y.masked_fill(nan, 0.5), target.expand_as(y), reduction="none")
+    flag = torch.where(nan.any(), float("nan"), 0.0)               # + 0.0: the same bits
     if mask is None:
-        return bce.sum() / y.shape[-2]
+        return bce.sum() / y.shape[-2] + flag
     m = mask[..., None].to(bce.dtype)                              # (B, T, 1)
-    return ((bce * m).sum(dim=-2) / m.sum(dim=-2)).sum()
+    return ((bce * m).sum(dim=-2) / m.sum(dim=-2)).sum() + flag
 
 
 class BranchBCE(torch.autograd.Function):

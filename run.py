@@ -29,6 +29,7 @@ from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line, warn
 from core.files import atomic_write_json, atomic_write_text
+from training.buckets import bucket_lengths
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
 from core.files import atomic_torch_save
@@ -79,7 +80,19 @@ def train(schedule, done, trainer_of, show=False):
     for position, phase in progress(todo, len(todo), "epochs", show):
         t0 = time.time()
         stats = trainer_of[phase.step].train_epoch(phase)
+        if not stats.pop("finite"):
+            raise InputError(diverged(position, phase))
         yield position, phase, stats, time.time() - t0
+
+
+def diverged(position, phase):
+    """The one line of a run stopped by a NaN or Inf (the last checkpoint is the epoch
+    before: it is kept, and nothing of this epoch is written)."""
+    lr = "--cls-lr" if phase.step == "C" else "--lr"
+    kept = (f"the checkpoint of epoch {position - 1} is kept" if position > 1
+            else "no checkpoint was written")
+    return (f"epoch {position} ({phase.name} {phase.epoch}) diverged: a NaN or Inf in the "
+            f"loss or the weights; {kept}; try a lower {lr}")
 
 
 # the stages of a run ----------------------------------------------------------------
@@ -105,6 +118,13 @@ def build_networks(opts, K, device):
     return model, classifier
 
 
+def buckets_of(opts, train_set):
+    """--step padded: the bucket lengths of the training videos (None: unpadded steps)."""
+    if opts.step != "padded":
+        return None
+    return bucket_lengths([v.num_snippets for v in train_set.videos], opts.max_padding)
+
+
 def prepare(opts, loaded, checkpoint, log):
     """Everything before the first write: seeds, splits, ground truth, networks, trainers,
     and the checkpoint's contents restored (each checked)."""
@@ -117,16 +137,17 @@ def prepare(opts, loaded, checkpoint, log):
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
     test_set = SnippetDataset(data.split("test"), data.snippet_seconds)
     model, classifier = build_networks(opts, len(data.classes), device)
-    # one video per step: the training features as the steps read them (on a GPU: copied
-    # there once, shared by both trainers)
-    inputs = VideoInputs(train_set.videos, device) if opts.batch_size == 1 else None
+    # the training features as the steps read them (on a GPU: copied there once, shared by
+    # both trainers; --amp: with a bfloat16 copy, made once)
+    inputs = VideoInputs(train_set.videos, device, opts.amp)
     video_trainer = ClassifierTrainer(classifier, train_set, opts.cls_lr, opts.batch_size,
                                       device, opts.seed, amp=opts.amp, show_progress=not opts.quiet,
                                       inputs=inputs)
     em = None
     if opts.method == "emmil":
         em = EMTrainer(model, train_set, opts.lr, opts.gamma, opts.batch_size, device, opts.seed,
-                       log=log, amp=opts.amp, show_progress=not opts.quiet, inputs=inputs)
+                       log=log, amp=opts.amp, show_progress=not opts.quiet, inputs=inputs,
+                       buckets=buckets_of(opts, train_set))
     position = 0
     if checkpoint is not None:
         position = restore(checkpoint, os.path.join(opts.output_dir, LAST), len(schedule),

@@ -181,7 +181,10 @@ def check_optimizer(opt):
     """Adam's loaded state fits its parameters (load_state_dict checks only the counts)."""
     for group in opt.param_groups:
         for key in ("lr", "eps", "weight_decay"):
-            if not (isinstance(group.get(key), (int, float)) and np.isfinite(group[key])):
+            value = group.get(key)
+            if torch.is_tensor(value) and value.numel() == 1:   # capturable Adam (--step padded)
+                value = value.item()
+            if not (isinstance(value, (int, float)) and np.isfinite(value)):
                 raise ValueError(f"param group {key} is {group.get(key)!r}")
         betas = group.get("betas")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):

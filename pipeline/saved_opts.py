@@ -60,6 +60,11 @@ def _typed(value, types):
     return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
+# Options added since runs were first saved: their value in an older opts.json (the way
+# those runs were trained), so that older runs stay readable and resumable.
+ADDED = {"step": "unpadded", "max_padding": 0.25}
+
+
 def saved_problem(saved):
     """What is wrong with the content of a saved opts.json (None: nothing)."""
     if not isinstance(saved, dict):
@@ -96,6 +101,8 @@ def read_saved(folder, needed):
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; {needed}")
     saved = read_json(path, "saved options")
+    if isinstance(saved, dict):
+        saved = {**ADDED, **saved}
     problem = saved_problem(saved)
     if problem:
         raise InputError(f"{path}: {problem}")

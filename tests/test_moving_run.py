@@ -1,5 +1,6 @@
-"""A run moves between machines: a run whose records say it was trained on CUDA is resumed,
-detected, analysed and swept here, on the CPU, with no flag (issue 24)."""
+"""Runs that travel (issue 24): a run whose records say it was trained on CUDA is resumed,
+detected, analysed and swept here, on the CPU, with no flag; a diverging run stops in one
+line; the padded step (--step padded) trains a whole run."""
 import json
 import os
 import shutil
@@ -18,9 +19,7 @@ from extraction import record as rec
 from pipeline.saved_opts import RESUME_MAY_CHANGE
 from sweeps.trials import trials_of
 
-if torch.cuda.is_available():
-    pytest.skip("the CPU machine's side of a moved run", allow_module_level=True)
-
+ON_CPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU machine's side")
 ARGS = ["--dry-run", "--quiet", "--no-report", "--no-tensorboard", "--save-every", "1"]
 # what a GPU run of this version writes (utils.device_record on an H100)
 GPU = {"device": "cuda", "torch": "2.13.0+cu128", "name": "NVIDIA H100 80GB HBM3",
@@ -50,6 +49,7 @@ def runs(tmp_path_factory):
     return base / "whole", moved
 
 
+@ON_CPU
 def test_resumed_detected_swept_and_analysed_on_the_cpu(runs, tmp_path, capsys):
     whole, moved = runs
     assert cli(run.main, ["--resume", str(moved), "--quiet"]) == 0
@@ -79,6 +79,7 @@ def test_resumed_detected_swept_and_analysed_on_the_cpu(runs, tmp_path, capsys):
     assert (moved / "report" / "index.html").is_file()
 
 
+@ON_CPU
 def test_explicit_device_cuda_is_still_refused_here(runs, tmp_path, capsys):
     _, moved = runs
     report = moved / "report"
@@ -115,3 +116,36 @@ def test_extraction_refuses_to_mix_tf32_and_float32(tmp_path):
     made = rec.machine_record("cpu")
     assert made["tf32"] is False and made["machine"]["device"] == "cpu"
     assert made["machine"]["blas"] and made["machine"]["cpu_capability"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--batch-size", "2"]])
+def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path, capsys,
+                                                                          extra):
+    out = tmp_path / "run"
+    argv = [*ARGS, "--output-dir", str(out), "--lr", "1e30", *extra]
+    assert cli(run.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: epoch 2 (M1 1) diverged: a NaN or Inf in the loss or the weights; "
+                   "the checkpoint of epoch 1 is kept; try a lower --lr\n")
+    history = json.loads((out / "history.json").read_text())          # valid JSON: no NaN
+    assert [h["phase"] for h in history] == ["C"]
+    assert torch.load(out / "checkpoint_last.pt", weights_only=True)["position"] == 1
+    assert not (out / "metrics.json").exists() and not (out / "em_mil.pt").exists()
+
+
+def test_padded_step_trains_a_whole_run(runs, tmp_path):
+    """--step padded: the unpadded run's losses and weights to float32 rounding; resumed
+    (its capturable Adam's tensor learning rate read back), it detects again."""
+    whole, _ = runs
+    out = tmp_path / "padded"
+    assert cli(run.main, [*ARGS, "--output-dir", str(out), "--step", "padded"]) == 0
+    ours = json.loads((out / "history.json").read_text())
+    theirs = json.loads((whole / "history.json").read_text())
+    assert [h["phase"] for h in ours] == [h["phase"] for h in theirs]
+    for a, b in zip(ours, theirs):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["positive"] == b["positive"]
+    padded, plain = (torch.load(f / "em_mil.pt", weights_only=True) for f in (out, whole))
+    for name in plain:
+        torch.testing.assert_close(padded[name], plain[name], rtol=1e-4, atol=1e-6)
+    assert cli(run.main, ["--resume", str(out), "--quiet"]) == 0
+    assert json.loads((out / "opts.json").read_text())["step"] == "padded"
