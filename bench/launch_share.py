@@ -9,13 +9,16 @@ the host's pace. Measured on one epoch:
 - host share: ops x the host cost of one empty operation on the same device, over the
   epoch's wall time (an estimate; on any device);
 - launch share (CUDA): wall time inside the CUDA runtime's launch and copy calls;
-- device busy (CUDA): the kernels' own time over the wall time; 1 - busy is the time the
-  GPU waits for the host.
+- device busy (CUDA): the time the GPU runs kernels or copies (the union of their
+  intervals, each counted once) over the wall time; 1 - busy is the time the GPU waits for
+  the host. (Summing `self_device_time_total` over every profiler row counts each kernel
+  twice: once as its own row, once in the row of the operation that launched it.)
 """
 import time
 
 import numpy as np
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
@@ -66,7 +69,28 @@ def epoch_shares(fn, device, steps, wall, op_seconds):
            "launch_share": None, "device_busy": None}
     if device.type == "cuda":             # profiler times are in microseconds
         launch = sum(r.cpu_time_total for r in rows if r.key in LAUNCH_CALLS)
-        busy = sum(r.self_device_time_total for r in rows)
         out["launch_share"] = launch / 1e6 / profiled
-        out["device_busy"] = busy / 1e6 / profiled
+        out["device_busy"] = device_busy_us(prof.events()) / 1e6 / profiled
     return out
+
+
+def device_busy_us(events):
+    """Microseconds during which the GPU ran something: the union of the intervals of the
+    profiler's device-side events (kernels, copies; a kernel is one such event, whatever
+    operation launched it), overlaps (several streams) counted once."""
+    spans = [(e.time_range.start, e.time_range.end) for e in events
+             if e.device_type == DeviceType.CUDA]
+    return union_length(spans)
+
+
+def union_length(spans):
+    """The length of the union of intervals [(start, end)]."""
+    total, reach = 0, None
+    for start, end in sorted(spans):
+        if reach is None or start > reach:
+            total += end - start
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total

@@ -264,10 +264,9 @@ def extract_one(opts, nets, device):
                                             nets).items():
             assert feats[stream].shape == (snippets, FEATURE_DIM)
             write_npy(target, feats[stream])
-    return {"source": path, "split": opts["split"], "snippets": snippets,
-            "frames": stats.frames, "seconds": {k: round(v, 3) for k, v in
-                                                stats.seconds.items()},
-            **rec.machine_record(device)}
+    seconds = {k: round(v, 3) for k, v in stats.seconds.items()}
+    return {"source": path, "split": opts["split"], "snippets": snippets, "frames": stats.frames,
+            "seconds": seconds, **rec.machine_record(device)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -323,7 +322,7 @@ class Progress:
             self.warn(f"warning: {job.path}: {reason}; video left out")
         else:
             rec.finished(record, job.name, job.split, job.path, done["snippets"],
-                         done["frames"], done if "machine" in done else None)
+                         done["frames"], done)
             self.finished.append(job.name)
             took = sum((done.get("seconds") or {}).values())
             self.say(f"{job.name}: {done['snippets']} snippets ({done['frames']} frames at "

@@ -121,14 +121,15 @@ def differences(old, new):
     return said
 
 
-def finished(record, name, split, source, snippets, frames, machine=None):
-    """Record a video as done (its feature files written); machine: what made it
-    (machine_record), kept when given."""
+def finished(record, name, split, source, snippets, frames, made=None):
+    """Record a video as done (its feature files written); made: a dict with what made it
+    (machine_record's "machine" and "tf32"), kept when it has them (an earlier version's
+    task did not say)."""
     record["videos"][name] = {"split": split, "source": source, "snippets": snippets,
                               "frames": frames, "seconds": round(frames / FPS, 4),
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if machine is not None:
-        record["videos"][name].update(machine=machine["machine"], tf32=machine["tf32"])
+    if made and "machine" in made:
+        record["videos"][name].update(machine=made["machine"], tf32=made["tf32"])
     record["left_out"].pop(name, None)
 
 

@@ -39,3 +39,18 @@ def test_bench_train_tiny_prints_every_phase_and_path():
         found = [line for line in lines if line.startswith(start)]
         assert len(found) == 1, (start, out)
         assert all(math.isfinite(v) and v > 0 for v in _numbers(found[0])), found[0]
+
+
+def test_gpu_busy_share_counts_each_kernel_once():
+    """Two kernels (0-10 us, 5-15 us on another stream) and a copy (20-30 us), with the CPU
+    operations that launched them (0-40 us, which the old sum counted again): 25 us busy."""
+    from types import SimpleNamespace
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from launch_share import DeviceType, device_busy_us, union_length
+    event = lambda kind, a, b: SimpleNamespace(device_type=kind,                # noqa: E731
+                                               time_range=SimpleNamespace(start=a, end=b))
+    gpu = [event(DeviceType.CUDA, *span) for span in ((0, 10), (5, 15), (20, 30))]
+    cpu = [event(DeviceType.CPU, 0, 40)]
+    assert device_busy_us(cpu + gpu) == 25
+    assert union_length([(0, 4), (1, 2), (3, 6), (8, 9)]) == 7
+    assert union_length([]) == 0
