@@ -17,7 +17,9 @@ import argparse
 import os
 import sys
 
-from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
+from extraction.inputs import SPLITS
+from extraction.jobs import plan, run
+from extraction.to_hdf5 import write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
