@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from readers.features import STREAM_DIM, keep_features, named, read_entry, video_streams
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
-                             wtalc_entries)
+                             wtalc_entries, wtalc_features, wtalc_paths)
 from core.cli import OneLineParser, cli
 from core.errors import InputError, warn
 from core.safe_load import read_text
@@ -87,6 +87,7 @@ class VideoSet:
     dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
                                                    # the videos dropped for empty features
     annotated: bool = True     # False: features without annotations (no label, no segment)
+    features_file: str = None  # the W-TALC bundle's file read (I3D or UNT)
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -213,7 +214,7 @@ def dropped_warning(dropped):
 
 def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
                  max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
-                 classes=None, log=warn, unannotated=False):
+                 classes=None, log=warn, unannotated=False, features=None):
     """Load features and annotations from any layout (layouts.py describes them).
 
     bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
@@ -227,7 +228,9 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     each and are kept in VideoSet.warnings. unannotated: features without annotations (a
     folders root without gt.json, an HDF5 file without classes: extract.py's output) are
     read, as videos without labels or segments, with one split or both (VideoSet.annotated
-    False); otherwise they are refused.
+    False); otherwise they are refused. features: the --features preset, which picks the
+    W-TALC bundle's file (I3D or UNT; None: the one present); VideoSet.features_file names
+    the file read (W-TALC only).
     """
     if layout == "auto":
         layout = detect_layout(root)
@@ -250,7 +253,7 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     try:
         found, entries, source, ambiguous, rate = read_layout(
             layout, root, bundle, train_subset, test_subset, annotations,
-            snippet_seconds, layout_seconds, note, classes, unannotated)
+            snippet_seconds, layout_seconds, note, classes, unannotated, features)
         annotated, found = found is not None, found or []
         if not annotated and not unannotated:
             raise InputError(f"{source}: no class list: features without annotations (e.g. "
@@ -269,14 +272,16 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     if layout == "hdf5" and memory != "stream":
         close_hdf5(root)                        # all in RAM: the file is not needed any more
     data.warnings = said
+    if layout == "wtalc":
+        data.features_file = wtalc_paths(root, bundle, wtalc_features(root, bundle, features))[0]
     return data
 
 
 def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
-                layout_seconds, log, classes=None, unannotated=False):
+                layout_seconds, log, classes=None, unannotated=False, features=None):
     """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout;
     classes None: features without annotations (an HDF5 file without classes, a folders
-    root without gt.json when `unannotated`)."""
+    root without gt.json when `unannotated`). features: see load_dataset."""
     if layout == "hdf5":
         found, entries, source, ambiguous, stored = hdf5_entries(root, log)
         found = found or None
@@ -284,9 +289,12 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
             raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
                              f"snippet_seconds) but {float(snippet_seconds):g} s was asked for")
         return found, entries, source, ambiguous, stored
-    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "wtalc":
-        return (*wtalc_entries(root, bundle, train_subset, test_subset, log), rate)
+        kind = wtalc_features(root, bundle, features)          # i3d or unt: which file
+        rate = layout_rate(f"wtalc-{kind}" if kind != "i3d" else layout, snippet_seconds,
+                           layout_seconds)
+        return (*wtalc_entries(root, bundle, train_subset, test_subset, log, kind), rate)
+    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "folders":
         return (*folders_entries(root, log, unannotated), rate)
     return (*emmil_entries(root, annotations, classes, log), rate)
@@ -377,7 +385,8 @@ def summarize(data, dataset):
     return {"layout": data.layout, "dataset": dataset, "annotated": data.annotated,
             "classes": list(data.classes),
             "snippets_per_second": 1.0 / data.snippet_seconds, "feature_dim": STREAM_DIM,
-            "splits": splits, "warnings": list(data.warnings)}
+            "splits": splits, "warnings": list(data.warnings),
+            **({"features_file": data.features_file} if data.layout == "wtalc" else {})}
 
 
 def build_command_parser():
@@ -427,7 +436,7 @@ def load_from_args(args):
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
                         layout_seconds=o.layout_snippet_seconds(), classes=classes,
-                        log=lambda message: None, unannotated=True)
+                        log=lambda message: None, unannotated=True, features=args.features)
     return data, dataset
 
 

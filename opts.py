@@ -64,7 +64,8 @@ FEATURE_PRESETS = {
     "emmil": (24.0, 30),    # released EM-MIL clips: 15 frames sampled every 2nd at 24 fps = 1.25 s
 }
 
-LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil"}
+LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil",
+                   "wtalc-unt": "unt"}      # a W-TALC bundle holding only its UNT file
 
 # The EM phases of the released schedule (schedule.py); the video classifier's 45 epochs
 # (--cls-epochs) come first: C:45,M1:10,E:10,M2:10,alt:35.

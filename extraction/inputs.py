@@ -18,23 +18,47 @@ class Job:
     split: str
 
 
+def _dangling(path):
+    return os.path.islink(path) and not os.path.exists(path)
+
+
 def find_videos(inputs):
-    """Video files from files and folders (a folder: its files with a video extension,
-    sorted; not recursive). A path that does not exist is an InputError."""
+    """(video files, problem lines) from files and folders (a folder: its files with a video
+    extension, sorted; not recursive). A file given twice (directly and through its folder)
+    counts once; a symbolic link to nothing is a problem line. A path that does not exist
+    is an InputError."""
     paths = []
     for given in inputs:
         if os.path.isdir(given):
             names = sorted(n for n in os.listdir(given) if n.lower().endswith(VIDEO_EXTENSIONS)
-                           and os.path.isfile(os.path.join(given, n)))
+                           and (os.path.isfile(os.path.join(given, n))
+                                or _dangling(os.path.join(given, n))))
             if not names:
                 raise InputError(f"{given}: no video file in the folder (extensions "
                                  f"{', '.join(VIDEO_EXTENSIONS)})")
             paths += [os.path.join(given, n) for n in names]
-        elif os.path.isfile(given):
+        elif os.path.isfile(given) or _dangling(given):
             paths.append(given)
         else:
             raise InputError(f"{given}: file or folder not found")
-    return [os.path.abspath(p) for p in paths]
+    paths = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    problems = [f"{p}: a symbolic link to {os.readlink(p)}, which does not exist"
+                for p in paths if _dangling(p)]
+    return [p for p in paths if not _dangling(p)], problems
+
+
+def name_room(out):
+    """The longest video name, in bytes, whose files fit in the file system of out: its
+    longest file name less what a feature file's temporary name adds ('.tmp-' + 8 + '.npy',
+    core/files.write_atomically)."""
+    folder = os.path.abspath(out)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    return longest - len(".tmp-") - 8 - len(".npy")
 
 
 def video_name(path):
@@ -56,17 +80,23 @@ def read_split_list(path):
     return splits
 
 
-def jobs_of(paths, split, split_list):
-    """([Job], [problem line]): one job per video, named after its file; a bad name, or a
-    name two files share, is a problem of those files (left out). A video the split list
-    does not name is an InputError."""
+def jobs_of(paths, split, split_list, out="."):
+    """([Job], [problem line]): one job per video, named after its file; a bad name, a name
+    too long for the file system of `out`, or a name two files share, is a problem of those
+    files (left out). A video the split list does not name is an InputError."""
     splits = read_split_list(split_list) if split_list else None
-    names, problems = {}, []
+    names, problems, room = {}, [], name_room(out)
     for path in paths:
         try:
-            names.setdefault(check_video_name(video_name(path), path), []).append(path)
+            name = check_video_name(video_name(path), path)
         except InputError as e:
             problems.append(str(e))
+            continue
+        if len(os.fsencode(name)) > room:
+            problems.append(f"{path}: the name is {len(os.fsencode(name))} bytes long; its "
+                            f"feature files need names of at most {room} bytes in {out}")
+            continue
+        names.setdefault(name, []).append(path)
     jobs = []
     for name, where in names.items():
         if len(where) > 1:

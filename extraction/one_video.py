@@ -9,6 +9,7 @@ import torch
 
 from extraction.features import video_features
 from extraction.folder import feature_paths
+from extraction.frames import MAX_HOURS
 from extraction.i3d import FEATURE_DIM, load_i3d, random_i3d
 from core.errors import InputError, first_line
 from core.files import atomic_write_json, write_atomically
@@ -28,13 +29,15 @@ def write_npy(path, array):
 
 def extract_one(opts, nets, device):
     """One video: its features written (each file atomically), and what extraction.json
-    records of it: dict(source, split, snippets, frames). Zero snippets: nothing written.
+    records of it: dict(source, split, snippets, frames, rotation, longest_gap, rescaled,
+    size, seconds). Zero snippets: nothing written.
     Anything going wrong with the video is an InputError naming it."""
     path = opts["source"]
     try:
         feats, stats = video_features(path, nets, device, flow_method=opts["flow"],
                                       batch=GPU_BATCH if device.type == "cuda" else CPU_BATCH,
-                                      threads=opts.get("threads") or 0)
+                                      threads=opts.get("threads") or 0,
+                                      max_hours=opts.get("max_hours") or MAX_HOURS)
     except InputError:
         raise
     except (cv2.error, RuntimeError, ValueError, MemoryError, OSError) as e:
@@ -47,7 +50,9 @@ def extract_one(opts, nets, device):
             assert feats[stream].shape == (snippets, FEATURE_DIM)
             write_npy(target, feats[stream])
     return {"source": path, "split": opts["split"], "snippets": snippets,
-            "frames": stats.frames, "seconds": {k: round(v, 3) for k, v in
+            "frames": stats.frames, "rotation": stats.rotation,
+            "longest_gap": [float(x) for x in stats.longest_gap], "rescaled": stats.rescaled,
+            "size": list(stats.size or ()), "seconds": {k: round(v, 3) for k, v in
                                                 stats.seconds.items()}}
 
 
