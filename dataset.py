@@ -405,7 +405,9 @@ def build_command_parser():
         s.add_argument("--annotations", default=None,
                        help="ground truth of the emmil layout: gt.json or *-Annotations folder")
         s.add_argument("--features", default=None, choices=sorted(o.FEATURE_PRESETS),
-                       help="feature rate preset (default: the HDF5 file's, else i3d)")
+                       help="feature rate preset, and the W-TALC file it reads (default: the "
+                            "HDF5 file's; the W-TALC bundle's UNT file when it is the only one; "
+                            "else i3d)")
     convert = sub.choices["convert"]
     convert.epilog = HDF5_SCHEMA
     convert.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -111,7 +111,8 @@ def add_data_options(p):
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
                         " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s);"
                         " default: the layout's own (emmil layout: emmil; HDF5: the file's rate;"
-                        " W-TALC and folders: i3d)")
+                        " W-TALC and folders: i3d, or unt for a bundle holding only its UNT file);"
+                        " a W-TALC bundle holding both files reads the one named")
     g.add_argument("--feature-fps", type=float, default=None,
                    help="frame rate the features were extracted at (overrides --features;"
                         " alone, it takes the frames per snippet of --features or i3d)")
