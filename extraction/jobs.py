@@ -156,7 +156,7 @@ class Progress:
         gap, at = done.get("longest_gap") or (0.0, 0.0)
         if gap > GAP_WARN:
             kept["longest_gap"] = {"seconds": round(gap, 3), "at": round(at, 3)}
-            self.warn(f"warning: {job.path}: no frame for {gap:.1f} s after {at:.1f} s; kept "
+            self.warn(f"warning: {job.path}: no frame for {gap:.1f} s after {at:.2f} s; kept "
                       f"(the frame before is repeated), gaps over {GAP_WARN:g} s are said")
         if done.get("rescaled"):
             h, w = done["size"]

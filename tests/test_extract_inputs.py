@@ -19,6 +19,7 @@ import extract
 from extraction import frames as fr
 from extraction import jobs
 from extraction.features import VideoStats, displayed
+from extraction.inputs import Job
 from core.errors import InputError
 from test_extract import call
 from test_extract_frames import constant_rate, write_video
@@ -307,3 +308,16 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_partial(videos, tmp_path, monkeyp
                                                    "--out", str(out), *FAST])
     assert code == 130 and stderr.count("\n") == 1 and stderr.startswith("error: interrupted")
     assert sorted(os.listdir(out)) == ["extraction.json"]
+
+
+def test_a_long_gap_is_warned_of_and_recorded():
+    """What Progress keeps of a video whose frames stop for 12 s after 0.04 s (the figures
+    test_long_gaps_are_kept_and_noted measures)."""
+    said = []
+    progress = jobs.Progress(None, said.append, said.append)
+    job = Job("gap", "/videos/gap.mkv", "test")
+    kept = progress.notes(job, {"longest_gap": [12.0, 0.04], "rescaled": 0})
+    assert kept == {"longest_gap": {"seconds": 12.0, "at": 0.04}}
+    assert said == ["warning: /videos/gap.mkv: no frame for 12.0 s after 0.04 s; kept (the "
+                    "frame before is repeated), gaps over 10 s are said"]
+    assert progress.notes(job, {"longest_gap": [9.5, 1.0], "rescaled": 0}) == {}
