@@ -96,16 +96,19 @@ def _clock(text):
         return None
 
 
-def declared_seconds(container, stream):
-    """How long the video stream says it lasts, in seconds: its own duration (mp4), else its
-    DURATION tag (Matroska, WebM), else the container's (which may count a longer audio
-    track); None when nothing says."""
+def declared(container, stream):
+    """(seconds, own) of how long the video stream says it lasts: its own duration (mp4),
+    else its DURATION tag (Matroska, WebM), else the container's, which may count a longer
+    audio track (own: False, unless the video is the container's only stream);
+    (None, False) when nothing says."""
     if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
+        return float(stream.duration * stream.time_base), True
     tagged = _clock(stream.metadata.get("DURATION", ""))
     if tagged:
-        return tagged
-    return container.duration / av.time_base if container.duration else None
+        return tagged, True
+    if container.duration:
+        return container.duration / av.time_base, len(container.streams) == 1
+    return None, False
 
 
 def tolerance(seconds, fps):
@@ -135,7 +138,7 @@ def probe(path, max_hours=MAX_HOURS):
         rate = stream.average_rate
         info = {"width": stream.codec_context.width, "height": stream.codec_context.height,
                 "fps": float(rate) if rate else None, "frames": stream.frames or None,
-                "seconds": declared_seconds(container, stream)}
+                "seconds": declared(container, stream)[0]}
     check_size(path, info["width"], info["height"])
     if info["seconds"] and info["seconds"] > max_hours * 3600:
         raise InputError(f"{path}: declares {info['seconds'] / 3600:.1f} hours, more than "
@@ -143,9 +146,9 @@ def probe(path, max_hours=MAX_HOURS):
     return info
 
 
-def _past(path, t, declared, max_hours):
-    said = (f"past the video stream's declared duration {declared:.2f} s" if declared
-            and declared <= max_hours * 3600 else f"past --max-hours {max_hours:g}")
+def _past(path, t, seconds, max_hours):
+    said = (f"past the video stream's declared duration {seconds:.2f} s" if seconds
+            and seconds <= max_hours * 3600 else f"past --max-hours {max_hours:g}")
     return InputError(f"{path}: a frame at {float(t):.2f} s, {said}")
 
 
@@ -158,9 +161,9 @@ def timed_frames(path, threads=0, max_hours=MAX_HOURS, notes=None):
     time after the first frame)."""
     container, stream = open_video(path, threads)
     with container:
-        declared = declared_seconds(container, stream)
+        seconds, own = declared(container, stream)
         fps = float(stream.average_rate) if stream.average_rate else None
-        limit = min(declared + tolerance(declared, fps) if declared else float("inf"),
+        limit = min(seconds + tolerance(seconds, fps) if seconds else float("inf"),
                     max_hours * 3600)
         decoded, t0, last, gap = 0, None, None, (0.0, 0.0)
         try:
@@ -172,7 +175,7 @@ def timed_frames(path, threads=0, max_hours=MAX_HOURS, notes=None):
                     t0 = t if t0 is None else t0
                     t -= t0
                     if t > limit:
-                        raise _past(path, t, declared, max_hours)
+                        raise _past(path, t, seconds, max_hours)
                     if last is not None and t - last[0] > gap[0]:
                         gap = (float(t - last[0]), float(last[0]))
                     last = (t, d)
@@ -185,13 +188,13 @@ def timed_frames(path, threads=0, max_hours=MAX_HOURS, notes=None):
                              f"{decoded} frames ({reason(e)})") from None
         if notes is not None:
             notes.longest_gap = gap
-        _check_complete(path, stream, decoded, declared, last, fps)
+        _check_complete(path, stream, decoded, seconds if own else None, last, fps)
 
 
 def _check_complete(path, stream, decoded, declared, last, fps):
     """InputError when fewer frames were decoded than the container lists, or, in a
     container that lists none (Matroska, WebM, ...), when the last frame ends before the
-    declared duration, beyond the tolerance."""
+    video's own declared duration (None: not known, no check), beyond the tolerance."""
     if decoded == 0:
         raise InputError(f"{path}: no frame could be decoded")
     if stream.frames:
@@ -204,6 +207,7 @@ def _check_complete(path, stream, decoded, declared, last, fps):
         if end < declared - tolerance(declared, fps):
             raise InputError(f"{path}: truncated video: its frames end at {end:.2f} s, its "
                              f"header declares {declared:.2f} s")
+
 
 def resample(timed, fps=FPS):
     """Yield (k, item) for k = 0, 1, ...: the item whose time is nearest k / fps (times

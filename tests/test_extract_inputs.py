@@ -321,3 +321,33 @@ def test_a_long_gap_is_warned_of_and_recorded():
     assert said == ["warning: /videos/gap.mkv: no frame for 12.0 s after 0.04 s; kept (the "
                     "frame before is repeated), gaps over 10 s are said"]
     assert progress.notes(job, {"longest_gap": [9.5, 1.0], "rescaled": 0}) == {}
+
+
+def test_a_longer_audio_track_is_no_truncation(tmp_path):
+    """A Matroska file of 20 video frames (0.8 s) and 2 s of audio, its per-stream
+    DURATION tags removed (as mkvmerge writes it): the container's 2 s count the audio, so
+    they neither bound the video nor make it truncated."""
+    path = tmp_path / "av.mkv"
+    out = av.open(str(path), "w", format="matroska")
+    video = out.add_stream("libx264", rate=25)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    audio = out.add_stream("aac", rate=8000)
+    for i in range(20):
+        pixels = np.full((48, 64, 3), 10 * i, np.uint8)
+        for packet in video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            out.mux(packet)
+    for i in range(16):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 8000, 1024 * i
+        for packet in audio.encode(frame):
+            out.mux(packet)
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"DURATION", b"DURATIOX"))          # tags nobody reads
+    info = fr.probe(str(path))
+    assert info["frames"] is None and info["seconds"] > 1.9
+    assert len(list(fr.frames_at(str(path)))) == 20
