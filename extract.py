@@ -11,7 +11,8 @@ DIR/extraction.json (the options, the weights' sha256, the versions, whether the
 are comparable with the published ones, the videos done). The same command again skips the
 videos finished. A video that cannot be read fails alone, with one line naming it (exit 2
 at the end, the others done); a video shorter than one chunk (16 frames at 25 fps) is left
-out with a warning.
+out with a warning. docs/extract.md lists every bad input and what it gives; Ctrl-C is one
+line and exit code 130.
 """
 import argparse
 import os

@@ -11,8 +11,11 @@ container of each says, the weights, the folder); `run` does the videos one afte
 this process, or as Ray tasks through the trial executor of sweeps/trials.py (`--workers N`
 on this machine, `--address auto` on a cluster: then DIR must be on a filesystem every node
 sees). Each feature file is written atomically; only this process writes extraction.json and
-the split files, after each video, so a rerun skips what is finished. A video that cannot be
-read fails alone (one line naming it); one shorter than a chunk is left out with a warning.
+the split files, after each video, so a rerun skips what is finished (and checks it: the
+same source file, its feature files there). The writing happens under the folder's lock,
+after the record is read again (another command may have finished since the plan). A video
+that cannot be read fails alone (one line naming it); one shorter than a chunk is left out
+with a warning.
 """
 import os
 import shutil
