@@ -228,9 +228,8 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     each and are kept in VideoSet.warnings. unannotated: features without annotations (a
     folders root without gt.json, an HDF5 file without classes: extract.py's output) are
     read, as videos without labels or segments, with one split or both (VideoSet.annotated
-    False); otherwise they are refused. features: the --features preset, which picks the
-    W-TALC bundle's file (I3D or UNT; None: the one present); VideoSet.features_file names
-    the file read (W-TALC only).
+    False); otherwise they are refused. features: --features, which picks the W-TALC file
+    (I3D or UNT; None: the one present), named by VideoSet.features_file.
     """
     if layout == "auto":
         layout = detect_layout(root)
@@ -291,7 +290,7 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
         return found, entries, source, ambiguous, stored
     if layout == "wtalc":
         kind = wtalc_features(root, bundle, features)          # i3d or unt: which file
-        rate = layout_rate(f"wtalc-{kind}" if kind != "i3d" else layout, snippet_seconds,
+        rate = layout_rate({"unt": "wtalc-unt"}.get(kind, layout), snippet_seconds,
                            layout_seconds)
         return (*wtalc_entries(root, bundle, train_subset, test_subset, log, kind), rate)
     rate = layout_rate(layout, snippet_seconds, layout_seconds)
@@ -405,9 +404,8 @@ def build_command_parser():
         s.add_argument("--annotations", default=None,
                        help="ground truth of the emmil layout: gt.json or *-Annotations folder")
         s.add_argument("--features", default=None, choices=sorted(o.FEATURE_PRESETS),
-                       help="feature rate preset, and the W-TALC file it reads (default: the "
-                            "HDF5 file's; the W-TALC bundle's UNT file when it is the only one; "
-                            "else i3d)")
+                       help="feature rate preset and W-TALC file (default: the HDF5 file's, "
+                            "else the W-TALC file present (I3D or UNT), else i3d)")
     convert = sub.choices["convert"]
     convert.epilog = HDF5_SCHEMA
     convert.formatter_class = argparse.RawDescriptionHelpFormatter
