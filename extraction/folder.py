@@ -65,6 +65,8 @@ def source_of(path):
 def features_problem(out, split, name, streams, snippets):
     """Why the feature files of a finished video are not what the record says (missing, or
     not float32 (snippets, 1024)), as a phrase; None when they are."""
+    if type(snippets) is not int:
+        return "no snippet count"
     for stream, path in feature_paths(out, split, name, streams).items():
         where = os.path.relpath(path, out)
         if not os.path.isfile(path):

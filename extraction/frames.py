@@ -9,7 +9,6 @@ work is bounded whatever the file says: a video may last at most its video strea
 duration (within the truncation tolerance) and at most --max-hours; one file is one video
 (only demuxers that read a single file, FORMATS).
 """
-import os
 from fractions import Fraction
 
 import av
@@ -66,9 +65,6 @@ def open_video(path, threads=0):
     """(container, its first video stream), decoding with `threads` threads (0: FFmpeg's
     choice). InputError naming the file when it is not a video, has no video stream, or is
     of a format that opens other files."""
-    if os.path.islink(path) and not os.path.exists(path):
-        raise InputError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
-                         f"exist")
     try:
         container = _open(path)
     except InputError:
