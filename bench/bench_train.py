@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from training.buckets import bucket_lengths, padding_overhead  # noqa: E402
-from dataset import SnippetDataset, Video  # noqa: E402
+from dataset import Video  # noqa: E402
+from training.batches import SnippetDataset  # noqa: E402
 from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: E402
                        segments_frame)
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
