@@ -1,5 +1,5 @@
 """The data model (Video, VideoSet), the checks every layout shares (`assemble`), the one
-entry point `load_dataset` and the torch Dataset with its padding collate.
+entry point `load_dataset`.
 
     data = load_dataset(root, bundle, train_subset, test_subset, layout="auto", ...)
 
@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from readers.features import STREAM_DIM, keep_features, named, read_entry, video_streams
+from readers.features import STREAM_DIM, keep_features, named, read_entry
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
                              wtalc_entries, wtalc_features, wtalc_paths)
@@ -224,8 +223,8 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     it sets the duration of videos that have none. classes: the class list the
     labels are indexed by (names in index order; None: the annotations' own list).
     memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
-    size; SnippetDataset still hands out float32) or 'stream'. Warnings go to `log` once
-    each and are kept in VideoSet.warnings. unannotated: features without annotations (a
+    size; training/batches.py's SnippetDataset still hands out float32) or 'stream'.
+    Warnings go to `log` once each and are kept in VideoSet.warnings. unannotated: features without annotations (a
     folders root without gt.json, an HDF5 file without classes: extract.py's output) are
     read, as videos without labels or segments, with one split or both (VideoSet.annotated
     False); otherwise they are refused. features: --features, which picks the W-TALC file
@@ -308,57 +307,6 @@ def layout_rate(layout, snippet_seconds, layout_seconds):
         raise ValueError(f"load_dataset: no snippet length for the {layout} layout: pass "
                          f"snippet_seconds or layout_seconds (opts.layout_snippet_seconds())")
     return layout_seconds[layout]
-
-
-# ---------------------------------------------------------------------------
-# torch Dataset and padding collate
-# ---------------------------------------------------------------------------
-
-class SnippetDataset(Dataset):
-    """One item per video, as a dict whose entries say their shape."""
-
-    def __init__(self, videos, snippet_seconds):
-        self.videos = list(videos)
-        self.snippet_seconds = snippet_seconds
-
-    def __len__(self):
-        return len(self.videos)
-
-    def __getitem__(self, i):
-        v = self.videos[i]
-        rgb, flow = video_streams(v.features)       # float32, read from disk when streamed
-        return {
-            "rgb": rgb,                             # (T, 1024)
-            "flow": flow,                           # (T, 1024)
-            "labels": v.labels,                     # (K,)
-            "name": v.name,
-            "index": i,
-            "duration": v.duration,                 # seconds
-            "snippet_seconds": self.snippet_seconds,
-        }
-
-
-def collate(items):
-    """Pad a list of items to the longest video.
-
-    Returns rgb, flow (B, T, 1024) zero-padded; mask (B, T) bool, True on real
-    snippets; labels (B, K); lengths (B,); names, indices, durations as lists.
-    """
-    lengths = torch.tensor([it["rgb"].shape[0] for it in items])
-    B, T = len(items), int(lengths.max())
-    rgb = items[0]["rgb"].new_zeros(B, T, items[0]["rgb"].shape[1])
-    flow = items[0]["flow"].new_zeros(B, T, items[0]["flow"].shape[1])
-    for b, it in enumerate(items):
-        rgb[b, :lengths[b]] = it["rgb"]
-        flow[b, :lengths[b]] = it["flow"]
-    mask = torch.arange(T)[None, :] < lengths[:, None]            # (B, T)
-    return {
-        "rgb": rgb, "flow": flow, "mask": mask, "lengths": lengths,
-        "labels": torch.stack([it["labels"] for it in items]),     # (B, K)
-        "names": [it["name"] for it in items],
-        "indices": [it["index"] for it in items],
-        "durations": [it["duration"] for it in items],
-    }
 
 
 # ------------------------------------------------------------------- the command

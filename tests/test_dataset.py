@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from readers.annotation_reader import read_wtalc
-from dataset import SnippetDataset, assemble, collate
+from dataset import assemble
+from training.batches import SnippetDataset, collate
 from readers.features import align_streams
 from readers.layouts import wtalc_entries, wtalc_paths
 from core.errors import InputError

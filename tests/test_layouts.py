@@ -13,7 +13,8 @@ import torch
 
 from readers import annotation_reader
 import dataset as ds
-from dataset import SnippetDataset, load_dataset
+from dataset import load_dataset
+from training.batches import SnippetDataset
 from readers.features import video_streams
 from readers.features import LazyFeatures
 from readers.layouts import detect_layout, wtalc_paths
