@@ -110,6 +110,9 @@ def test_layout_shapes_and_record(extracted):
     assert record["comparable"] == "meaningless"
     assert record["videos"]["one"]["snippets"] == 1 and record["videos"]["one"]["frames"] == 20
     assert record["videos"]["one"]["split"] == "test"
+    made = record["videos"]["one"]["machine"]                # which device made it (issue 24)
+    assert made["device"] == "cpu" and made["cpu_capability"] and made["blas"]
+    assert record["videos"]["one"]["tf32"] is False
     assert list(record["left_out"]) == ["short"]
     conv = record["options"]["convention"]
     assert (conv["fps"], conv["chunk_frames"], conv["crop"]["size"],
@@ -163,6 +166,22 @@ def test_another_extraction_in_the_folder_is_refused(extracted, videos):
     assert stderr.startswith(f"error: {out / 'extraction.json'}: another extraction (flow "
                              f"differs); choose another --out, or pass --overwrite")
     assert len(stderr.splitlines()) == 1 and (out / "extraction.json").read_bytes() == before
+
+
+def test_gpu_tf32_videos_are_not_added_to_a_cpu_extraction(extracted, videos, tmp_path):
+    """A record whose videos say TF32 (made on a GPU): the CPU's float32 ones are refused."""
+    _, _, _, out = extracted
+    record = json.loads((out / "extraction.json").read_text())
+    for v in record["videos"].values():
+        v["tf32"] = True
+    folder = tmp_path / "gpu"
+    folder.mkdir()
+    (folder / "extraction.json").write_text(json.dumps(record))
+    code, _, stderr = call(extract.main, [str(videos / "vids" / "twin.mp4"), "--out",
+                                          str(folder), *TEST_ONLY])
+    assert code == 2 and len(stderr.splitlines()) == 1
+    assert "extracted in TF32 convolutions (GPU), these would be in float32" in stderr
+    assert "choose another --out" in stderr and os.listdir(folder) == ["extraction.json"]
 
 
 def test_dataset_summary_reads_it(extracted):
