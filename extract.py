@@ -21,6 +21,7 @@ from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
+from sweeps.cluster import check_address, check_resources, local_cores
 from utils import resolve_device
 
 
@@ -86,11 +87,16 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     streams = parse_streams(args.streams)
     check_args(args, streams)
+    workers = args.workers if args.workers is not None else None if args.address else 1
+    if args.address:                # the cluster answers and has room for a video's task
+        check_resources(check_address(args.address), args.threads or 1,
+                        args.gpus_per_task or 0)
+    else:
+        workers = local_cores(workers, args.threads)
     todo = plan(args.out, args.inputs, split=args.split or "test", split_list=args.split_list,
                 streams=streams, flow=args.flow, weights=weights_of(args),
                 random_init=args.random_init, overwrite=args.overwrite)
     say = (lambda line: None) if args.quiet else print
-    workers = args.workers if args.workers is not None else None if args.address else 1
     device = args.device if args.address else resolve_device(args.device).type
     progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,

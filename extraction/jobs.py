@@ -33,11 +33,13 @@ from core.errors import InputError, first_line, one_line
 from core.files import atomic_write_json, atomic_write_text, hold_lock, write_atomically
 from core.names import check_video_name
 from core.safe_load import read_json, read_rows
-from sweeps.trials import METRICS, Trial, run_trials
+from sweeps.trials import SHARE, Trial, TrialFiles, run_trials
 from utils import resolve_device
 
 SPLITS = ("train", "test")
 WORK = ".work"                    # DIR/.work/<video>/: a Ray task's folder while it runs
+VIDEO_TRIAL = TrialFiles(done="video.json")  # in it: the video's record, once its files are
+EARLIER_DONE = "metrics.json"                # ... as an earlier version named it
 LOCK = "extraction.lock"
 GPU_BATCH, CPU_BATCH = 8, 1       # chunks per forward pass
 RANDOM_SEEDS = {"rgb": 0, "flow": 1}
@@ -204,7 +206,8 @@ def sort_jobs(plan_record, jobs, out, streams):
             else:
                 done.append(job.name)
             continue
-        task = read_json(os.path.join(out, WORK, job.name, METRICS), or_none=True)
+        task = (read_json(os.path.join(out, WORK, job.name, VIDEO_TRIAL.done), or_none=True)
+                or read_json(os.path.join(out, WORK, job.name, EARLIER_DONE), or_none=True))
         paths = feature_paths(out, job.split, job.name, streams).values()
         if (isinstance(task, dict) and task.get("source") == job.path and task.get("split")
                 == job.split and all(os.path.isfile(p) for p in paths)):
@@ -282,7 +285,7 @@ def _networks(streams, weights, random_init, device):
 def video_task(opts, resume=False):
     """One video as a task of sweeps/trials.py (in a Ray worker): the networks loaded once
     per worker process, the video extracted, its record written as the task folder's
-    metrics.json, which the executor hands back to the command."""
+    VIDEO_TRIAL.done, which the executor hands back to the command."""
     threads = opts.get("threads") or 0
     if threads:
         torch.set_num_threads(threads)
@@ -291,7 +294,7 @@ def video_task(opts, resume=False):
     nets = _networks(tuple(opts["streams"]), tuple(sorted(opts["weights"].items())),
                      opts["random_init"], device)
     done = extract_one(opts, nets, device)
-    atomic_write_json(os.path.join(opts["output_dir"], METRICS), done)
+    atomic_write_json(os.path.join(opts["output_dir"], VIDEO_TRIAL.done), done)
     return done
 
 
@@ -322,7 +325,7 @@ class Progress:
             self.warn(f"warning: {job.path}: {reason}; video left out")
         else:
             rec.finished(record, job.name, job.split, job.path, done["snippets"],
-                         done["frames"])
+                         done["frames"], node=done.get("node"))
             self.finished.append(job.name)
             took = sum((done.get("seconds") or {}).values())
             self.say(f"{job.name}: {done['snippets']} snippets ({done['frames']} frames at "
@@ -398,20 +401,21 @@ def in_process(plan, progress, device, threads):
 def on_ray(plan, progress, device, workers, address, threads, gpus_per_task):
     """The videos as Ray tasks (sweeps/trials.py): at most `workers` at once (None: as many
     as the resources allow), each with `threads` CPUs (0: the machine's cores shared among
-    the workers; 1 on a cluster) and gpus_per_task GPUs (default with --device cuda: 1 /
-    workers, so that the workers share the GPUs)."""
+    the workers; 1 on a cluster) and gpus_per_task GPUs (default with --device cuda: min(1,
+    GPUs / workers), so that the workers share the GPUs)."""
     cores = os.cpu_count() or 1
     cpus = threads or (max(1, cores // workers) if workers and not address else 1)
     if gpus_per_task is None:
-        gpus_per_task = (1.0 / workers if workers else 1.0) if device == "cuda" else 0.0
+        gpus_per_task = SHARE if device == "cuda" else 0.0
     by_name = {job.name: job for job in plan.jobs}
-    trials = [Trial(job.name, task_options(plan, job, device, cpus), {}) for job in plan.jobs]
+    trials = [Trial(job.name, task_options(plan, job, device, cpus), {}, VIDEO_TRIAL)
+              for job in plan.jobs]
 
     def finished(result):
         job = by_name[result["name"]]
         shutil.rmtree(os.path.join(plan.out, WORK, job.name), ignore_errors=True)
         if result["status"] == "ok" and isinstance(result["metrics"], dict):
-            progress.video(job, result["metrics"])
+            progress.video(job, {**result["metrics"], "node": result["node"]})
         else:
             message = result["error"] or "the task gave no result"
             progress.failure(job, message if message.startswith(job.path)

@@ -7,7 +7,8 @@
                                                    have the same ones (else --overwrite)
      "comparable": "approximate" | "no" | "meaningless", "reasons": [...], "note": "...",
      "versions": {python, torch, numpy, av, ffmpeg, opencv},
-     "videos":   {name: {split, source, snippets, frames, seconds, source_fps, finished}},
+     "videos":   {name: {split, source, snippets, frames, seconds, source_fps, finished,
+                         node (the Ray node id, when it ran on Ray)}},
      "left_out": {name: {source, reason}}}       <- shorter than one chunk
 """
 import os
@@ -118,11 +119,13 @@ def differences(old, new):
     return said
 
 
-def finished(record, name, split, source, snippets, frames):
-    """Record a video as done (its feature files written)."""
+def finished(record, name, split, source, snippets, frames, node=None):
+    """Record a video as done (its feature files written); node: the Ray node that did it."""
     record["videos"][name] = {"split": split, "source": source, "snippets": snippets,
                               "frames": frames, "seconds": round(frames / FPS, 4),
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if node:
+        record["videos"][name]["node"] = node
     record["left_out"].pop(name, None)
 
 
