@@ -21,6 +21,7 @@ from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
+from opts import add_ray_option
 from sweeps.cluster import check_address, check_resources, local_cores
 from utils import resolve_device
 
@@ -47,19 +48,8 @@ def build_parser():
                    help="replace an earlier extraction in DIR (and FILE of --to-hdf5)")
     g.add_argument("--quiet", action="store_true", help="no line per video")
     g = p.add_argument_group("scale")
-    g.add_argument("--workers", type=int, default=None,
-                   help="videos at once; above 1, as tasks on a local Ray (default 1; with "
-                        "--address: at most this many on the cluster, default as many as its "
-                        "CPUs allow)")
-    g.add_argument("--address", default=None,
-                   help="a running Ray cluster (auto, HOST:6379, ray://HOST:10001); DIR, the "
-                        "videos and the weights must be at the same paths on every node")
-    g.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per video (0: the cores shared among --workers; 1 per "
-                        "task on a cluster)")
-    g.add_argument("--gpus-per-task", type=float, default=None,
-                   help="GPUs Ray gives a video's task (default with --device cuda: "
-                        "1 / --workers)")
+    for name in ("workers", "address", "threads", "gpus"):
+        add_ray_option(g, name, "extract")
     return p
 
 

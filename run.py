@@ -36,7 +36,8 @@ from sweeps.trials import TrialFiles
 
 # a run as a trial of sweeps/trials.py: finished when metrics.json is written, resumed from
 # its last checkpoint, the same run when opts.json holds the same options
-RUN_TRIAL = TrialFiles(done="metrics.json", resume=LAST, options="opts.json")
+RUN_TRIAL = TrialFiles(done="metrics.json", resume=LAST, options="opts.json",
+                       inputs=("data_root", "annotations", "classes"))
 
 
 # the run's logs ------------------------------------------------------------

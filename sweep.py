@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import build_parser, parse_opts
+from opts import add_ray_option, build_parser, parse_opts
 from run import RUN_TRIAL, trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
@@ -86,20 +86,8 @@ def build_sweep_parser():
                    help="fraction of each trial's training videos held out (not trained on) to "
                         "rank the grid points by their mAP; 0: train on all of them, no ranking"
                         f" (default: {DEFAULT_VAL_FRACTION})")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0,
-                   help="CPU cores Ray reserves for a trial (Ray sets its OMP_NUM_THREADS, torch's"
-                        " thread count, to it; --threads overrides)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs Ray gives a trial (1: an 8-GPU node runs 8 trials at once)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="at most this many trials at once (None: as many as the CPUs and GPUs"
-                        " allow)")
-    p.add_argument("--address", default=None,
-                   help="a running Ray cluster: auto, HOST:6379 or ray://HOST:10001; default: "
-                        "a local Ray sized to this machine")
-    p.add_argument("--max-retries", type=int, default=3,
-                   help="times a trial is restarted (from its last checkpoint) when its worker "
-                        "process dies")
+    for name in ("cpus", "gpus", "workers", "address", "max_retries"):
+        add_ray_option(p, name, "sweep")
     return p
 
 

@@ -38,8 +38,8 @@ from utils import resolve_device
 
 SPLITS = ("train", "test")
 WORK = ".work"                    # DIR/.work/<video>/: a Ray task's folder while it runs
-VIDEO_TRIAL = TrialFiles(done="video.json")  # in it: the video's record, once its files are
-EARLIER_DONE = "metrics.json"                # ... as an earlier version named it
+VIDEO_TRIAL = TrialFiles(done="video.json", inputs=("source", "out", "weights"))
+EARLIER_DONE = "metrics.json"     # VIDEO_TRIAL.done (the video's record) in earlier versions
 LOCK = "extraction.lock"
 GPU_BATCH, CPU_BATCH = 8, 1       # chunks per forward pass
 RANDOM_SEEDS = {"rgb": 0, "flow": 1}

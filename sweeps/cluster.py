@@ -26,12 +26,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 from core.errors import InputError, one_line
 
 PROBE_SECONDS = 25            # the whole check, Python's start and Ray's import included
 GCS_CONNECT_SECONDS = 5       # each of the Ray client's tries in the check (it makes 3)
 TOKEN_FILE = os.path.join("~", ".ray", "auth_token")
+_watching = threading.Event()      # set: no head to watch (see watch_head)
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 
 
@@ -156,15 +158,51 @@ def start_ray(address, num_cpus=None):
         return False
     if address:
         use_token() if address != "auto" else None
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")   # no C++ lines on stderr
         try:
             ray.init(address=address, logging_level="ERROR")
         except ConnectionError as e:
             raise InputError(f"--address {address}: {one_line(e, 160)}; the same command "
                              f"again resumes once the cluster is back") from None
+        watch_head(address)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
                  include_dashboard=False, logging_level="ERROR")
     return True
+
+
+def watch_head(address, every=1.0, misses=2):
+    """While the command runs on the cluster at `address`: when its head (GCS) stops
+    answering, one line and exit 2 at once, before Ray ends the process itself (after 60
+    s, with a C++ message). What finished is on disk (each trial's folder, the tables
+    written after each one); the same command resumes once a cluster is back."""
+    import ray
+    host, port = split_address(ray.get_runtime_context().gcs_address)
+    _watching.clear()
+
+    def watch():
+        missed = 0
+        while missed < misses:
+            if _watching.wait(every):
+                return                                  # stop_ray: the command is done
+            try:
+                socket.create_connection((host, port), timeout=every).close()
+                missed = 0
+            except OSError:
+                missed += 1
+        print(f"error: --address {address}: the cluster's head ({host}:{port}) stopped "
+              f"answering; what finished is kept: run the same command again once the "
+              f"cluster is back", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    threading.Thread(target=watch, daemon=True, name="watch-head").start()
+
+
+def stop_ray():
+    """ray.shutdown, the head's watch stopped first."""
+    import ray
+    _watching.set()
+    ray.shutdown()
 
 
 def node_id():

@@ -36,7 +36,7 @@ from core.errors import InputError, one_line
 from core.files import atomic_write_json
 from core.safe_load import read_json
 
-from sweeps.cluster import PROJECT_DIR, check_resources, node_id, start_ray
+from sweeps.cluster import PROJECT_DIR, check_resources, node_id, start_ray, stop_ray
 
 SHARE = "share"             # gpus=SHARE: each task min(1, the cluster's GPUs / workers)
 
@@ -47,6 +47,7 @@ class TrialFiles:
     resume: str = None       # its presence: an interrupted task that work(opts, True) resumes
     options: str = None      # the JSON of the task's options, compared with Trial.same
     node: str = None         # written when the trial finishes: where it ran
+    inputs: tuple = ()       # the options naming files or folders every node must see
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,27 @@ def _claim(trial):
     return attempt, started
 
 
+def unseen(trial):
+    """The first path this node cannot see, of the trial's folder's parent and its inputs
+    (absolute paths only), or None."""
+    paths = [os.path.dirname(trial.opts["output_dir"])]
+    for key in trial.files.inputs:
+        value = trial.opts.get(key)
+        paths += list(value.values()) if isinstance(value, dict) else [value]
+    return next((p for p in paths if isinstance(p, str) and os.path.isabs(p)
+                 and not os.path.exists(p)), None)
+
+
 def run_trial(work, trial):
     """The body of one Ray task (also callable in-process): run, resume or skip the trial;
     a result dict (status 'ok', 'skipped' or 'failed')."""
+    missing = unseen(trial)
+    if missing is not None:                 # every node must see the same paths: no retry
+        where = f"node {node_id()} ({socket.gethostname()})" if node_id() else \
+            socket.gethostname()
+        return result(trial, "failed", host=socket.gethostname(), node=node_id(),
+                      error=f"{where} cannot see {missing}: the output folder, the data and "
+                            f"the weights must be at the same paths on every node")
     state = trial_state(trial)
     if state == "done":
         return finished_result(trial)
@@ -242,5 +261,5 @@ def run_trials(trials, work, *, cpus=1, gpus=0, workers=None, max_retries=3, add
             on_done(results[trial.name])
     finally:
         if started_here:
-            ray.shutdown()
+            stop_ray()
     return [results[t.name] for t in trials]

@@ -194,6 +194,21 @@ def test_gpu_tasks_get_a_fresh_process_and_the_others_no_gpu():
     assert trials.gpu_share(trials.SHARE, 2, 0) == 0 and trials.gpu_share(0.25, 2, 8) == 0.25
 
 
+def test_a_node_that_cannot_see_a_path_fails_the_trial_in_one_line(tmp_path):
+    files = trials.TrialFiles(done="done.json", inputs=("data_root", "weights"))
+    for opts, missing in [
+            ({"output_dir": str(tmp_path / "gone" / "t")}, tmp_path / "gone"),
+            ({"output_dir": str(tmp_path / "t"), "data_root": str(tmp_path / "data")},
+             tmp_path / "data"),
+            ({"output_dir": str(tmp_path / "t"), "weights": {"rgb": str(tmp_path / "w.pt")}},
+             tmp_path / "w.pt")]:
+        r = trials.run_trial(None, trials.Trial("t", opts, {}, files))
+        assert r["status"] == "failed" and "\n" not in r["error"]
+        assert r["error"].endswith(f"cannot see {missing}: the output folder, the data and the "
+                                   f"weights must be at the same paths on every node")
+    assert os.listdir(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- several nodes
 
 def test_the_address_check_sees_the_nodes(cluster):
@@ -308,3 +323,35 @@ def test_videos_run_on_both_nodes_and_a_removed_node_has_its_video_redone(env, c
     for stream in ("rgb", "flow"):
         names = sorted(os.listdir(out / "features" / "test" / stream))
         assert names == [f"clip{i}.npy" for i in range(4)]          # no partial file
+
+
+# ----------------------------------------------------------------------------- the head (last)
+
+def test_a_lost_head_is_one_line_exit_2_and_the_same_command_resumes(env, cluster, on_cluster,
+                                                                    tmp_path):
+    """The module's cluster ends here. The driver watches the head: one line and exit 2
+    within seconds (Ray would end it after 60 s); the finished trial is kept, and the same
+    sweep then resumes on another Ray (here the local one)."""
+    ref, _ = on_cluster
+    out = tmp_path / "head"
+    args = ["--grid", "gamma=0.1", "--seeds", "1", "2", *RUN, "--output-dir", str(out),
+            "--workers", "1"]
+    proc = command(env, "sweep.py", *args, "--address", cluster.address)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not any(
+            (out / "trials" / n / "metrics.json").exists() for n in NAMES[:2]):
+        time.sleep(0.05)
+    cluster.remove_node(cluster.head_node, allow_graceful=False)
+    t0 = time.time()
+    code, stdout, stderr = finish(proc, timeout=120)
+    last = stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert code == 2 and last.startswith(f"error: --address {cluster.address}: the cluster's "
+                                         f"head"), stderr
+    assert time.time() - t0 < 30
+    finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
+    assert len(finished) == 1
+    code, stdout, stderr = finish(command(env, "sweep.py", *args))
+    assert code == 0, stderr
+    assert "1 finished before" in stdout
+    for n in NAMES[:2]:
+        assert metrics(str(out), n) == metrics(ref, n), n
