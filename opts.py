@@ -207,10 +207,10 @@ def add_validation_options(p):
                         " val_mAP (what sweep.py ranks by)")
 
 
-# The options of the commands that run tasks at once (run.py --seeds, sweep.py, extract.py),
-# one meaning each wherever they appear: --workers, tasks (seeds, trials, videos) at once;
-# --threads, CPU threads per task; --address, the Ray cluster; --gpus-per-task, GPUs per task.
-# Each command keeps its flags and defaults: {option: {command: (flags, keywords)}}.
+# --workers (tasks at once: seeds, trials, videos), --threads (CPU threads per task),
+# --address (a Ray cluster), --gpus-per-task: one meaning wherever they appear (run.py
+# --seeds, sweep.py, extract.py), each command with its flags and defaults:
+# {option: {command: (flags, keywords)}}.
 RAY_OPTIONS = {
     "workers": {
         "run": (["--workers"], dict(type=int, default=1, help=(
@@ -219,36 +219,28 @@ RAY_OPTIONS = {
         "sweep": (["--workers"], dict(type=int, default=None, help=(
             "trials at once (None: as many as the CPUs and GPUs allow)"))),
         "extract": (["--workers"], dict(type=int, default=None, help=(
-            "videos at once; above 1, as tasks on a local Ray (default 1; with --address: at "
-            "most this many on the cluster, default as many as its CPUs allow)")))},
+            "videos at once; above 1, as Ray tasks (None: 1, or with --address as many as "
+            "the cluster's CPUs allow)")))},
     "threads": {
         "run": (["--threads"], dict(type=int, default=0, help=(
             "CPU threads of the run, or of each seed with --workers (0 = torch's default)"))),
         "extract": (["--threads"], dict(type=int, default=0, help=(
-            "CPU threads per video (0: the cores shared among --workers; 1 per task on a "
-            "cluster)")))},
-    "cpus": {
-        "sweep": (["--cpus-per-trial", "--cpus-per-task"], dict(type=float, default=1.0, help=(
-            "CPU cores Ray reserves for a trial (Ray sets its OMP_NUM_THREADS, torch's thread "
-            "count, to it; --threads overrides)")))},
+            "CPU threads per video (0: the cores shared among --workers; 1 on a cluster)")))},
+    "cpus": {"sweep": (["--cpus-per-trial", "--cpus-per-task"], dict(
+        type=float, default=1.0, help="CPU cores Ray reserves for a trial (its torch threads, "
+                                      "unless --threads)"))},
     "gpus": {
         "sweep": (["--gpus-per-trial", "--gpus-per-task"], dict(type=float, default=0.0, help=(
             "GPUs Ray gives a trial (1: an 8-GPU node runs 8 trials at once)"))),
         "extract": (["--gpus-per-task", "--gpus-per-trial"], dict(type=float, default=None,
-                                                                  help=(
-            "GPUs Ray gives a video's task (default with --device cuda: min(1, GPUs / "
-            "--workers))")))},
-    "address": {
-        "sweep": (["--address"], dict(default=None, help=(
-            "a running Ray cluster: auto or the head's HOST:PORT (docs/sweeps.md, token "
-            "included); default: a local Ray sized to this machine"))),
-        "extract": (["--address"], dict(default=None, help=(
-            "a running Ray cluster: auto or the head's HOST:PORT (docs/sweeps.md); DIR, the "
-            "videos and the weights must be at the same paths on every node")))},
-    "max_retries": {
-        "sweep": (["--max-retries"], dict(type=int, default=3, help=(
-            "times a trial is restarted (from its last checkpoint) when its worker process "
-            "or node dies")))},
+                    help="GPUs of a video's task (None with --device cuda: min(1, GPUs / "
+                         "--workers))"))},
+    "address": {command: (["--address"], dict(default=None, help=(
+        "a running Ray cluster: auto, or its head's HOST:PORT (docs/sweeps.md); the paths "
+        "must be the same on every node"))) for command in ("sweep", "extract")},
+    "max_retries": {"sweep": (["--max-retries"], dict(type=int, default=3, help=(
+        "times a trial is restarted (from its last checkpoint) when its process or node "
+        "dies")))},
 }
 
 

@@ -158,7 +158,6 @@ def start_ray(address, num_cpus=None):
         return False
     if address:
         use_token() if address != "auto" else None
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")   # no C++ lines on stderr
         try:
             ray.init(address=address, logging_level="ERROR")
         except ConnectionError as e:
@@ -190,7 +189,7 @@ def watch_head(address, every=1.0, misses=2):
                 missed = 0
             except OSError:
                 missed += 1
-        print(f"error: --address {address}: the cluster's head ({host}:{port}) stopped "
+        print(f"\nerror: --address {address}: the cluster's head ({host}:{port}) stopped "
               f"answering; what finished is kept: run the same command again once the "
               f"cluster is back", file=sys.stderr, flush=True)
         os._exit(2)

@@ -238,6 +238,8 @@ def run_trials(trials, work, *, cpus=1, gpus=0, workers=None, max_retries=3, add
     if not todo:
         return [results[t.name] for t in trials]
     clear_stale_pid_files(todo)
+    for trial in todo:                  # made here: a node that cannot see it is told apart
+        os.makedirs(os.path.dirname(trial.opts["output_dir"]), exist_ok=True)
 
     import ray
     started_here = start_ray(address)

@@ -231,6 +231,7 @@ def test_trials_run_on_both_worker_nodes_and_equal_one_machine(cluster, on_clust
     args, rest = sweep.parse_args([*GRID, "--output-dir", str(tmp_path / "one")])
     axes, planned, _, _, _ = sweep.plan_sweep(args, rest)
     for _, _, trial in planned:
+        os.makedirs(os.path.dirname(trial.opts["output_dir"]), exist_ok=True)
         r = trials.run_trial(trial_work, trial)
         assert r["status"] == "ok" and r["node"] is None
         assert r["metrics"] == metrics(out, trial.name), trial.name
@@ -269,20 +270,21 @@ def test_a_removed_node_has_its_trial_redone_on_the_other(env, cluster, on_clust
 def test_a_killed_driver_resumes_and_skips_the_finished(env, cluster, on_cluster, tmp_path):
     ref, _ = on_cluster
     out = tmp_path / "driver"
-    args = [*GRID, "--address", cluster.address, "--output-dir", str(out), "--workers", "1"]
+    args = ["--grid", "gamma=0.1", "--seeds", "1", "2", *RUN, "--address", cluster.address,
+            "--output-dir", str(out), "--workers", "1"]
     proc = command(env, "sweep.py", *args)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not any(
-            (out / "trials" / n / "metrics.json").exists() for n in NAMES):
+            (out / "trials" / n / "metrics.json").exists() for n in NAMES[:2]):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     finish(proc)
-    finished = [n for n in NAMES if (out / "trials" / n / "metrics.json").exists()]
-    assert 1 <= len(finished) < 4
+    finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
+    assert len(finished) == 1
     code, stdout, stderr = finish(command(env, "sweep.py", *args))
     assert code == 0, stderr
-    assert f"{len(finished)} finished before" in stdout
-    for n in NAMES:
+    assert "1 finished before" in stdout
+    for n in NAMES[:2]:
         assert metrics(str(out), n) == metrics(ref, n), n
 
 
@@ -291,8 +293,8 @@ def test_a_killed_driver_resumes_and_skips_the_finished(env, cluster, on_cluster
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
-    for i in range(4):
-        write_video(folder / f"clip{i}.mp4", constant_rate(48, 25))
+    for i in range(3):
+        write_video(folder / f"clip{i}.mp4", constant_rate(20, 25))        # one chunk each
     return folder
 
 
@@ -300,7 +302,7 @@ def test_videos_run_on_both_nodes_and_a_removed_node_has_its_video_redone(env, c
                                                                          tmp_path):
     out = tmp_path / "features"
     proc = command(env, "extract.py", str(clips), "--out", str(out), "--random-init",
-                   "--flow", "dis", "--threads", "1", "--address", cluster.address)
+                   "--streams", "rgb", "--threads", "1", "--address", cluster.address)
     victim, deadline = None, time.time() + 240
     while victim is None and time.time() < deadline and proc.poll() is None:
         for pid_file in (out / ".work").glob("[!.]*.pid") if (out / ".work").is_dir() else []:
@@ -316,13 +318,12 @@ def test_videos_run_on_both_nodes_and_a_removed_node_has_its_video_redone(env, c
     assert victim is not None, "no video was caught running"
     assert code == 0, stderr
     record = json.loads((out / "extraction.json").read_text())
-    assert sorted(record["videos"]) == [f"clip{i}" for i in range(4)]
+    assert sorted(record["videos"]) == [f"clip{i}" for i in range(3)]
     assert record["videos"][victim[0]]["node"] != victim[1]
     assert {v["node"] for v in record["videos"].values()} <= set(workers_of(cluster)) | {victim[1]}
     assert sorted(os.listdir(out)) == ["extraction.json", "features", "split_test.txt"]
-    for stream in ("rgb", "flow"):
-        names = sorted(os.listdir(out / "features" / "test" / stream))
-        assert names == [f"clip{i}.npy" for i in range(4)]          # no partial file
+    names = sorted(os.listdir(out / "features" / "test" / "rgb"))
+    assert names == [f"clip{i}.npy" for i in range(3)]              # no partial file
 
 
 # ----------------------------------------------------------------------------- the head (last)
@@ -336,7 +337,8 @@ def test_a_lost_head_is_one_line_exit_2_and_the_same_command_resumes(env, cluste
     out = tmp_path / "head"
     args = ["--grid", "gamma=0.1", "--seeds", "1", "2", *RUN, "--output-dir", str(out),
             "--workers", "1"]
-    proc = command(env, "sweep.py", *args, "--address", cluster.address)
+    address = cluster.address
+    proc = command(env, "sweep.py", *args, "--address", address)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not any(
             (out / "trials" / n / "metrics.json").exists() for n in NAMES[:2]):
@@ -345,8 +347,8 @@ def test_a_lost_head_is_one_line_exit_2_and_the_same_command_resumes(env, cluste
     t0 = time.time()
     code, stdout, stderr = finish(proc, timeout=120)
     last = stderr.replace("\r", "\n").strip().splitlines()[-1]
-    assert code == 2 and last.startswith(f"error: --address {cluster.address}: the cluster's "
-                                         f"head"), stderr
+    assert code == 2 and last.startswith(f"error: --address {address}: the cluster's head "),\
+        stderr
     assert time.time() - t0 < 30
     finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
     assert len(finished) == 1
