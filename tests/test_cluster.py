@@ -227,6 +227,14 @@ def test_trials_run_on_both_worker_nodes_and_equal_one_machine(cluster, on_clust
             assert json.load(f)["node"] == results.loc[name, "node"]
     with open(os.path.join(out, "sweep.json")) as f:
         assert "node" not in f.read()
+    token = os.path.expanduser(ray_cluster.TOKEN_FILE)         # sent (RAY_AUTH_MODE), never kept
+    if os.path.isfile(token):
+        with open(token, "rb") as f:
+            secret = f.read().strip()
+        for folder, _, names in os.walk(out):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    assert secret not in f.read(), name
     # one machine, no Ray: the trials' own task body, one after another, 1 thread each
     args, rest = sweep.parse_args([*GRID, "--output-dir", str(tmp_path / "one")])
     axes, planned, _, _, _ = sweep.plan_sweep(args, rest)
