@@ -15,7 +15,7 @@ import torch
 
 from analysis.seeds import format_summary, summarise_seeds
 from analysis import report
-from dataset import SnippetDataset
+from training.batches import SnippetDataset
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
 from opts import parse_opts
