@@ -5,6 +5,7 @@ worker nodes, each records its node, a node removed mid-task has its task redone
 other, a killed driver's sweep resumes; a wrong address is one line within 30 s."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def env():
     constants.ENABLE_RAY_CLUSTER = was
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    shutil.rmtree(tmp, ignore_errors=True)                  # Ray's session logs
 
 
 @pytest.fixture(scope="module")
