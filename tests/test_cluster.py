@@ -91,6 +91,11 @@ def metrics(folder, name):
         return json.load(f)
 
 
+def call_cli(main, argv, capsys):
+    code = cli(main, argv)
+    return code, capsys.readouterr().err
+
+
 def parent_pid(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -213,10 +218,17 @@ def test_a_node_that_cannot_see_a_path_fails_the_trial_in_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- several nodes
 
-def test_the_address_check_sees_the_nodes(cluster):
+def test_the_address_check_sees_the_nodes(cluster, tmp_path, capsys):
     nodes = ray_cluster.check_address(cluster.address)
     assert sorted(n["cpus"] for n in nodes) == [0, 1, 1]
     assert set(workers_of(cluster)) < {n["node_id"] for n in nodes}
+    for argv, says in [(["--threads", "2"], "a task asks for 2 CPUs and no node of the cluster "
+                                            "has more than 1"),
+                       (["--device", "cuda"], "--device cuda: no node of the cluster at")]:
+        code, err = call_cli(extract.main, [ROOT, "--out", str(tmp_path / "f"), "--random-init",
+                                            "--address", cluster.address, *argv], capsys)
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "f").exists()
 
 
 def test_trials_run_on_both_worker_nodes_and_equal_one_machine(cluster, on_cluster, tmp_path):
