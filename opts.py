@@ -147,17 +147,11 @@ def add_training_options(p):
     g.add_argument("--gamma", type=float, default=0.15,
                    help="stage-2 M-step: positive if q > mean(q) + gamma*(max(q)-min(q))")
     g.add_argument("--batch-size", type=int, default=1, help="videos per optimizer step")
-    g.add_argument("--step", default="unpadded", choices=["unpadded", "padded"],
-                   help="EM steps of one video (--batch-size 1): unpadded, or each video padded"
-                        " to one of a few length buckets (at most --max-padding x the real"
-                        " snippets) for fixed shapes a GPU can launch as one unit; the same"
-                        " losses and updates to float32 rounding (training/buckets.py)")
-    g.add_argument("--max-padding", type=float, default=0.25,
-                   help="--step padded: padded snippets allowed per real snippet")
+    g.add_argument("--step", default="unpadded", choices=["unpadded", "padded"], help="padded:"
+                   " one-video EM steps padded to length buckets, for fixed GPU shapes (buckets.py)")
     g.add_argument("--cls-epochs", type=int, default=45, help="video classifier epochs (the C phase,"
                    " trained before the --schedule)")
     g.add_argument("--cls-lr", type=float, default=1e-4, help="video classifier learning rate")
-
     g.add_argument("--method", default="emmil", choices=["emmil", "untrimmednet"],
                    help="emmil: localise with q and p after EM training; untrimmednet: the"
                         " attention-MIL baseline, localising with the video classifier's own"
@@ -381,7 +375,6 @@ RULES = {
     "stage2_lr_mult": _above(0),
     "gamma": _in(-1, 1),             # q > mean + gamma (max - min): beyond +-1 all or nothing
     "batch_size": _at_least(1),
-    "max_padding": _at_least(0),
     "cls_epochs": _at_least(0),
     "cls_lr": _above(0),
     "lam": _in(0, 1),
@@ -431,9 +424,6 @@ def option_problems(opts):
             ("--drop-ambiguous", opts.drop_ambiguous)] if used]
         if extra:
             problems.append(f"--detection released is the released test(); it has no {extra[0]}")
-    if getattr(opts, "step", "unpadded") == "padded" and opts.batch_size != 1:
-        problems.append(f"--step padded trains one video per step; --batch-size "
-                        f"{opts.batch_size} is not 1")
     if getattr(opts, "eval_every", 0) and not getattr(opts, "val_fraction", 0):
         problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
                         "test split)")

@@ -29,7 +29,7 @@ from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line, warn
 from core.files import atomic_write_json, atomic_write_text
-from training.buckets import bucket_lengths
+from training.buckets import MAX_PADDING, bucket_lengths
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
 from core.files import atomic_torch_save
@@ -125,10 +125,12 @@ def build_networks(opts, K, device):
 
 
 def buckets_of(opts, train_set):
-    """--step padded: the bucket lengths of the training videos (None: unpadded steps)."""
-    if opts.step != "padded":
+    """--step padded: the bucket lengths of the training videos, padding at most
+    buckets.MAX_PADDING x their snippets (None: unpadded one-video steps, or --batch-size >
+    1, whose batches are padded already)."""
+    if opts.step != "padded" or opts.batch_size != 1:
         return None
-    return bucket_lengths([v.num_snippets for v in train_set.videos], opts.max_padding)
+    return bucket_lengths([v.num_snippets for v in train_set.videos], MAX_PADDING)
 
 
 def prepare(opts, loaded, checkpoint, log):

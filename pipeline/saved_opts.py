@@ -62,7 +62,7 @@ def _typed(value, types):
 
 # Options added since runs were first saved: their value in an older opts.json (the way
 # those runs were trained), so that older runs stay readable and resumable.
-ADDED = {"step": "unpadded", "max_padding": 0.25}
+ADDED = {"step": "unpadded"}
 
 
 def saved_problem(saved):

@@ -97,7 +97,7 @@ def test_explicit_device_cuda_is_still_refused_here(runs, tmp_path, capsys):
 def test_device_is_not_part_of_a_trial():
     opts = {"output_dir": "/tmp/a", "lr": 1e-4, "seed": 1}
     on_gpu, on_cpu = trials_of([{**opts, "device": "cuda"}, {**opts, "device": "cpu"}],
-                               RESUME_MAY_CHANGE)
+                               RESUME_MAY_CHANGE, None)
     assert on_gpu.same == on_cpu.same == {"lr": 1e-4, "seed": 1}
 
 

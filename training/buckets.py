@@ -17,6 +17,10 @@ import torch
 
 from pseudo_labels import step_targets
 
+# run.py --step padded: padded snippets allowed per real snippet (bench_train.py measures
+# with 0.125: 11 buckets for THUMOS14's lengths, docs/gpu.md)
+MAX_PADDING = 0.25
+
 
 # ---------------------------------------------------------------------------
 # Bucket lengths
