@@ -15,7 +15,8 @@ import torch
 import detect
 import run
 from core.cli import cli
-from dataset import SnippetDataset, Video
+from dataset import Video
+from training.batches import SnippetDataset
 from em_trainer import ClassifierTrainer
 from model import UntrimmedNetClassifier
 from pipeline.data import load_data
