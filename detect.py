@@ -33,11 +33,11 @@ from analysis.seeds import format_summary, summarise_seeds
 from dataset import SnippetDataset, read_class_list
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
-from opts import add_data_options, add_detection_options, add_evaluation_options, build_parser
+from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options,
+                  add_evaluation_options, build_parser, merge_options)
 from pipeline.data import load_data
-from pipeline.finished_run import (DATA_OPTIONS, OVERRIDABLE, check_finished, chosen_ground_truth,
-                                   held_out, load_networks, merged_options, run_folders,
-                                   weights_sha256)
+from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
+                                   load_networks, run_folders, weights_sha256)
 from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
@@ -79,7 +79,7 @@ def build_detect_parser():
     for add in (add_data_options, add_detection_options, add_evaluation_options):
         add(p)
     for action in p._actions:                       # the run's options: only those given
-        if action.dest in OVERRIDABLE:
+        if action.dest in DATA | POST_PROCESSING:
             action.default = argparse.SUPPRESS
     return p
 
@@ -94,7 +94,7 @@ def parse_args(argv):
             raise InputError(f"{flag}: a training option; detect.py cannot change a trained "
                              f"model (it uses {args.run_dir}'s)")
         raise InputError(f"unrecognized arguments: {' '.join(rest)}")
-    given = {k: v for k, v in vars(args).items() if k in OVERRIDABLE}
+    given = {k: v for k, v in vars(args).items() if k in DATA | POST_PROCESSING}
     if args.threads < 0:
         raise InputError(f"--threads {args.threads}: must be >= 0")
     if not args.video and (args.rgb_weights or args.flow_weights or args.random_init
@@ -162,14 +162,14 @@ def chosen_videos(data, split, names):
 def prepare_seed(args, given, run_dir, saved, out, log):
     """Everything one seed needs before the first write, each part checked."""
     check_finished(run_dir)
-    opts = merged_options(saved, given, dict(
+    opts = merge_options(saved, given, "detect", then=dict(
         output_dir=out, overwrite=args.overwrite, report=args.report, quiet=args.quiet,
         device=args.device or saved["device"], threads=args.threads))
     # --video: the folder was checked before its extraction wrote into it
     check_output_dir(out, args.overwrite or bool(args.video), resumable=False)
     device = resolve_device(opts.device)
     root, data = load_data(opts, log, unannotated=True)
-    data_given = bool(DATA_OPTIONS & set(given))
+    data_given = bool(DATA & set(given))
     check_against_run(opts, data, saved, run_dir, data_given, args.snippet_mismatch == "ok")
     videos = chosen_videos(data, args.split, args.videos)
     gt = chosen_ground_truth(opts, data, args.split, videos)
@@ -209,7 +209,7 @@ def extract_video(args, given, runs):
     """--video: its features extracted into OUT/extraction/ (the run's folders, the video
     and the weights checked first; what depends on the data, after); the data options
     that make the run localise them."""
-    if DATA_OPTIONS & set(given) or args.videos or args.split != "test":
+    if DATA & set(given) or args.videos or args.split != "test":
         raise InputError("--video: the data is that video's features; --data-root, --dataset, "
                          "--layout, --split and --videos do not go with it")
     for _, run_dir, _ in runs:

@@ -27,17 +27,12 @@ import pandas as pd
 
 from evaluation.eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
 from evaluation.protocols import activitynet_ap, thumos14_ap
+from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS, tiou_averages
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json
 
 PROTOCOLS = ("activitynet", "thumos14")
-# Each benchmark's tIoU thresholds and averaged ranges (the one definition: opts.py's dataset
-# presets and this command's defaults both use them).
-THUMOS_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1, 0.9)}
-ANET_TIOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 # ----------------------------------------------------------------------------- detection mAP
 
 def _codes(values, categories) -> np.ndarray:
@@ -152,15 +147,6 @@ def default_tious(gt: GroundTruth):
     return ANET_TIOUS, ANET_AVERAGES
 
 
-def _averages_for(tious, defaults: dict) -> dict:
-    """The default averages whose ends are among ``tious``; else one over all of them."""
-    keys = {_key(t) for t in tious}
-    chosen = {n: r for n, r in defaults.items() if _key(r[0]) in keys and _key(r[1]) in keys}
-    if chosen or len(tious) < 2:
-        return chosen
-    return {f"{_key(min(tious))}:{_key(max(tious))}": (min(tious), max(tious))}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="evaluate.py",
@@ -205,7 +191,7 @@ def main(argv=None) -> int:
     if args.tiou:
         if not all(0 <= t <= 1 for t in args.tiou):
             raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
-        tious, averages = args.tiou, _averages_for(args.tiou, averages)
+        tious, averages = args.tiou, tiou_averages(args.tiou, tious, averages)
     result = evaluate_detection(pred, gt, tious, args.protocol)
     metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
                             per_class=result["per_class"] if args.per_class else None,

@@ -12,7 +12,7 @@ import math
 import os
 import time
 
-from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
+from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS, tiou_averages
 from core.cli import OneLineParser
 from core.errors import InputError
 from training.schedule import dry_run_schedule, run_schedule
@@ -31,7 +31,7 @@ DATA_ROOTS = {
 # Dataset presets.
 # ----------------------------------------------------------------------------
 # The tIoU thresholds and averaged ranges are the benchmarks' own (THUMOS14: 0.1:0.1:0.9,
-# ActivityNet: 0.5:0.05:0.95); they are defined once, in evaluate.py.
+# ActivityNet: 0.5:0.05:0.95); they are defined once, in evaluation/tious.py.
 
 # Canonical class lists (one name a line, index order), copied from the W-TALC classlist.npy
 # of each dataset (see data/SOURCES.md).
@@ -283,10 +283,7 @@ def resolve(args):
     else:
         r.feature_fps = r.frames_per_snippet = r.snippet_seconds = None
     r.tiou = args.tiou or list(preset["tiou"])
-    if args.tiou:
-        r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}
-    else:
-        r.averages = dict(preset["averages"])
+    r.averages = tiou_averages(r.tiou, preset["tiou"], preset["averages"])
     r.thumos_ids = preset["thumos_ids"]
     if args.dry_run:
         r.schedule = dry_run_schedule(args.schedule)
@@ -294,6 +291,95 @@ def resolve(args):
     r.output_dir = args.output_dir or os.path.join(
         "runs", f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return r
+
+
+# ----------------------------------------------------------------------------
+# Option groups, and where each may change: the one merge of saved and given options.
+# ----------------------------------------------------------------------------
+
+def dests(*groups):
+    """The option names (opts.json keys) of some of run.py's option groups."""
+    p = argparse.ArgumentParser(add_help=False)
+    for add in groups:
+        add(p)
+    return {a.dest for a in p._actions}
+
+
+DATA = dests(add_data_options)
+# what a run's results depend on after its networks: what a detection-only sweep varies
+POST_PROCESSING = dests(add_detection_options, add_evaluation_options)
+# where and how a run executes, not what it computes: may change anywhere (--resume, a
+# sweep's trials, detect.py), and is no part of a trial's identity
+EXECUTION = {"device", "threads", "workers", "quiet", "tensorboard", "report", "resume"}
+MAY_CHANGE = {
+    "resume": EXECUTION,                              # run.py --resume: the same run, continued
+    "detect": EXECUTION | DATA | POST_PROCESSING,     # detect.py: the networks, other data
+    "from_run": EXECUTION | POST_PROCESSING,          # sweep.py --from-run: post-processing
+}
+# the fields `resolve` derives from the data options and the tIoUs
+RESOLVED = ("generate_synthetic", "bundle", "train_subset", "test_subset", "snippet_seconds",
+            "thumos_ids", "tiou", "averages")
+# a finished run reused (detect.py, --from-run) is never resumed, seeded again or logged
+REUSED = dict(seeds=None, resume=None, tensorboard=False)
+
+
+def given_options(argv):
+    """The run.py options present on a command line, with their parsed values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def _resolved_anew(saved, changed):
+    """The data fields and tIoU averages of `saved` (a resolved run's options) after the
+    changed data options or --tiou. Another preset: its folder, class list and tIoUs; the
+    run's preset: its tIoUs kept unless --tiou is given."""
+    preset = PRESETS[saved["dataset"]]
+    if not DATA & set(changed):
+        return dict(averages=tiou_averages(changed["tiou"], preset["tiou"], preset["averages"]))
+    same = changed.get("dataset", saved["dataset"]) == saved["dataset"]
+    fresh = {**vars(build_parser().parse_args([])), **{k: saved[k] for k in DATA},
+             "tiou": changed.get("tiou")}
+    if not same or saved["generate_synthetic"]:       # the preset's (or generated) folder
+        fresh["data_root"] = None
+    if not same:                                       # another preset: its class list
+        fresh["classes"] = None
+    fresh.update({k: v for k, v in changed.items() if k in DATA})
+    r = vars(resolve(argparse.Namespace(**fresh)))
+    keep = ("tiou", "averages") if same and "tiou" not in changed else ()
+    return {k: r[k] for k in (*DATA, *RESOLVED) if k not in keep}
+
+
+def merge_options(saved, given, where, then):
+    """The options of a run continued or reused: `saved` (opts.json's checked dict) with the
+    `given` ones ({dest: value}) over it, as `where` allows (MAY_CHANGE): a given option
+    outside its groups must equal the saved one. Changed data options resolve the data
+    fields anew; a changed --tiou, its averages (evaluation/tious.py). then: the command's
+    own fields, set last (output_dir, ...). Checked as run.py checks its own."""
+    may = MAY_CHANGE[where]
+    base = vars(build_parser().parse_args([]))
+    reference = {**saved, **then}
+    for key, value in given.items():
+        if key in may:
+            continue
+        if key == "output_dir":
+            same = os.path.abspath(value) == os.path.abspath(reference[key])
+        else:
+            same = reference.get(key, base.get(key)) == value
+        if not same:
+            said = f"--resume {then['resume']}: " if where == "resume" else ""
+            raise InputError(f"{said}{flag(key)} {value} contradicts the saved option "
+                             f"{saved.get(key)!r}")
+    changed = {k: v for k, v in given.items() if k in may}
+    opts = dict(saved)
+    if DATA & set(changed) or "tiou" in changed:
+        opts.update(_resolved_anew(saved, changed))
+    opts.update({k: v for k, v in changed.items() if k not in DATA})
+    opts.update({**(REUSED if where != "resume" else {}), **then})
+    opts = argparse.Namespace(**opts)
+    check_options(opts)
+    return opts
 
 
 # ----------------------------------------------------------------------------

@@ -18,14 +18,14 @@ from analysis import report
 from dataset import SnippetDataset
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
-from opts import parse_opts
+from opts import EXECUTION, parse_opts
 from pipeline.data import check_data, load_data, split_validation
 from pipeline.localise import ground_truth, held_out_map, test_ground_truth
 from pipeline.outputs import Trained, localise_and_evaluate
 from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                                  history_entry, load_checkpoint, read_history, restore,
                                  save_checkpoint, write_history)
-from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
+from pipeline.saved_opts import resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line
 from core.files import atomic_write_json, atomic_write_text
@@ -239,7 +239,7 @@ def seeds_on_ray(opts, subs, log):
     """The runs `subs` as trials on a local Ray (trials.py), at most --workers at once."""
     from sweeps.trials import run_trials, trials_of          # Ray is imported only when used
     from run import trial_work as work       # the module's, not __main__'s: sent by name
-    done = run_trials(trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE), work,
+    done = run_trials(trials_of([vars(s) for s in subs], EXECUTION), work,
                       cpus=max(1, opts.threads), workers=opts.workers,
                       gpus=int(resolve_device(opts.device).type == "cuda"),
                       on_done=lambda r: log(f"{r['name']}: {r['status']}, {r['seconds']:.0f} s"))

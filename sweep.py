@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import build_parser, parse_opts
+from opts import EXECUTION, build_parser, given_options, parse_opts
 from run import trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
@@ -34,7 +34,6 @@ from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json, atomic_write_text, hold_lock
 from core.safe_load import read_json
-from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
 from analysis.seeds import flatten_metrics, summarise_points
 from sweeps.sweep_grid import parse_grid, points, trial_name
 from sweeps.sweep_tables import clear_sweep, format_table, ranked, results_frame
@@ -46,7 +45,7 @@ MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT, LOCK = (
     "sweep.json", "results.csv", "summary.csv", "summary.txt", "sweep.lock")
 TRIALS = "trials"
 # run.py options that neither a grid nor the fixed options of a sweep can hold, and why
-NOT_SWEPT = {**{k: "it changes no result" for k in RESUME_MAY_CHANGE},
+NOT_SWEPT = {**{k: "it changes no result" for k in EXECUTION},
              "output_dir": "each trial has its folder DIR/trials/<name>",
              "seed": "sweep.py --seeds gives the seeds", "seeds": "sweep.py --seeds gives them",
              "overwrite": "sweep.py --overwrite starts the whole sweep over",
@@ -163,7 +162,7 @@ def build_trials(args, rest, axes):
             if opts["device"] == "cuda" and not args.gpus_per_trial:
                 raise InputError("--device cuda needs --gpus-per-trial > 0 (Ray gives a "
                                  "trial a GPU only when it asks for one)")
-            trial, = trials_of([absolute_paths(opts)], RESUME_MAY_CHANGE)
+            trial, = trials_of([absolute_paths(opts)], EXECUTION)
             out.append((point, seed, trial))
     names = [t.name for _, _, t in out]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -174,12 +173,12 @@ def build_trials(args, rest, axes):
 
 
 def manifest(args, axes, fixed):
-    """What makes two sweep commands the same sweep (resources and RESUME_MAY_CHANGE aside)."""
+    """What makes two sweep commands the same sweep (resources and EXECUTION aside)."""
     return json.loads(json.dumps({
         "format": "emmil-sweep", "version": 1,
         "grid": [[axis.dest, [value.typed for value in axis.values]] for axis in axes],
         "seeds": args.seeds, "val_fraction": args.val_fraction,
-        "options": {k: v for k, v in sorted(fixed.items()) if k not in RESUME_MAY_CHANGE}}))
+        "options": {k: v for k, v in sorted(fixed.items()) if k not in EXECUTION}}))
 
 
 def extended_seeds(saved, wanted):
@@ -189,6 +188,10 @@ def extended_seeds(saved, wanted):
     if not (isinstance(saved, dict) and isinstance(saved.get("seeds"), list)):
         return None
     old, new = saved["seeds"], wanted["seeds"]
+    if isinstance(saved.get("options"), dict):
+        # an earlier version's manifest may hold an execution option (--device): not compared
+        saved = {**saved, "options": {k: v for k, v in saved["options"].items()
+                                      if k not in EXECUTION}}
     if {**saved, "seeds": None} != {**wanted, "seeds": None} or not set(old) <= set(new):
         return None
     return old + [s for s in new if s not in old]

@@ -1,15 +1,11 @@
 """A finished run read back, to localise with it again (detect.py, sweep.py --from-run): its
-saved options (and the overrides of the data, detection and evaluation options), its seeds'
-folders, its final weights, loaded without running code (weights_only) and checked against
+saved options (opts.merge_options lays the overrides over them), its seeds' folders, its final weights, loaded without running code (weights_only) and checked against
 the networks they must fill, and the ground truth of the videos chosen."""
-import argparse
 import os
 import re
 
 
 from model import EMMIL, UntrimmedNetClassifier
-from opts import (add_data_options, add_detection_options, add_evaluation_options,
-                  build_parser, check_options, resolve)
 from pipeline.data import split_validation
 from pipeline.localise import ground_truth, only_videos, test_ground_truth
 from pipeline.run_folder import LAST
@@ -96,55 +92,6 @@ def load_networks(folder, opts, num_classes, device):
 
 def weights_sha256(folder):
     return {w: file_sha256(os.path.join(folder, w)) for w in WEIGHTS}
-
-
-# ----------------------------------------------------------------------------- options
-
-def dests(*groups):
-    """The option names (opts.json keys) of some of run.py's option groups."""
-    p = argparse.ArgumentParser(add_help=False)
-    for add in groups:
-        add(p)
-    return {a.dest for a in p._actions}
-
-
-DATA_OPTIONS = dests(add_data_options)
-# what a run's results depend on after its networks: a detection-only sweep's grid
-POST_PROCESSING = dests(add_detection_options, add_evaluation_options)
-OVERRIDABLE = DATA_OPTIONS | POST_PROCESSING          # what detect.py may change
-
-
-def merged_options(saved, given, system):
-    """The run's saved options with the given overrides ({dest: value} of the data,
-    detection and evaluation groups) and `system` (output_dir, device, ...), resolved and
-    checked as run.py resolves and checks its own. Data options given: the data fields are
-    resolved anew (and the preset's tIoUs, unless --tiou is given or the preset is the
-    run's)."""
-    opts = dict(saved)
-    if DATA_OPTIONS & set(given):
-        same = given.get("dataset", saved["dataset"]) == saved["dataset"]
-        fresh = {**vars(build_parser().parse_args([])),
-                 **{k: saved[k] for k in DATA_OPTIONS}, "tiou": given.get("tiou")}
-        if not same or saved["generate_synthetic"]:   # the preset's (or generated) folder
-            fresh["data_root"] = None
-        if not same:                                   # another preset: its class list
-            fresh["classes"] = None
-        fresh.update({k: v for k, v in given.items() if k in DATA_OPTIONS})
-        r = vars(resolve(argparse.Namespace(**fresh)))
-        keep_tiou = same and "tiou" not in given
-        for key in (*DATA_OPTIONS, "generate_synthetic", "bundle", "train_subset",
-                    "test_subset", "snippet_seconds", "thumos_ids", "tiou", "averages"):
-            if key in ("tiou", "averages") and keep_tiou:
-                continue
-            opts[key] = r[key]
-    elif "tiou" in given:
-        tiou = given["tiou"]
-        opts["averages"] = {f"{min(tiou):g}:{max(tiou):g}": (min(tiou), max(tiou))}
-    opts.update({k: v for k, v in given.items() if k not in DATA_OPTIONS})
-    opts.update(seeds=None, resume=None, tensorboard=False, **system)
-    opts = argparse.Namespace(**opts)
-    check_options(opts)
-    return opts
 
 
 # ----------------------------------------------------------------------------- videos

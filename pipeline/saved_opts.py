@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from opts import build_parser, check_options, finite_number, option_problems
+from opts import build_parser, finite_number, given_options, merge_options, option_problems
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json
@@ -13,18 +13,6 @@ from core.safe_load import read_json
 def save_opts(opts, path):
     """Write the resolved options as JSON (tuples become lists)."""
     atomic_write_text(path, json.dumps(vars(opts), indent=2, sort_keys=True) + "\n")
-
-
-# Options that may differ when a run is resumed (they change no result).
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report", "workers"}
-
-
-def given_options(argv):
-    """The options present on the command line, with their parsed values."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
 
 
 # fields that `resolve` adds to the command line's options, with their types
@@ -94,35 +82,15 @@ def read_saved(folder, needed):
     problem = saved_problem(saved)
     if problem:
         raise InputError(f"{path}: {problem}")
-    return saved
+    return {k: saved[k] for k in option_types()}
 
 
 def resume_opts(argv):
-    """Saved options of the run named by --resume; refuses contradicting options and a
-    saved opts.json that is not one this project wrote."""
+    """The options of the run named by --resume: its saved ones, with the execution options
+    given again (opts.merge_options refuses any other that contradicts them)."""
     given = given_options(argv)
     folder = given["resume"]
     if folder == "":
         raise InputError("--resume: must not be empty")
     saved = read_saved(folder, "--resume needs the output folder of an earlier run")
-    base = vars(build_parser().parse_args([]))
-    for key, value in given.items():
-        if key in RESUME_MAY_CHANGE:
-            continue
-        if key == "output_dir":
-            same = os.path.abspath(value) == os.path.abspath(folder)
-        else:
-            same = saved.get(key, base.get(key)) == value
-        if not same:
-            raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
-                             f"the saved option {saved.get(key)!r}")
-    opts = argparse.Namespace(**{k: saved[k] for k in option_types()})
-    opts.output_dir = folder
-    for key in RESUME_MAY_CHANGE - {"resume"}:
-        if key in given:
-            setattr(opts, key, given[key])
-    opts.resume = folder
-    check_options(opts)                 # the options given again (--threads) included
-    return opts
-
-
+    return merge_options(saved, given, "resume", then=dict(output_dir=folder, resume=folder))
