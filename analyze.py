@@ -22,6 +22,7 @@ from analysis import report
 from core.cli import OneLineParser, cli
 from core.errors import InputError, one_line
 from core.safe_load import read_json
+from opts import check_rules
 
 RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
 
@@ -70,13 +71,7 @@ def check_args(a):
         raise InputError("--pred needs --gt and --out, and no RUN_DIR")
     if a.pred is None and (a.gt or a.out or a.paper or a.tiou):
         raise InputError("--gt, --out, --paper and --tiou go with --pred")
-    if not 0 < a.alpha <= 1:
-        raise InputError(f"--alpha {a.alpha}: must be in (0, 1]")
-    for name, value in (("--top-k", a.top_k), ("--dpi", a.dpi)):
-        if value < 1:
-            raise InputError(f"{name} {value}: must be >= 1")
-    if a.timelines < 0:
-        raise InputError(f"--timelines {a.timelines}: must be >= 0")
+    check_rules(a)
 
 
 def common(a):

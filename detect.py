@@ -34,7 +34,7 @@ from dataset import SnippetDataset, read_class_list
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
 from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options,
-                  add_evaluation_options, build_parser, merge_options)
+                  add_evaluation_options, build_parser, check_rules, merge_options)
 from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders, weights_sha256)
@@ -95,8 +95,7 @@ def parse_args(argv):
                              f"model (it uses {args.run_dir}'s)")
         raise InputError(f"unrecognized arguments: {' '.join(rest)}")
     given = {k: v for k, v in vars(args).items() if k in DATA | POST_PROCESSING}
-    if args.threads < 0:
-        raise InputError(f"--threads {args.threads}: must be >= 0")
+    check_rules(args)
     if not args.video and (args.rgb_weights or args.flow_weights or args.random_init
                            or args.flow != "tvl1"):
         raise InputError("--rgb-weights, --flow-weights, --random-init and --flow go with "

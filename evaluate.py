@@ -31,6 +31,7 @@ from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json
+from opts import check_rules
 
 PROTOCOLS = ("activitynet", "thumos14")
 # ----------------------------------------------------------------------------- detection mAP
@@ -181,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    check_rules(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
         gt = load_ground_truth(args.gt, args.subset)
@@ -189,8 +191,6 @@ def main(argv=None) -> int:
         print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
     tious, averages = default_tious(gt)
     if args.tiou:
-        if not all(0 <= t <= 1 for t in args.tiou):
-            raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
         tious, averages = args.tiou, tiou_averages(args.tiou, tious, averages)
     result = evaluate_detection(pred, gt, tious, args.protocol)
     metrics = build_metrics(args.protocol, tious, result["mAP"], averages,

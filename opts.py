@@ -390,9 +390,10 @@ def finite_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _in(lo, hi, hi_open=False):
-    return (lambda v: finite_number(v) and lo <= v and (v < hi if hi_open else v <= hi),
-            f"must be in [{lo}, {hi}{')' if hi_open else ']'}")
+def _in(lo, hi, hi_open=False, lo_open=False):
+    return (lambda v: finite_number(v) and (lo < v if lo_open else lo <= v)
+            and (v < hi if hi_open else v <= hi),
+            f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
 
 
 def _above(lo):
@@ -433,6 +434,15 @@ RULES = {
     "workers": _at_least(1),
     "threads": _at_least(0),
     "save_every": _at_least(0),
+    # the other commands' own options (sweep.py, extract.py, analyze.py)
+    "cpus_per_trial": _above(0),
+    "gpus_per_trial": _at_least(0),
+    "gpus_per_task": _at_least(0),
+    "max_retries": _at_least(0),
+    "alpha": _in(0, 1, lo_open=True),
+    "top_k": _at_least(1),
+    "dpi": _at_least(1),
+    "timelines": _at_least(0),
 }
 NOT_EMPTY = ("data_root", "annotations", "output_dir", "resume")   # "" would mean the default
 
@@ -441,23 +451,40 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-def option_problems(opts):
-    """Every problem of a (resolved) options namespace, as one-line messages."""
+def rule_problems(values):
+    """The problems of the options in `values` (any command's parsed arguments, a Namespace
+    or a dict) that RULES, the lists without repeats and NOT_EMPTY speak of, as one-line
+    messages; an option absent or None is not checked."""
+    values = values if isinstance(values, dict) else vars(values)
     problems = []
     for name, (ok, says) in RULES.items():
-        value = getattr(opts, name, None)
+        value = values.get(name)
         for v in (value if isinstance(value, list) else [value]):
             if v is not None and not ok(v):
                 problems.append(f"{flag(name)} {v}: {says}")
                 break
     for name in ("tiou", "seeds"):
-        value = getattr(opts, name, None) or []
+        value = values.get(name) or []
         dup = sorted({v for v in value if value.count(v) > 1})
         if dup:
             problems.append(f"{flag(name)} {' '.join(map(str, value))}: {dup[0]} given twice")
     for name in NOT_EMPTY:
-        if getattr(opts, name, None) == "":
+        if values.get(name) == "":
             problems.append(f"{flag(name)}: must not be empty")
+    return problems
+
+
+def check_rules(values):
+    """Raise InputError (one line) naming the first option of `values` that breaks its rule
+    (rule_problems): what every command checks of its options first."""
+    problems = rule_problems(values)
+    if problems:
+        raise InputError(problems[0])
+
+
+def option_problems(opts):
+    """Every problem of a (resolved) run.py options namespace, as one-line messages."""
+    problems = rule_problems(opts)
     if getattr(opts, "detection", "ours") == "released":
         extra = [flag for flag, used in [
             ("--method untrimmednet", opts.method != "emmil"),

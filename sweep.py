@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import EXECUTION, build_parser, given_options, parse_opts
+from opts import EXECUTION, build_parser, check_rules, given_options, parse_opts
 from run import trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
@@ -101,6 +101,7 @@ def build_sweep_parser():
 def parse_args(argv):
     """(the sweep's options, the run.py options given to every trial)."""
     args, rest = build_sweep_parser().parse_known_args(argv)
+    check_rules(args)
     if args.from_run is not None:
         for name, value in (("seeds", args.seeds), ("val_fraction", args.val_fraction)):
             if value is not None:
@@ -110,14 +111,6 @@ def parse_args(argv):
     args.seeds = [1] if args.seeds is None else args.seeds
     args.val_fraction = (DEFAULT_VAL_FRACTION if args.val_fraction is None
                          else args.val_fraction)
-    for name, ok, says in [("cpus_per_trial", args.cpus_per_trial > 0, "must be > 0"),
-                           ("gpus_per_trial", args.gpus_per_trial >= 0, "must be >= 0"),
-                           ("workers", args.workers is None or args.workers >= 1, "must be >= 1"),
-                           ("max_retries", args.max_retries >= 0, "must be >= 0")]:
-        if not ok:
-            raise InputError(f"--{name.replace('_', '-')} {getattr(args, name)}: {says}")
-    if len(set(args.seeds)) < len(args.seeds):
-        raise InputError(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice")
     return args, rest
 
 

@@ -1,6 +1,8 @@
 """The one merge of saved and given options (opts.merge_options) and the one rule for the
 averages of a tIoU list (evaluation/tious.py), on hand-worked cases."""
+import importlib
 import json
+import os
 
 import pytest
 
@@ -85,3 +87,29 @@ def test_a_detection_only_sweep_keeps_the_data(saved):
     assert merge_options(saved, {"lam": 0.5}, "from_run", then).lam == 0.5
     with pytest.raises(InputError, match="--dataset activitynet12 contradicts"):
         merge_options(saved, {"dataset": "activitynet12"}, "from_run", then)
+
+
+# ----------------------------------------------------------------------------- RULES
+
+@pytest.mark.parametrize("command, argv, says", [
+    ("evaluate", ["p.json", "--gt", "g", "--tiou", "0.5", "1.5"], "--tiou 1.5: must be in [0, 1]"),
+    ("evaluate", ["p.json", "--gt", "g", "--tiou", "0.5", "0.5"], "--tiou 0.5 0.5: 0.5 given twice"),
+    ("analyze", ["RUN", "--alpha", "0"], "--alpha 0.0: must be in (0, 1]"),
+    ("analyze", ["RUN", "--dpi", "0"], "--dpi 0: must be >= 1"),
+    ("extract", ["v.mp4", "--out", "OUT", "--gpus-per-task", "-1"],
+     "--gpus-per-task -1.0: must be >= 0"),
+    ("extract", ["v.mp4", "--out", "OUT", "--threads", "-2"], "--threads -2: must be >= 0"),
+    ("sweep", ["--output-dir", "OUT", "--max-retries", "-1"], "--max-retries -1: must be >= 0"),
+    ("sweep", ["--output-dir", "OUT", "--seeds", "3", "3"], "--seeds 3 3: 3 given twice"),
+    ("detect", ["RUN", "--output-dir", "OUT", "--threads", "-1"], "--threads -1: must be >= 0"),
+    ("detect", ["RUN", "--output-dir", "OUT", "--lam", "2"], "--lam 2.0: must be in [0, 1]"),
+])
+def test_every_command_checks_its_options_by_the_same_rules(command, argv, says, tmp_path,
+                                                             capsys, monkeypatch):
+    """opts.check_rules in each command: one line, exit 2, before anything is read."""
+    monkeypatch.chdir(tmp_path)                       # nothing of these names exists here
+    main = importlib.import_module(command).main
+    assert cli(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {says}\n"
+    assert os.listdir(tmp_path) == []
