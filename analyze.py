@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 from evaluation import eval_inputs
 import evaluate
@@ -227,16 +226,13 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
     t0 = time.time()
     check_args(a)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", eval_inputs.InputWarning)
+    with eval_inputs.warnings_on_stderr("analyze.py"):
         if a.pred:
             analyse_file(a)
             where = os.path.join(a.out, report.REPORT)
         else:
             analyse_folder(a.run_dir, a)
             where = os.path.join(a.run_dir, report.REPORT)
-    for w in caught:
-        print(f"analyze.py: warning: {w.message}", file=sys.stderr)
     print(f"report written to {where}/index.html in {time.time() - t0:.1f} s")
     return 0
 

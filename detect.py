@@ -28,8 +28,6 @@ import time
 
 import torch
 
-from analysis import report
-from analysis.seeds import format_summary, summarise_seeds
 from dataset import SnippetDataset, read_class_list
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
@@ -38,12 +36,11 @@ from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options
 from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders, weights_sha256)
-from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
+from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary, write_timelines
 from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
 from pipeline.saved_opts import save_opts
 from core.cli import OneLineParser, cli
 from core.errors import InputError
-from core.files import atomic_write_json, atomic_write_text
 from utils import Logger, resolve_device
 
 SPLITS = ("test", "train", "all")
@@ -257,14 +254,8 @@ def main(argv=None):
                 if not args.quiet:
                     print(f"timeline: {path}")
     if several and all(m is not None for m in results):
-        summary = summarise_seeds([seed for seed, *_ in prepared], results)
-        atomic_write_json(os.path.join(args.output_dir, "summary.json"), summary)
-        text = format_summary(summary)
-        print(text)
-        atomic_write_text(os.path.join(args.output_dir, "summary.txt"), text + "\n")
-        if args.report:
-            opts = prepared[0][2]
-            report.write_summary_report(args.output_dir, [(opts.method, summary)], opts.tiou)
+        write_seeds_summary(args.output_dir, [seed for seed, *_ in prepared], results,
+                            prepared[0][2])
     return 0
 
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evaluation.eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
+from evaluation.eval_inputs import (GroundTruth, load_ground_truth, load_predictions,
+                                    warnings_on_stderr)
 from evaluation.protocols import activitynet_ap, thumos14_ap
-from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS, tiou_averages
+from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS,
+                             tiou_averages)
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json
@@ -36,7 +37,8 @@ from opts import check_rules
 PROTOCOLS = ("activitynet", "thumos14")
 # ----------------------------------------------------------------------------- detection mAP
 
-def _codes(values, categories) -> np.ndarray:
+def category_codes(values, categories) -> np.ndarray:
+    """(n,) int64: the index of each value in `categories`, -1 for one absent."""
     return pd.Index(categories).get_indexer(np.asarray(values, dtype=object)).astype(np.int64)
 
 
@@ -58,13 +60,13 @@ def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
                             np.asarray(gt.ambiguous["video"], dtype=object)])
     codes, videos = pd.factorize(names, sort=True)
     g_vid, p_vid, a_vid = np.split(codes.astype(np.int64), np.cumsum(sizes)[:-1])
-    p = dict(cls=_codes(pred["label"], gt.classes), vid=p_vid,
+    p = dict(cls=category_codes(pred["label"], gt.classes), vid=p_vid,
              start=pred["start"].to_numpy(float), end=pred["end"].to_numpy(float),
              score=pred["score"].to_numpy(float))
     if (p["cls"] < 0).any():
         unknown = sorted(set(map(str, pred["label"][p["cls"] < 0])))
         raise InputError(f"predictions of classes absent from the ground truth: {unknown[:5]}")
-    g = dict(cls=_codes(gt.segments["label"], gt.classes), vid=g_vid,
+    g = dict(cls=category_codes(gt.segments["label"], gt.classes), vid=g_vid,
              start=gt.segments["start"].to_numpy(float), end=gt.segments["end"].to_numpy(float))
     n_pos = np.bincount(g["cls"], minlength=len(gt.classes))
     if protocol == "activitynet":
@@ -183,12 +185,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     check_rules(args)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InputWarning)
+    with warnings_on_stderr("evaluate.py"):
         gt = load_ground_truth(args.gt, args.subset)
         pred = load_predictions(args.pred, gt, args.ignore_unknown_classes)
-    for w in caught:
-        print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
     tious, averages = default_tious(gt)
     if args.tiou:
         tious, averages = args.tiou, tiou_averages(args.tiou, tious, averages)

@@ -12,15 +12,16 @@ import math
 import os
 import time
 
-from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS, tiou_averages
+from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS,
+                             tiou_averages)
 from core.cli import OneLineParser
 from core.errors import InputError
+from core.files import PROJECT_DIR
 from training.schedule import dry_run_schedule, run_schedule
 
 # ----------------------------------------------------------------------------
 # Default feature folders, one per dataset (edit these, or pass --data-root).
 # ----------------------------------------------------------------------------
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 DATA_ROOTS = {
     "synthetic": os.path.join(PROJECT_DIR, "data", "synthetic"),  # generated on first use
     "thumos14": "data/features/Thumos14reduced",   # the W-TALC I3D bundle

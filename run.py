@@ -13,22 +13,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.seeds import format_summary, summarise_seeds
-from analysis import report
 from dataset import SnippetDataset
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
 from opts import EXECUTION, parse_opts
 from pipeline.data import check_data, load_data, split_validation
-from pipeline.localise import ground_truth, held_out_map, test_ground_truth
-from pipeline.outputs import Trained, localise_and_evaluate
+from pipeline.localise import held_out_map, test_ground_truth, videos_ground_truth
+from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary
 from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
                                  history_entry, load_checkpoint, read_history, restore,
                                  save_checkpoint, write_history)
 from pipeline.saved_opts import resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line
-from core.files import atomic_write_json, atomic_write_text
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
 from core.files import atomic_torch_save
@@ -131,8 +128,8 @@ def prepare(opts, loaded, checkpoint, log):
     if checkpoint is not None:
         position = restore(checkpoint, os.path.join(opts.output_dir, LAST), len(schedule),
                            model, classifier, video_trainer, em)
-    val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
-                          data.ambiguous) if val_videos else None
+    val_gt = (videos_ground_truth(val_videos, data.classes, data.ambiguous) if val_videos
+              else None)
     net = Trained(model, classifier, device, data, test_set, test_gt, val_videos or None, val_gt)
     return Run(schedule, net, train_set, {"C": video_trainer, "M": em, "E": em}, position)
 
@@ -225,14 +222,7 @@ def run_seeds(opts, loaded, log):
         results = seeds_on_ray(opts, subs, log)
     else:
         results = [run_pipeline(sub, loaded, log=log.fresh()) for sub in subs]
-    summary = summarise_seeds(opts.seeds, results)
-    atomic_write_json(os.path.join(opts.output_dir, "summary.json"), summary)
-    text = format_summary(summary)
-    print(text)
-    atomic_write_text(os.path.join(opts.output_dir, "summary.txt"), text + "\n")
-    if opts.report:
-        report.write_summary_report(opts.output_dir, [(opts.method, summary)], opts.tiou)
-    return summary
+    return write_seeds_summary(opts.output_dir, opts.seeds, results, opts)
 
 
 def seeds_on_ray(opts, subs, log):

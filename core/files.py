@@ -11,6 +11,8 @@ import tempfile
 
 from core.errors import InputError
 
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
+
 
 def file_sha256(path):
     """The sha256 of a file's bytes (hex), read a megabyte at a time."""

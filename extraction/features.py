@@ -18,9 +18,9 @@ import torch
 from extraction import frames as fr
 from extraction.flow import flow_algorithm, flow_field, scale_flow
 from extraction.i3d import FEATURE_DIM
+from readers.features import STREAMS
 
 CHUNK = 16               # frames per feature vector
-STREAMS = ("rgb", "flow")
 
 
 @dataclass

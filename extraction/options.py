@@ -1,8 +1,7 @@
 """The options that define an extraction, shared by extract.py and detect.py --video."""
 from extraction.flow import METHODS
 from core.errors import InputError
-
-STREAMS = ("rgb", "flow")
+from readers.features import STREAMS
 
 
 def add_extraction_options(p, streams=True, device=True):

@@ -1,13 +1,14 @@
 """A finished run read back, to localise with it again (detect.py, sweep.py --from-run): its
-saved options (opts.merge_options lays the overrides over them), its seeds' folders, its final weights, loaded without running code (weights_only) and checked against
-the networks they must fill, and the ground truth of the videos chosen."""
+saved options (opts.merge_options lays the overrides over them), its seeds' folders, its
+final weights, loaded without running code (weights_only) and checked against the networks
+they must fill, and the ground truth of the videos chosen."""
 import os
 import re
 
 
 from model import EMMIL, UntrimmedNetClassifier
 from pipeline.data import split_validation
-from pipeline.localise import ground_truth, only_videos, test_ground_truth
+from pipeline.localise import only_videos, test_ground_truth, videos_ground_truth
 from pipeline.run_folder import LAST
 from pipeline.saved_opts import read_saved
 from core.errors import InputError
@@ -108,7 +109,7 @@ def chosen_ground_truth(opts, data, split, videos):
         if len(names) < len(data.split("test")):            # --videos
             gt = only_videos(gt, names)
     else:
-        gt = ground_truth([(v.name, v.segments) for v in videos], data.classes, data.ambiguous)
+        gt = videos_ground_truth(videos, data.classes, data.ambiguous)
     return gt if len(gt.segments) else None
 
 
@@ -118,5 +119,4 @@ def held_out(opts, data, split, names, data_given):
     if not opts.val_fraction or data_given or split != "test" or names:
         return None, None
     _, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
-    return val_videos, ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
-                                    data.ambiguous)
+    return val_videos, videos_ground_truth(val_videos, data.classes, data.ambiguous)

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import figures, report
+from analysis.seeds import format_summary, summarise_seeds
 from detection import released_class_ids, write_results_json, write_results_txt
 from evaluate import format_table
 from evaluation.eval_inputs import GroundTruth, class_ids
 from opts import DATA_ROOTS
 from pipeline.localise import evaluate_run, held_out_map, localise, report_curves
-from core.files import atomic_write_json, write_atomically
+from core.files import atomic_write_json, atomic_write_text, write_atomically
 
 
 @dataclass
@@ -81,6 +82,20 @@ def localise_and_evaluate(folder, opts, net, log, history=None, show=False):
     if opts.report and net.gt is not None:
         write_report(folder, opts, net, detections, metrics, history, log)
     return metrics
+
+
+def write_seeds_summary(folder, seeds, results, opts):
+    """A --seeds folder's summary of its seeds' metrics (in the order of `seeds`):
+    summary.json, summary.txt (also printed) and, with opts.report, its report. Returns the
+    summary."""
+    summary = summarise_seeds(seeds, results)
+    atomic_write_json(os.path.join(folder, "summary.json"), summary)
+    text = format_summary(summary)
+    print(text)
+    atomic_write_text(os.path.join(folder, "summary.txt"), text + "\n")
+    if opts.report:
+        report.write_summary_report(folder, [(opts.method, summary)], opts.tiou)
+    return summary
 
 
 def write_timelines(folder, opts, net, dpi=figures.DPI):

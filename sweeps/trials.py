@@ -23,10 +23,9 @@ import time
 from dataclasses import dataclass
 
 from core.errors import InputError, one_line
-from core.files import atomic_write_json
+from core.files import PROJECT_DIR, atomic_write_json
 from core.safe_load import read_json
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 METRICS, OPTS, CHECKPOINT = "metrics.json", "opts.json", "checkpoint_last.pt"
 
 

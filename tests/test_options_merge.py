@@ -9,7 +9,8 @@ import pytest
 import evaluate
 from core.cli import cli
 from core.errors import InputError
-from evaluation.tious import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS, tiou_averages
+from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS,
+                             tiou_averages)
 from opts import EXECUTION, merge_options, parse_opts
 
 
