@@ -22,8 +22,8 @@ from core.cli import OneLineParser, cli
 from core.errors import InputError, one_line
 from core.safe_load import read_json
 from opts import check_rules
+from pipeline.run_files import RunFolder
 
-RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
 
 
 def build_parser():
@@ -111,7 +111,8 @@ def analyse_run(folder, a):
     from pipeline.localise import test_ground_truth
     opts = saved_options(folder)
     opts.output_dir = folder
-    results = os.path.join(folder, RESULTS)
+    run = RunFolder(folder)
+    results = run.results
     if not os.path.isfile(results):
         raise InputError(f"{results}: not found")
     _, data = load_data(opts, lambda *_: None)
@@ -119,10 +120,8 @@ def analyse_run(folder, a):
     report.check_videos(a.videos, gt)
     pred = eval_inputs.load_predictions(results, gt)
     report.check_predictions(pred, gt, results)
-    metrics_path = os.path.join(folder, "metrics.json")
-    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
-    history_path = os.path.join(folder, HISTORY)
-    history = read_json(history_path) if os.path.isfile(history_path) else None
+    metrics = read_json(run.metrics) if os.path.isfile(run.metrics) else None
+    history = read_json(run.history) if os.path.isfile(run.history) else None
     return report.write_report(folder, report.run_inputs(
         opts, pred, gt, data, synthetic_root=DATA_ROOTS["synthetic"], metrics=metrics,
         history=history, curves=run_curves(folder, opts, data), **common(a)))
@@ -161,17 +160,17 @@ def runs_in(folder):
     """[(name, summary)] of the runs directly in folder (a --seeds folder, or subfolders
     holding runs: opts.json with summary.json or metrics.json); a single run counts as one
     seed. Only folders that run.py made are taken."""
-    if os.path.isfile(os.path.join(folder, SUMMARY)):
-        return [(_method(folder) or "?", read_summary(os.path.join(folder, SUMMARY)))]
+    if os.path.isfile(RunFolder(folder).summary):
+        return [(_method(folder) or "?", read_summary(RunFolder(folder).summary))]
     found = []
     for name in sorted(os.listdir(folder)):
         sub = os.path.join(folder, name)
         if os.path.islink(sub) or not os.path.isdir(sub) or name.startswith("seed_") \
                 or _method(sub) is None:
             continue
-        if os.path.isfile(os.path.join(sub, SUMMARY)):
-            found.append((f"{name}: {_method(sub)}", read_summary(os.path.join(sub, SUMMARY))))
-        elif os.path.isfile(os.path.join(sub, "metrics.json")):
+        if os.path.isfile(RunFolder(sub).summary):
+            found.append((f"{name}: {_method(sub)}", read_summary(RunFolder(sub).summary)))
+        elif os.path.isfile(RunFolder(sub).metrics):
             found.append((f"{name}: {_method(sub)}", one_seed(sub)))
     return found
 
@@ -191,7 +190,7 @@ def _method(folder):
     """The method a run folder (or its first seed) was made with; None when it holds none."""
     for candidate in [folder] + sorted(os.path.join(folder, n) for n in os.listdir(folder)
                                        if n.startswith("seed_")):
-        path = os.path.join(candidate, "opts.json")
+        path = RunFolder(candidate).opts
         if os.path.isfile(path):
             saved = read_json(path)
             method = saved.get("method") if isinstance(saved, dict) else None
@@ -202,20 +201,18 @@ def _method(folder):
 def one_seed(folder):
     """A single run's metrics.json as a summary of one seed."""
     from analysis.seeds import summarise_seeds
-    m = read_json(os.path.join(folder, "metrics.json"))
-    if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict):
-        raise InputError(f"{os.path.join(folder, 'metrics.json')}: not a metrics.json of run.py")
-    return summarise_seeds([read_json(os.path.join(folder, "opts.json")).get("seed")], [m])
+    run = RunFolder(folder)
+    return summarise_seeds([read_json(run.opts).get("seed")], [run.read_metrics()])
 
 
 def analyse_folder(folder, a):
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: not a folder")
-    if os.path.isfile(os.path.join(folder, RESULTS)):
+    if os.path.isfile(RunFolder(folder).results):
         return analyse_run(folder, a)
     runs = runs_in(folder)
     if not runs:
-        raise InputError(f"{folder}: no {RESULTS} (nor {SUMMARY}, nor runs in subfolders); "
+        raise InputError(f"{folder}: no {RunFolder.RESULTS} (nor {RunFolder.SUMMARY}, nor runs in subfolders); "
                          f"RUN_DIR must be a run's output folder")
     first = runs[0][1]["metrics"]
     tious = [float(k.split("@")[1]) for k in first if k.startswith("mAP@")]

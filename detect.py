@@ -37,7 +37,8 @@ from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders, weights_sha256)
 from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary, write_timelines
-from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
+from pipeline.run_files import RunFolder
+from pipeline.run_folder import check_output_dir, clear_earlier_run
 from pipeline.saved_opts import save_opts
 from core.cli import OneLineParser, cli
 from core.errors import InputError
@@ -186,15 +187,15 @@ def detect_seed(opts, net, record, run_dir, log):
     if opts.overwrite:
         clear_earlier_run(opts.output_dir)
     os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"))
-    save_opts(argparse.Namespace(**vars(opts), detect=record),
-              os.path.join(opts.output_dir, "opts.json"))
+    folder = RunFolder(opts.output_dir)
+    log.open(folder.log)
+    save_opts(argparse.Namespace(**vars(opts), detect=record), folder.opts)
     log(f"detect: {len(net.videos)} {record['split']} videos of {net.data.source} with the "
         f"run {run_dir}; overrides: {record['overrides'] or 'none'}")
     if net.gt is None:
         log("no ground truth for these videos: no metrics.json")
     metrics = localise_and_evaluate(opts.output_dir, opts, net, log,
-                                    history=read_history(run_dir, 10 ** 9),
+                                    history=RunFolder(run_dir).read_history(10 ** 9),
                                     show=not opts.quiet)
     log(f"wall time {time.time() - t0:.1f} s; everything is in {opts.output_dir}")
     log.close()

@@ -20,8 +20,9 @@ from opts import EXECUTION, parse_opts
 from pipeline.data import check_data, load_data, split_validation
 from pipeline.localise import held_out_map, test_ground_truth, videos_ground_truth
 from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary
-from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
-                                 history_entry, load_checkpoint, read_history, restore,
+from pipeline.run_files import RunFolder
+from pipeline.run_folder import (check_output_dir, check_resume_folder, clear_earlier_run,
+                                 history_entry, load_checkpoint, restore,
                                  save_checkpoint, write_history)
 from pipeline.saved_opts import resume_opts, save_opts
 from core.cli import cli
@@ -126,7 +127,7 @@ def prepare(opts, loaded, checkpoint, log):
                        log=log, amp=opts.amp, show_progress=not opts.quiet, inputs=inputs)
     position = 0
     if checkpoint is not None:
-        position = restore(checkpoint, os.path.join(opts.output_dir, LAST), len(schedule),
+        position = restore(checkpoint, RunFolder(opts.output_dir).last, len(schedule),
                            model, classifier, video_trainer, em)
     val_gt = (videos_ground_truth(val_videos, data.classes, data.ambiguous) if val_videos
               else None)
@@ -140,9 +141,10 @@ def open_outputs(opts, run, root, checkpoint, log):
     if checkpoint is None and opts.overwrite:
         clear_earlier_run(opts.output_dir)
     os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
+    folder = RunFolder(opts.output_dir)
+    log.open(folder.log, append=checkpoint is not None)
     if checkpoint is None:
-        save_opts(opts, os.path.join(opts.output_dir, "opts.json"))
+        save_opts(opts, folder.opts)
     data, net, em_schedule = run.net.data, run.net, [p for p in run.schedule if p.is_em]
     held = len(net.val_videos or [])
     log(f"data: {opts.dataset} from {root}: {len(run.train_set)} train"
@@ -153,11 +155,11 @@ def open_outputs(opts, run, root, checkpoint, log):
     if run.trainers["M"] is not None:
         log(f"schedule: {format_schedule(em_schedule)}")
     if checkpoint is not None:
-        log(f"resumed from {LAST} after {run.position} of {opts.cls_epochs} classifier + "
+        log(f"resumed from {RunFolder.LAST} after {run.position} of {opts.cls_epochs} classifier + "
             f"{len(em_schedule)} EM epochs")
         if run.position >= len(run.schedule):
             log("training was already complete: detecting and evaluating again")
-        run.history = read_history(opts.output_dir, run.position)
+        run.history = folder.read_history(run.position)
     return open_tensorboard(opts, run.position)
 
 
@@ -183,8 +185,8 @@ def record_epoch(opts, run, writer, log, position, phase, stats, seconds):
 
 
 def save_weights(folder, net):
-    atomic_torch_save(net.classifier.state_dict(), os.path.join(folder, "classifier.pt"))
-    atomic_torch_save(net.model.state_dict(), os.path.join(folder, "em_mil.pt"))
+    atomic_torch_save(net.classifier.state_dict(), RunFolder(folder).classifier)
+    atomic_torch_save(net.model.state_dict(), RunFolder(folder).model)
 
 
 def run_pipeline(opts, loaded, checkpoint=None, log=None):

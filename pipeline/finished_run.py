@@ -3,20 +3,16 @@ saved options (opts.merge_options lays the overrides over them), its seeds' fold
 final weights, loaded without running code (weights_only) and checked against the networks
 they must fill, and the ground truth of the videos chosen."""
 import os
-import re
 
 
 from model import EMMIL, UntrimmedNetClassifier
 from pipeline.data import split_validation
 from pipeline.localise import only_videos, test_ground_truth, videos_ground_truth
-from pipeline.run_folder import LAST
+from pipeline.run_files import RunFolder
 from pipeline.saved_opts import read_saved
 from core.errors import InputError
 from core.files import file_sha256
-from core.safe_load import load_tensor_dict, read_json
-
-WEIGHTS = ("em_mil.pt", "classifier.pt")
-
+from core.safe_load import load_tensor_dict
 
 def read_saved_opts(folder):
     """The run's opts.json, checked as --resume checks it (a dict)."""
@@ -25,36 +21,22 @@ def read_saved_opts(folder):
     return read_saved(folder, "RUN_DIR must be the output folder of run.py")
 
 
-def seed_folders(folder):
-    """The seeds of a --seeds folder (run.py writes no opts.json beside seed_<s>/), in the
-    order of its summary.json (else by number); [] for any other folder."""
-    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, "opts.json")):
-        return []
-    seeds = sorted(int(m.group(1)) for name in os.listdir(folder)
-                   for m in [re.fullmatch(r"seed_(\d+)", name)]
-                   if m and os.path.isdir(os.path.join(folder, name)))
-    summary = read_json(os.path.join(folder, "summary.json"), or_none=True)
-    listed = summary.get("seeds") if isinstance(summary, dict) else None
-    if isinstance(listed, list) and sorted(listed) == seeds:
-        return listed
-    return seeds
-
-
 def run_folders(folder):
     """[(seed, folder, saved options)] of a run, or of each seed of a --seeds folder."""
-    seeds = seed_folders(folder)
+    seeds = RunFolder(folder).seeds()
     if not seeds:
         saved = read_saved_opts(folder)
         return [(saved["seed"], folder, saved)]
     return [(seed, sub, read_saved_opts(sub)) for seed in seeds
-            for sub in [os.path.join(folder, f"seed_{seed}")]]
+            for sub in [RunFolder(folder).seed(seed).path]]
 
 
 def check_finished(folder):
     """The run has its final weights (an unfinished one has only checkpoints)."""
-    missing = [w for w in WEIGHTS if not os.path.isfile(os.path.join(folder, w))]
+    run = RunFolder(folder)
+    missing = [w for w in run.WEIGHTS if not os.path.isfile(run.file(w))]
     if missing:
-        unfinished = os.path.isfile(os.path.join(folder, LAST))
+        unfinished = os.path.isfile(run.last)
         raise InputError(f"{os.path.join(folder, missing[0])}: not found: "
                          + ("the run is unfinished (it has only checkpoints); finish it with "
                             f"python run.py --resume {folder}" if unfinished
@@ -86,13 +68,13 @@ def load_networks(folder, opts, num_classes, device):
     """(EMMIL, video classifier) with the run's final weights, on `device`, in eval mode."""
     model = EMMIL(num_classes, opts.feature_dim, opts.hidden_dim)
     classifier = UntrimmedNetClassifier(num_classes, opts.feature_dim)
-    fill(model, os.path.join(folder, "em_mil.pt"))
-    fill(classifier, os.path.join(folder, "classifier.pt"))
+    fill(model, RunFolder(folder).model)
+    fill(classifier, RunFolder(folder).classifier)
     return model.to(device).eval(), classifier.to(device).eval()
 
 
 def weights_sha256(folder):
-    return {w: file_sha256(os.path.join(folder, w)) for w in WEIGHTS}
+    return {w: file_sha256(RunFolder(folder).file(w)) for w in RunFolder.WEIGHTS}
 
 
 # ----------------------------------------------------------------------------- videos

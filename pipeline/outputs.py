@@ -17,6 +17,7 @@ from evaluate import format_table
 from evaluation.eval_inputs import GroundTruth, class_ids
 from opts import DATA_ROOTS
 from pipeline.localise import evaluate_run, held_out_map, localise, report_curves
+from pipeline.run_files import RunFolder
 from core.files import atomic_write_json, atomic_write_text, write_atomically
 
 
@@ -35,11 +36,11 @@ class Trained:
 
 def write_detections(folder, opts, detections, classes, gt):
     """results.json, and for THUMOS14 results.txt with the official class ids."""
-    write_results_json(os.path.join(folder, "results.json"), detections)
+    write_results_json(RunFolder(folder).results, detections)
     if opts.thumos_ids:
         ids = (released_class_ids(classes) if opts.detection == "released"
                else gt.class_ids if gt is not None else class_ids(list(classes)))
-        write_results_txt(os.path.join(folder, "results.txt"), detections, ids)
+        write_results_txt(RunFolder(folder).results_txt, detections, ids)
 
 
 def write_report(folder, opts, net, detections, metrics, history, log):
@@ -74,7 +75,7 @@ def localise_and_evaluate(folder, opts, net, log, history=None, show=False):
         metrics = evaluate_run(detections, video_scores, net.videos.videos, net.gt, opts)
         if val_map is not None:
             metrics["val_mAP"] = val_map
-        atomic_write_json(os.path.join(folder, "metrics.json"), metrics)
+        atomic_write_json(RunFolder(folder).metrics, metrics)
     log(f"{len(detections)} detections on {len(net.videos)} test videos "
         f"(protocol {opts.eval_protocol})")
     if metrics is not None:
@@ -89,10 +90,10 @@ def write_seeds_summary(folder, seeds, results, opts):
     summary.json, summary.txt (also printed) and, with opts.report, its report. Returns the
     summary."""
     summary = summarise_seeds(seeds, results)
-    atomic_write_json(os.path.join(folder, "summary.json"), summary)
+    atomic_write_json(RunFolder(folder).summary, summary)
     text = format_summary(summary)
     print(text)
-    atomic_write_text(os.path.join(folder, "summary.txt"), text + "\n")
+    atomic_write_text(RunFolder(folder).summary_txt, text + "\n")
     if opts.report:
         report.write_summary_report(folder, [(opts.method, summary)], opts.tiou)
     return summary
@@ -102,7 +103,7 @@ def write_timelines(folder, opts, net, dpi=figures.DPI):
     """FOLDER/timeline_<video>.png of each localised video (detect.py --video): its
     detections of FOLDER/results.json, as the report draws a timeline (no ground truth),
     over the curves they come from. Returns the paths."""
-    with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
+    with open(RunFolder(folder).results, encoding="utf-8") as f:
         results = json.load(f)["results"]
     records = report_curves(net.model, net.classifier, net.videos.videos, net.data.classes,
                             net.data.snippet_seconds, opts, net.device)

@@ -8,6 +8,7 @@ from opts import build_parser, finite_number, given_options, merge_options, opti
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json
+from pipeline.run_files import RunFolder
 
 
 def save_opts(opts, path):
@@ -75,7 +76,7 @@ def saved_problem(saved):
 def read_saved(folder, needed):
     """A run's opts.json (a dict), checked as strictly as a command line; InputError naming
     the file. needed: what the folder must be, said when it holds no opts.json."""
-    path = os.path.join(folder, "opts.json")
+    path = RunFolder(folder).opts
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; {needed}")
     saved = read_json(path, "saved options")

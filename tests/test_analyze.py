@@ -15,7 +15,7 @@ from analysis import figures
 from analysis import report
 from detection import PostProcess, raw_cutoffs
 from test_detection import detect_video
-from pipeline.run_folder import read_history
+from pipeline.run_files import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 STPN = ROOT / "data/predictions/stpn_thumos14_test.json"
@@ -102,9 +102,9 @@ def test_report_folder_replaces_a_link_and_keeps_other_files(tmp_path):
 def test_history_is_cut_at_the_checkpoint(tmp_path):
     entries = [{"position": i, "phase": "C", "loss": 1.0} for i in range(1, 6)]
     (tmp_path / "history.json").write_text(json.dumps(entries))
-    assert [e["position"] for e in read_history(str(tmp_path), 3)] == [1, 2, 3]
+    assert [e["position"] for e in RunFolder(str(tmp_path)).read_history(3)] == [1, 2, 3]
     (tmp_path / "history.json").write_text("{broken")
-    assert read_history(str(tmp_path), 3) == []
+    assert RunFolder(str(tmp_path)).read_history(3) == []
 
 
 # ----------------------------------------------------------------------------- a run
