@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from dataset import SnippetDataset, read_class_list
+from dataset import read_class_list
+from training.batches import SnippetDataset
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
 from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options,

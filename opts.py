@@ -65,7 +65,8 @@ FEATURE_PRESETS = {
     "emmil": (24.0, 30),    # released EM-MIL clips: 15 frames sampled every 2nd at 24 fps = 1.25 s
 }
 
-LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil"}
+LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil",
+                   "wtalc-unt": "unt"}      # a W-TALC bundle holding only its UNT file
 
 # The EM phases of the released schedule (schedule.py); the video classifier's 45 epochs
 # (--cls-epochs) come first: C:45,M1:10,E:10,M2:10,alt:35.
@@ -111,7 +112,8 @@ def add_data_options(p):
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
                         " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s);"
                         " default: the layout's own (emmil layout: emmil; HDF5: the file's rate;"
-                        " W-TALC and folders: i3d)")
+                        " W-TALC and folders: i3d, or unt for a bundle holding only its UNT file);"
+                        " a W-TALC bundle holding both files reads the one named")
     g.add_argument("--feature-fps", type=float, default=None,
                    help="frame rate the features were extracted at (overrides --features;"
                         " alone, it takes the frames per snippet of --features or i3d)")
@@ -439,6 +441,7 @@ RULES = {
     "cpus_per_trial": _above(0),
     "gpus_per_trial": _at_least(0),
     "gpus_per_task": _at_least(0),
+    "max_hours": _above(0),
     "max_retries": _at_least(0),
     "alpha": _in(0, 1, lo_open=True),
     "top_k": _at_least(1),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dataset import SnippetDataset
+from training.batches import SnippetDataset
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
 from opts import EXECUTION, parse_opts

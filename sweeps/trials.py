@@ -40,7 +40,7 @@ def trials_of(option_sets, may_differ):
     """Trials of resolved runs (dicts; each output_dir its own folder, named after it).
     A trial runs quietly (its console lines would interleave; log.txt has them), and with
     overwrite, so that an earlier attempt's leftovers without a checkpoint are cleared.
-    may_differ: the options that change no result (opts.RESUME_MAY_CHANGE)."""
+    may_differ: the options that change no result (opts.EXECUTION)."""
     ignored = set(may_differ) | {"output_dir", "overwrite", "quiet"}
     trials = []
     for saved in option_sets:
