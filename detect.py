@@ -37,7 +37,7 @@ from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options
 from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders, weights_sha256)
-from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary, write_timelines
+from pipeline.outputs import Localisation, localise_and_evaluate, write_seeds_summary, write_timelines
 from pipeline.run_files import RunFolder
 from pipeline.run_folder import check_output_dir, clear_earlier_run
 from pipeline.saved_opts import save_opts
@@ -173,16 +173,16 @@ def prepare_seed(args, given, run_dir, saved, out, log):
     gt = chosen_ground_truth(opts, data, args.split, videos)
     val_videos, val_gt = held_out(opts, data, args.split, args.videos, data_given)
     model, classifier = load_networks(run_dir, opts, len(data.classes), device)
-    net = Trained(model, classifier, device, data, SnippetDataset(videos, data.snippet_seconds),
+    loc = Localisation(model, classifier, device, data, SnippetDataset(videos, data.snippet_seconds),
                   gt, val_videos, val_gt)
     record = {"source_run": os.path.abspath(run_dir), "weights_sha256": weights_sha256(run_dir),
               "overrides": given, "split": args.split, "videos": args.videos}
     if args.video:
         record["video"] = os.path.abspath(args.video)
-    return opts, net, record
+    return opts, loc, record
 
 
-def detect_seed(opts, net, record, run_dir, log):
+def detect_seed(opts, loc, record, run_dir, log):
     """The first write, then localise, evaluate and report, as run.py ends."""
     t0 = time.time()
     if opts.overwrite:
@@ -191,11 +191,11 @@ def detect_seed(opts, net, record, run_dir, log):
     folder = RunFolder(opts.output_dir)
     log.open(folder.log)
     save_opts(argparse.Namespace(**vars(opts), detect=record), folder.opts)
-    log(f"detect: {len(net.videos)} {record['split']} videos of {net.data.source} with the "
+    log(f"detect: {len(loc.video_set)} {record['split']} videos of {loc.data.source} with the "
         f"run {run_dir}; overrides: {record['overrides'] or 'none'}")
-    if net.gt is None:
+    if loc.gt is None:
         log("no ground truth for these videos: no metrics.json")
-    metrics = localise_and_evaluate(opts.output_dir, opts, net, log,
+    metrics = localise_and_evaluate(opts.output_dir, opts, loc, log,
                                     history=RunFolder(run_dir).read_history(10 ** 9),
                                     show=not opts.quiet)
     log(f"wall time {time.time() - t0:.1f} s; everything is in {opts.output_dir}")
@@ -248,11 +248,11 @@ def main(argv=None):
                                                       log.fresh())))
     if several and args.overwrite:
         clear_earlier_run(args.output_dir)
-    results = [detect_seed(opts, net, record, run_dir, log.fresh())
-               for seed, run_dir, opts, net, record in prepared]
+    results = [detect_seed(opts, loc, record, run_dir, log.fresh())
+               for seed, run_dir, opts, loc, record in prepared]
     if args.video:
-        for seed, run_dir, opts, net, record in prepared:
-            for path in write_timelines(opts.output_dir, opts, net):
+        for seed, run_dir, opts, loc, record in prepared:
+            for path in write_timelines(opts.output_dir, opts, loc):
                 if not args.quiet:
                     print(f"timeline: {path}")
     if several and all(m is not None for m in results):

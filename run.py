@@ -19,7 +19,7 @@ from model import EMMIL, UntrimmedNetClassifier
 from opts import EXECUTION, parse_opts
 from pipeline.data import check_data, load_data, split_validation
 from pipeline.localise import held_out_map, test_ground_truth, videos_ground_truth
-from pipeline.outputs import Trained, localise_and_evaluate, write_seeds_summary
+from pipeline.outputs import Localisation, localise_and_evaluate, write_seeds_summary
 from pipeline.run_files import RunFolder
 from pipeline.run_folder import (check_output_dir, check_resume_folder, clear_earlier_run,
                                  history_entry, load_checkpoint, restore,
@@ -86,7 +86,7 @@ def train(schedule, done, trainer_of, show=False):
 class Run:
     """A run in memory: its schedule, data, networks, trainers and where it stands."""
     schedule: list
-    net: Trained                # the networks and the test videos (pipeline/outputs.py)
+    loc: Localisation           # the networks and the test videos (pipeline/outputs.py)
     train_set: SnippetDataset
     trainers: dict              # step ('C', 'M', 'E') -> its trainer
     position: int = 0           # epochs of the schedule done
@@ -109,7 +109,7 @@ def prepare(opts, loaded, checkpoint, log):
     schedule = run_schedule(opts.cls_epochs, opts.schedule, opts.stage2_lr_mult,
                             em=opts.method == "emmil")
     device = setup_torch(opts)
-    _, data = loaded
+    data = loaded.data
     test_gt = test_ground_truth(data, opts)
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
@@ -131,8 +131,9 @@ def prepare(opts, loaded, checkpoint, log):
                            model, classifier, video_trainer, em)
     val_gt = (videos_ground_truth(val_videos, data.classes, data.ambiguous) if val_videos
               else None)
-    net = Trained(model, classifier, device, data, test_set, test_gt, val_videos or None, val_gt)
-    return Run(schedule, net, train_set, {"C": video_trainer, "M": em, "E": em}, position)
+    loc = Localisation(model, classifier, device, data, test_set, test_gt, val_videos or None,
+                       val_gt)
+    return Run(schedule, loc, train_set, {"C": video_trainer, "M": em, "E": em}, position)
 
 
 def open_outputs(opts, run, root, checkpoint, log):
@@ -145,13 +146,13 @@ def open_outputs(opts, run, root, checkpoint, log):
     log.open(folder.log, append=checkpoint is not None)
     if checkpoint is None:
         save_opts(opts, folder.opts)
-    data, net, em_schedule = run.net.data, run.net, [p for p in run.schedule if p.is_em]
-    held = len(net.val_videos or [])
+    data, loc, em_schedule = run.loc.data, run.loc, [p for p in run.schedule if p.is_em]
+    held = len(loc.val_videos or [])
     log(f"data: {opts.dataset} from {root}: {len(run.train_set)} train"
-        f"{f' (+{held} held out)' if held else ''} / {len(net.videos)} test"
+        f"{f' (+{held} held out)' if held else ''} / {len(loc.video_set)} test"
         f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
-        f" device {net.device}; method {opts.method}")
-    log(f"evaluation ground truth: {data.source} ({len(net.gt.videos)} test videos)")
+        f" device {loc.device}; method {opts.method}")
+    log(f"evaluation ground truth: {data.source} ({len(loc.gt.videos)} test videos)")
     if run.trainers["M"] is not None:
         log(f"schedule: {format_schedule(em_schedule)}")
     if checkpoint is not None:
@@ -166,44 +167,44 @@ def open_outputs(opts, run, root, checkpoint, log):
 def record_epoch(opts, run, writer, log, position, phase, stats, seconds):
     """After an epoch: the log line, history.json, TensorBoard, the held-out mAP every
     --eval-every EM epochs, the checkpoint."""
-    net = run.net
+    loc = run.loc
     log(describe_epoch(phase, run.schedule, stats, seconds))
     run.history.append(history_entry(position, phase, stats, seconds))
     write_history(opts.output_dir, run.history)
     for tag, value in epoch_scalars(phase, stats) if writer else []:
         writer.add_scalar(tag, value, position)
-    if phase.is_em and opts.eval_every and net.val_gt is not None \
+    if phase.is_em and opts.eval_every and loc.val_gt is not None \
             and phase.epoch % opts.eval_every == 0:
-        val_map = held_out_map(net.model, net.classifier, net.val_videos, net.val_gt, net.data,
-                               opts, net.device)
+        val_map = held_out_map(loc.model, loc.classifier, loc.val_videos, loc.val_gt, loc.data,
+                               opts, loc.device)
         log(f"  held-out training videos: mAP {100 * val_map:.2f}"
             f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
         if writer:
             writer.add_scalar("val/mAP_mean", val_map, position)
-    save_checkpoint(opts, position, net.model, net.classifier, run.trainers["M"],
+    save_checkpoint(opts, position, loc.model, loc.classifier, run.trainers["M"],
                     run.trainers["C"])
 
 
-def save_weights(folder, net):
-    atomic_torch_save(net.classifier.state_dict(), RunFolder(folder).classifier)
-    atomic_torch_save(net.model.state_dict(), RunFolder(folder).model)
+def save_weights(folder, loc):
+    atomic_torch_save(loc.classifier.state_dict(), RunFolder(folder).classifier)
+    atomic_torch_save(loc.model.state_dict(), RunFolder(folder).model)
 
 
 def run_pipeline(opts, loaded, checkpoint=None, log=None):
     """Train (or continue training), detect, evaluate, report; returns the metrics dict.
-    loaded: (root, data) from load_data, checked by check_data; checkpoint: one to continue
+    loaded: LoadedData from load_data, checked by check_data; checkpoint: one to continue
     from (load_checkpoint), its contents checked here before the first write."""
     log = log or Logger(quiet=opts.quiet)
     t_start = time.time()
     run = prepare(opts, loaded, checkpoint, log)                     # nothing written yet
-    writer = open_outputs(opts, run, loaded[0], checkpoint, log)     # the first write
+    writer = open_outputs(opts, run, loaded.root, checkpoint, log)   # the first write
     for epoch in train(run.schedule, run.position, run.trainers, show=not opts.quiet):
         record_epoch(opts, run, writer, log, *epoch)
     if writer:
         writer.close()
-    save_weights(opts.output_dir, run.net)
+    save_weights(opts.output_dir, run.loc)
     # localise the test split (used only here: no model selection on it), evaluate, report
-    metrics = localise_and_evaluate(opts.output_dir, opts, run.net, log, run.history,
+    metrics = localise_and_evaluate(opts.output_dir, opts, run.loc, log, run.history,
                                     show=not opts.quiet)
     log(f"wall time {time.time() - t_start:.0f} s; everything is in {opts.output_dir}")
     log.close()
@@ -250,7 +251,7 @@ def trial_work(saved, resume):
     check_output_dir(opts.output_dir, overwrite=True)
     log = Logger(quiet=opts.quiet)
     loaded = load_data(opts, log)
-    check_data(opts, loaded[1])
+    check_data(opts, loaded.data)
     return run_pipeline(opts, loaded, log=log)
 
 
@@ -268,7 +269,7 @@ def main(argv=None):
     resolve_device(opts.device)
     log = Logger(quiet=opts.quiet)
     loaded = load_data(opts, log)
-    check_data(opts, loaded[1])
+    check_data(opts, loaded.data)
     if opts.seeds and checkpoint is None:
         run_seeds(opts, loaded, log)
     else:

@@ -21,7 +21,7 @@ from analysis import published
 from evaluation.eval_inputs import GroundTruth
 from analysis.report_html import Section, page
 from core.errors import InputError
-from core.files import atomic_write_json, atomic_write_text, write_atomically
+from core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.seeds import percent
 
 REPORT = "report"
@@ -115,18 +115,11 @@ def check_predictions(pred, gt, source):
                          f"truth, e.g. {unknown[0]}")
 
 
-def _write_bytes(path, data):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-    write_atomically(path, write)
-
-
 def _save(folder, name, fig, dpi):
     """The figure as FOLDER/NAME (PNG); (name, PNG bytes) for the page."""
     from analysis.figures import to_png
     png = to_png(fig, dpi)
-    _write_bytes(os.path.join(folder, name), png)
+    atomic_write_bytes(os.path.join(folder, name), png)
     return name, png
 
 

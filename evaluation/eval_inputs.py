@@ -221,7 +221,7 @@ def _prediction_row(video, e, name_of_id: dict) -> tuple:
 
 
 def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
-    results = annotation_reader.read_json(path).get("results")
+    results = annotation_reader.read_json_object(path).get("results")
     if not isinstance(results, dict):
         raise InputError(f"{path}: no 'results' object")
     name_of_id = {i: c for c, i in gt.class_ids.items()}

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from extraction.features import video_features
+from extraction.video_features import video_features
 from extraction.folder import feature_paths
 from extraction.frames import MAX_HOURS
 from extraction.i3d import FEATURE_DIM, load_i3d, random_i3d

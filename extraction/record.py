@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from extraction.features import CHUNK
+from extraction.video_features import CHUNK
 from extraction.flow import FLOW_BOUND, flow_params
 from extraction.frames import CROP, FPS, SHORT_SIDE
 from extraction.i3d import PIERGIAJ_FILES

@@ -1,4 +1,4 @@
-"""extraction/frames.py, flow.py, features.py without the network: tiny videos written with
+"""extraction/frames.py, flow.py, video_features.py without the network: tiny videos written with
 PyAV at 24, 25, 30 and variable frame rates give the 25-fps frames the nearest-timestamp
 rule says (checked against the frames' own brightness) and floor(frames / 16) chunks; a
 known shift gives its flow; the flow's clip and scale round trip."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from extraction import frames as fr
-from extraction.features import CHUNK, VideoStats, chunk_inputs
+from extraction.video_features import CHUNK, VideoStats, chunk_inputs
 from extraction.flow import FLOW_BOUND, flow_algorithm, flow_field, scale_flow, unscale_flow
 from core.errors import InputError
 
