@@ -21,7 +21,7 @@ from analysis import report
 from core.cli import OneLineParser, cli
 from core.errors import InputError, one_line
 from core.safe_load import read_json
-from opts import check_rules
+from option_checks import check_rules
 from pipeline.run_files import RunFolder
 
 

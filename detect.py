@@ -33,7 +33,8 @@ from training.batches import SnippetDataset
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
 from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options,
-                  add_evaluation_options, build_parser, check_rules, merge_options)
+                  add_evaluation_options, build_parser, merge_options)
+from option_checks import check_rules
 from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders, weights_sha256)

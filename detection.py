@@ -1,6 +1,9 @@
 """Scores to segments: class selection, localisation score, runs of snippets, confidences.
 
-All functions work on NumPy arrays of one video, vectorised over snippets and classes.
+The functions work on NumPy arrays of many videos at once (detect_batch): every chosen
+(video, class) curve is one column, and runs are found in all of them together, vectorised
+over snippets, classes and videos; the small helpers (select_classes, nms, ...) take one
+video's arrays.
 """
 import json
 from dataclasses import dataclass

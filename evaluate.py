@@ -32,7 +32,7 @@ from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json
-from opts import check_rules
+from option_checks import check_rules
 
 PROTOCOLS = ("activitynet", "thumos14")
 # ----------------------------------------------------------------------------- detection mAP

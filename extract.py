@@ -25,7 +25,7 @@ from extraction.to_hdf5 import write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
-from opts import check_rules
+from option_checks import check_rules
 from utils import resolve_device
 
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import EXECUTION, build_parser, check_rules, given_options, parse_opts
+from option_checks import check_rules
+from opts import EXECUTION, build_parser, given_options, parse_opts
 from run import trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir

@@ -126,7 +126,7 @@ def _save(folder, name, fig, dpi):
 def curve_lines(record, drawn):
     """The lines and cutoffs of figures.timeline for the drawn classes, from a curve record
     {"snippet_seconds", "video": {name: (T,)}, "class": {name: (T, K)}, "cutoffs": (L, K),
-    "classes": [names]} (test_pass.report_curves builds it)."""
+    "classes": [names]} (pipeline/localise.report_curves builds it)."""
     index = {c: i for i, c in enumerate(record["classes"])}
     lines = [(name, values, None, "-") for name, values in record["video"].items()]
     for style, (name, values) in zip(("--", "-"), record["class"].items()):

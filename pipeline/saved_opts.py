@@ -4,7 +4,8 @@ import argparse
 import json
 import os
 
-from opts import build_parser, finite_number, given_options, merge_options, option_problems
+from option_checks import finite_number, option_problems
+from opts import build_parser, given_options, merge_options
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json

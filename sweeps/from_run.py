@@ -13,8 +13,9 @@ import socket
 import time
 
 from analysis.seeds import summarise_points
+from option_checks import check_options
 from opts import (POST_PROCESSING, add_detection_options, add_evaluation_options,
-                  build_parser, check_options, merge_options)
+                  build_parser, merge_options)
 from pipeline.data import load_data
 from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
                                    load_networks, run_folders)

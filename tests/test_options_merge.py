@@ -107,7 +107,7 @@ def test_a_detection_only_sweep_keeps_the_data(saved):
 ])
 def test_every_command_checks_its_options_by_the_same_rules(command, argv, says, tmp_path,
                                                              capsys, monkeypatch):
-    """opts.check_rules in each command: one line, exit 2, before anything is read."""
+    """option_checks.check_rules in each command: one line, exit 2, before anything is read."""
     monkeypatch.chdir(tmp_path)                       # nothing of these names exists here
     main = importlib.import_module(command).main
     assert cli(main, argv) == 2
