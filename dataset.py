@@ -211,6 +211,23 @@ def dropped_warning(dropped):
 # Any layout
 # ---------------------------------------------------------------------------
 
+def layout_and_memory(root, layout, memory):
+    """(layout, memory) with 'auto' resolved and checked: the W-TALC bundle is one pickled
+    array, held in RAM; the other layouts stream by default."""
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in LAYOUTS:
+        raise InputError(f"--layout {layout}: unknown (choose from auto, {', '.join(LAYOUTS)})")
+    if memory not in MEMORY:
+        raise InputError(f"memory={memory!r}: choose from {', '.join(MEMORY)}")
+    if memory == "auto":
+        memory = "float32" if layout == "wtalc" else "stream"
+    if layout == "wtalc" and memory == "stream":
+        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
+                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    return layout, memory
+
+
 def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
                  max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
                  classes=None, log=warn, unannotated=False, features=None):
@@ -230,17 +247,7 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     False); otherwise they are refused. features: --features, which picks the W-TALC file
     (I3D or UNT; None: the one present), named by VideoSet.features_file.
     """
-    if layout == "auto":
-        layout = detect_layout(root)
-    if layout not in LAYOUTS:
-        raise InputError(f"--layout {layout}: unknown (choose from auto, {', '.join(LAYOUTS)})")
-    if memory not in MEMORY:
-        raise InputError(f"memory={memory!r}: choose from {', '.join(MEMORY)}")
-    if memory == "auto":
-        memory = "float32" if layout == "wtalc" else "stream"
-    if layout == "wtalc" and memory == "stream":
-        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
-                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    layout, memory = layout_and_memory(root, layout, memory)
     said = []
 
     def note(message):

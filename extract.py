@@ -26,6 +26,8 @@ from extraction.options import STREAMS, add_extraction_options, parse_streams, w
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from option_checks import check_rules
+from opts import add_ray_option
+from sweeps.cluster import check_address, check_resources, local_cores
 from utils import resolve_device
 
 
@@ -54,19 +56,8 @@ def build_parser():
                         "as its frames run) is refused in one line")
     g.add_argument("--quiet", action="store_true", help="no line per video")
     g = p.add_argument_group("scale")
-    g.add_argument("--workers", type=int, default=None,
-                   help="videos at once; above 1, as tasks on a local Ray (default 1; with "
-                        "--address: at most this many on the cluster, default as many as its "
-                        "CPUs allow)")
-    g.add_argument("--address", default=None,
-                   help="a running Ray cluster (auto, HOST:6379, ray://HOST:10001); DIR, the "
-                        "videos and the weights must be at the same paths on every node")
-    g.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per video (0: the cores shared among --workers; 1 per "
-                        "task on a cluster)")
-    g.add_argument("--gpus-per-task", type=float, default=None,
-                   help="GPUs Ray gives a video's task (default with --device cuda: "
-                        "1 / --workers)")
+    for name in ("workers", "address", "threads", "gpus"):
+        add_ray_option(g, name, "extract")
     return p
 
 
@@ -89,11 +80,16 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     streams = parse_streams(args.streams)
     check_args(args, streams)
+    workers = args.workers if args.workers is not None else None if args.address else 1
+    if args.address:                # the cluster answers and has room for a video's task
+        check_resources(check_address(args.address), args.threads or 1,
+                        args.gpus_per_task or 0)
+    else:
+        workers = local_cores(workers, args.threads)
     todo = plan(args.out, args.inputs, split=args.split or "test", split_list=args.split_list,
                 streams=streams, flow=args.flow, weights=weights_of(args),
                 random_init=args.random_init, overwrite=args.overwrite, max_hours=args.max_hours)
     say = (lambda line: None) if args.quiet else print
-    workers = args.workers if args.workers is not None else None if args.address else 1
     device = args.device if args.address else resolve_device(args.device).type
     progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,

@@ -10,9 +10,12 @@ from extraction.inputs import SPLITS
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json
-from sweeps.trials import METRICS
+from sweeps.trials import TrialFiles
 
 WORK = ".work"                    # DIR/.work/<video>/: a Ray task's folder while it runs
+# a video as a task of sweeps/trials.py: done when its record is in its folder
+VIDEO_TRIAL = TrialFiles(done="video.json", inputs=("source", "out", "weights"))
+EARLIER_DONE = "metrics.json"     # VIDEO_TRIAL.done as earlier versions named it
 LOCK = "extraction.lock"
 
 
@@ -128,7 +131,8 @@ def sort_jobs(plan_record, jobs, out, streams):
             elif not problem:
                 done.append(job.name)
             continue
-        task = read_json(os.path.join(out, WORK, job.name, METRICS), or_none=True)
+        task = (read_json(os.path.join(out, WORK, job.name, VIDEO_TRIAL.done), or_none=True)
+                or read_json(os.path.join(out, WORK, job.name, EARLIER_DONE), or_none=True))
         if (isinstance(task, dict) and task.get("source") == job.path and task.get("split")
                 == job.split and not features_problem(out, job.split, job.name, streams,
                                                       task.get("snippets"))):

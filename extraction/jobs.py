@@ -26,15 +26,15 @@ import cv2
 import torch
 
 from extraction import record as rec
-from extraction.folder import (LOCK, WORK, check_folder, our_files, sort_jobs, source_of,
-                               write_splits)
+from extraction.folder import (LOCK, VIDEO_TRIAL, WORK, check_folder, our_files, sort_jobs,
+                               source_of, write_splits)
 from extraction.frames import GAP_WARN, MAX_HOURS, probe
 from extraction.i3d import load_i3d, random_i3d, weights_identity
 from extraction.inputs import find_videos, jobs_of
 from extraction.one_video import RANDOM_SEEDS, extract_one, video_task
 from core.errors import InputError, one_line
 from core.files import hold_lock
-from sweeps.trials import Trial, run_trials
+from sweeps.trials import SHARE, Trial, run_trials
 from utils import resolve_device
 
 
@@ -155,7 +155,7 @@ class Progress:
     def notes(self, job, done):
         """What extraction.json keeps of a video's oddities, each also warned of: a long gap
         between frames (kept: it is real time), frames of another size (scaled)."""
-        kept = {}
+        kept = {"node": done["node"]} if done.get("node") else {}     # the Ray node
         gap, at = done.get("longest_gap") or (0.0, 0.0)
         if gap > GAP_WARN:
             kept["longest_gap"] = {"seconds": round(gap, 3), "at": round(at, 3)}
@@ -255,20 +255,21 @@ def in_process(plan, progress, device, threads):
 def on_ray(plan, progress, device, workers, address, threads, gpus_per_task):
     """The videos as Ray tasks (sweeps/trials.py): at most `workers` at once (None: as many
     as the resources allow), each with `threads` CPUs (0: the machine's cores shared among
-    the workers; 1 on a cluster) and gpus_per_task GPUs (default with --device cuda: 1 /
-    workers, so that the workers share the GPUs)."""
+    the workers; 1 on a cluster) and gpus_per_task GPUs (default with --device cuda: min(1,
+    GPUs / workers), so that the workers share the GPUs)."""
     cores = os.cpu_count() or 1
     cpus = threads or (max(1, cores // workers) if workers and not address else 1)
     if gpus_per_task is None:
-        gpus_per_task = (1.0 / workers if workers else 1.0) if device == "cuda" else 0.0
+        gpus_per_task = SHARE if device == "cuda" else 0.0
     by_name = {job.name: job for job in plan.jobs}
-    trials = [Trial(job.name, task_options(plan, job, device, cpus), {}) for job in plan.jobs]
+    trials = [Trial(job.name, task_options(plan, job, device, cpus), {}, VIDEO_TRIAL)
+              for job in plan.jobs]
 
     def finished(result):
         job = by_name[result["name"]]
         shutil.rmtree(os.path.join(plan.out, WORK, job.name), ignore_errors=True)
         if result["status"] == "ok" and isinstance(result["metrics"], dict):
-            progress.video(job, result["metrics"])
+            progress.video(job, {**result["metrics"], "node": result["node"]})
         else:
             message = result["error"] or "the task gave no result"
             progress.failure(job, message if message.startswith(job.path)

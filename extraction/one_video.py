@@ -1,5 +1,5 @@
 """One video to its feature files: in this process, or as a Ray task of sweeps/trials.py
-(which loads the networks once per worker and hands its record back as metrics.json)."""
+(which loads the networks once per worker and hands its record back as video.json)."""
 import functools
 import os
 
@@ -8,12 +8,11 @@ import numpy as np
 import torch
 
 from extraction.video_features import video_features
-from extraction.folder import feature_paths
+from extraction.folder import VIDEO_TRIAL, feature_paths
 from extraction.frames import MAX_HOURS
 from extraction.i3d import FEATURE_DIM, load_i3d, random_i3d
 from core.errors import InputError, first_line
 from core.files import atomic_write_json, write_atomically
-from sweeps.trials import METRICS
 from utils import resolve_device
 
 GPU_BATCH, CPU_BATCH = 8, 1       # chunks per forward pass
@@ -69,7 +68,7 @@ def _networks(streams, weights, random_init, device):
 def video_task(opts, resume=False):
     """One video as a task of sweeps/trials.py (in a Ray worker): the networks loaded once
     per worker process, the video extracted, its record written as the task folder's
-    metrics.json, which the executor hands back to the command."""
+    VIDEO_TRIAL.done, which the executor hands back to the command."""
     threads = opts.get("threads") or 0
     if threads:
         torch.set_num_threads(threads)
@@ -78,5 +77,5 @@ def video_task(opts, resume=False):
     nets = _networks(tuple(opts["streams"]), tuple(sorted(opts["weights"].items())),
                      opts["random_init"], device)
     done = extract_one(opts, nets, device)
-    atomic_write_json(os.path.join(opts["output_dir"], METRICS), done)
+    atomic_write_json(os.path.join(opts["output_dir"], VIDEO_TRIAL.done), done)
     return done

@@ -8,7 +8,7 @@
      "comparable": "approximate" | "no" | "meaningless", "reasons": [...], "note": "...",
      "versions": {python, torch, numpy, av, ffmpeg, opencv},
      "videos":   {name: {split, source, source_size, source_mtime, snippets, frames,
-                         seconds, rotation, finished, ...}},
+                         seconds, rotation, finished, node (the Ray node, on Ray), ...}},
      "left_out": {name: {source, source_size, source_mtime, reason}}}  <- shorter than a chunk
 (an earlier version's record lacks source_size and source_mtime: filled on the next run)
 """
