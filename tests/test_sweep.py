@@ -287,6 +287,9 @@ def test_extended_seeds():
         assert sweep.extended_seeds(saved, other) is None, other
     assert sweep.extended_seeds(None, saved) is None
     assert sweep.extended_seeds({"seeds": "1 2"}, saved) is None
+    # an earlier version kept --device in the manifest: an execution option, not compared
+    earlier = {**saved, "options": {"cls_epochs": 3, "device": "cpu"}}
+    assert sweep.extended_seeds(earlier, more(seeds=[1, 2, 3])) == [1, 2, 3]
 
 
 def test_more_seeds_add_their_trials_and_keep_the_finished_ones(reference, tmp_path, capsys):
