@@ -77,7 +77,7 @@ def main(argv=None):
         "runs", f"compare-detection-{time.strftime('%Y%m%d-%H%M%S')}"))
     a = p.parse_args(own)
     summaries = compare(a.seeds, a.output_dir, run_args)
-    atomic_write_json(os.path.join(a.output_dir, "summary.json"), summaries)
+    atomic_write_json(RunFolder(a.output_dir).summary, summaries)
     protocol = read_json(RunFolder(os.path.join(a.output_dir, DETECTIONS[0][1])).seed(
         a.seeds[0]).opts)["eval_protocol"]
     print(f"\nmAP (%), {protocol} protocol, mean ± sample std over seeds {a.seeds}:\n")
