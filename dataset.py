@@ -1,5 +1,5 @@
 """The data model (Video, VideoSet), the checks every layout shares (`assemble`), the one
-entry point `load_dataset` and the torch Dataset with its padding collate.
+entry point `load_dataset`.
 
     data = load_dataset(root, bundle, train_subset, test_subset, layout="auto", ...)
 
@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from readers.features import STREAM_DIM, keep_features, named, read_entry, video_streams
+from readers.features import STREAM_DIM, keep_features, named, read_entry
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
-                             wtalc_entries)
+                             wtalc_entries, wtalc_features, wtalc_paths)
 from core.cli import OneLineParser, cli
 from core.errors import InputError, warn
 from core.safe_load import read_text
@@ -87,6 +86,7 @@ class VideoSet:
     dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
                                                    # the videos dropped for empty features
     annotated: bool = True     # False: features without annotations (no label, no segment)
+    features_file: str = None  # the W-TALC bundle's file read (I3D or UNT)
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -211,24 +211,9 @@ def dropped_warning(dropped):
 # Any layout
 # ---------------------------------------------------------------------------
 
-def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
-                 max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
-                 classes=None, log=warn, unannotated=False):
-    """Load features and annotations from any layout (layouts.py describes them).
-
-    bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
-    name their splits themselves). snippet_seconds: seconds per feature vector (None: the
-    layout's own: the HDF5 file's, else layout_seconds[layout], e.g.
-    opts.layout_snippet_seconds(): I3D's 0.64 s, the released clips' 1.25 s for emmil);
-    it sets the duration of videos that have none. classes: the class list the
-    labels are indexed by (names in index order; None: the annotations' own list).
-    memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
-    size; SnippetDataset still hands out float32) or 'stream'. Warnings go to `log` once
-    each and are kept in VideoSet.warnings. unannotated: features without annotations (a
-    folders root without gt.json, an HDF5 file without classes: extract.py's output) are
-    read, as videos without labels or segments, with one split or both (VideoSet.annotated
-    False); otherwise they are refused.
-    """
+def layout_and_memory(root, layout, memory):
+    """(layout, memory) with 'auto' resolved and checked: the W-TALC bundle is one pickled
+    array, held in RAM; the other layouts stream by default."""
     if layout == "auto":
         layout = detect_layout(root)
     if layout not in LAYOUTS:
@@ -240,6 +225,29 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     if layout == "wtalc" and memory == "stream":
         raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
                          f"streamed; convert it to HDF5 (python dataset.py convert)")
+    return layout, memory
+
+
+def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
+                 max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
+                 classes=None, log=warn, unannotated=False, features=None):
+    """Load features and annotations from any layout (layouts.py describes them).
+
+    bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
+    name their splits themselves). snippet_seconds: seconds per feature vector (None: the
+    layout's own: the HDF5 file's, else layout_seconds[layout], e.g.
+    opts.layout_snippet_seconds(): I3D's 0.64 s, the released clips' 1.25 s for emmil);
+    it sets the duration of videos that have none. classes: the class list the
+    labels are indexed by (names in index order; None: the annotations' own list).
+    memory: 'auto' (W-TALC in RAM, others streamed), 'float32', 'float16' (RAM, half the
+    size; training/batches.py's SnippetDataset still hands out float32) or 'stream'.
+    Warnings go to `log` once each and are kept in VideoSet.warnings. unannotated: features without annotations (a
+    folders root without gt.json, an HDF5 file without classes: extract.py's output) are
+    read, as videos without labels or segments, with one split or both (VideoSet.annotated
+    False); otherwise they are refused. features: --features, which picks the W-TALC file
+    (I3D or UNT; None: the one present), named by VideoSet.features_file.
+    """
+    layout, memory = layout_and_memory(root, layout, memory)
     said = []
 
     def note(message):
@@ -250,7 +258,7 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     try:
         found, entries, source, ambiguous, rate = read_layout(
             layout, root, bundle, train_subset, test_subset, annotations,
-            snippet_seconds, layout_seconds, note, classes, unannotated)
+            snippet_seconds, layout_seconds, note, classes, unannotated, features)
         annotated, found = found is not None, found or []
         if not annotated and not unannotated:
             raise InputError(f"{source}: no class list: features without annotations (e.g. "
@@ -269,14 +277,16 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     if layout == "hdf5" and memory != "stream":
         close_hdf5(root)                        # all in RAM: the file is not needed any more
     data.warnings = said
+    if layout == "wtalc":
+        data.features_file = wtalc_paths(root, bundle, wtalc_features(root, bundle, features))[0]
     return data
 
 
 def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
-                layout_seconds, log, classes=None, unannotated=False):
+                layout_seconds, log, classes=None, unannotated=False, features=None):
     """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout;
     classes None: features without annotations (an HDF5 file without classes, a folders
-    root without gt.json when `unannotated`)."""
+    root without gt.json when `unannotated`). features: see load_dataset."""
     if layout == "hdf5":
         found, entries, source, ambiguous, stored = hdf5_entries(root, log)
         found = found or None
@@ -284,9 +294,12 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
             raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
                              f"snippet_seconds) but {float(snippet_seconds):g} s was asked for")
         return found, entries, source, ambiguous, stored
-    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "wtalc":
-        return (*wtalc_entries(root, bundle, train_subset, test_subset, log), rate)
+        kind = wtalc_features(root, bundle, features)          # i3d or unt: which file
+        rate = layout_rate({"unt": "wtalc-unt"}.get(kind, layout), snippet_seconds,
+                           layout_seconds)
+        return (*wtalc_entries(root, bundle, train_subset, test_subset, log, kind), rate)
+    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "folders":
         return (*folders_entries(root, log, unannotated), rate)
     return (*emmil_entries(root, annotations, classes, log), rate)
@@ -301,57 +314,6 @@ def layout_rate(layout, snippet_seconds, layout_seconds):
         raise ValueError(f"load_dataset: no snippet length for the {layout} layout: pass "
                          f"snippet_seconds or layout_seconds (opts.layout_snippet_seconds())")
     return layout_seconds[layout]
-
-
-# ---------------------------------------------------------------------------
-# torch Dataset and padding collate
-# ---------------------------------------------------------------------------
-
-class SnippetDataset(Dataset):
-    """One item per video, as a dict whose entries say their shape."""
-
-    def __init__(self, videos, snippet_seconds):
-        self.videos = list(videos)
-        self.snippet_seconds = snippet_seconds
-
-    def __len__(self):
-        return len(self.videos)
-
-    def __getitem__(self, i):
-        v = self.videos[i]
-        rgb, flow = video_streams(v.features)       # float32, read from disk when streamed
-        return {
-            "rgb": rgb,                             # (T, 1024)
-            "flow": flow,                           # (T, 1024)
-            "labels": v.labels,                     # (K,)
-            "name": v.name,
-            "index": i,
-            "duration": v.duration,                 # seconds
-            "snippet_seconds": self.snippet_seconds,
-        }
-
-
-def collate(items):
-    """Pad a list of items to the longest video.
-
-    Returns rgb, flow (B, T, 1024) zero-padded; mask (B, T) bool, True on real
-    snippets; labels (B, K); lengths (B,); names, indices, durations as lists.
-    """
-    lengths = torch.tensor([it["rgb"].shape[0] for it in items])
-    B, T = len(items), int(lengths.max())
-    rgb = items[0]["rgb"].new_zeros(B, T, items[0]["rgb"].shape[1])
-    flow = items[0]["flow"].new_zeros(B, T, items[0]["flow"].shape[1])
-    for b, it in enumerate(items):
-        rgb[b, :lengths[b]] = it["rgb"]
-        flow[b, :lengths[b]] = it["flow"]
-    mask = torch.arange(T)[None, :] < lengths[:, None]            # (B, T)
-    return {
-        "rgb": rgb, "flow": flow, "mask": mask, "lengths": lengths,
-        "labels": torch.stack([it["labels"] for it in items]),     # (B, K)
-        "names": [it["name"] for it in items],
-        "indices": [it["index"] for it in items],
-        "durations": [it["duration"] for it in items],
-    }
 
 
 # ------------------------------------------------------------------- the command
@@ -377,7 +339,8 @@ def summarize(data, dataset):
     return {"layout": data.layout, "dataset": dataset, "annotated": data.annotated,
             "classes": list(data.classes),
             "snippets_per_second": 1.0 / data.snippet_seconds, "feature_dim": STREAM_DIM,
-            "splits": splits, "warnings": list(data.warnings)}
+            "splits": splits, "warnings": list(data.warnings),
+            **({"features_file": data.features_file} if data.layout == "wtalc" else {})}
 
 
 def build_command_parser():
@@ -396,7 +359,8 @@ def build_command_parser():
         s.add_argument("--annotations", default=None,
                        help="ground truth of the emmil layout: gt.json or *-Annotations folder")
         s.add_argument("--features", default=None, choices=sorted(o.FEATURE_PRESETS),
-                       help="feature rate preset (default: the HDF5 file's, else i3d)")
+                       help="feature rate preset and W-TALC file (default: the HDF5 file's, "
+                            "else the W-TALC file present (I3D or UNT), else i3d)")
     convert = sub.choices["convert"]
     convert.epilog = HDF5_SCHEMA
     convert.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -427,7 +391,7 @@ def load_from_args(args):
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
                         layout_seconds=o.layout_snippet_seconds(), classes=classes,
-                        log=lambda message: None, unannotated=True)
+                        log=lambda message: None, unannotated=True, features=args.features)
     return data, dataset
 
 

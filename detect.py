@@ -30,7 +30,8 @@ import torch
 
 from analysis import report
 from analysis.seeds import format_summary, summarise_seeds
-from dataset import SnippetDataset, read_class_list
+from dataset import read_class_list
+from training.batches import SnippetDataset
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
 from opts import add_data_options, add_detection_options, add_evaluation_options, build_parser

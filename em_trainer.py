@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from training.buckets import BucketedInputs, padded_step
-from dataset import collate
+from training.batches import collate
 from readers.features import stream_pair
 from model import bce_loss, compute_dtype, video_classifier_loss
 from pseudo_labels import step_targets

@@ -187,6 +187,75 @@ def _map_series(inputs, result):
     return series, values
 
 
+def _map_section(inputs, numbers, draw, figures):
+    """mAP against tIoU: the curve, the paper's beside it where given, and the table."""
+    series, values = _map_series(inputs, {"mAP": np.array(numbers["mAP"])})
+    paper_note = (" The dashed line is the paper's published EM-MIL (I3D features, real "
+                  "THUMOS14 / ActivityNet1.2), drawn only for runs on real features."
+                  if inputs.paper else "")
+    table = [["tIoU"] + [f"{t:g}" for t in inputs.tious],
+             ["mAP (%)"] + [f"{100 * v:.2f}" for v in values]]
+    return Section("mAP against tIoU", f"Detection mAP ({inputs.protocol} protocol) "
+                   f"at each tIoU threshold.{paper_note}",
+                   [draw("map_tiou.png", figures.map_vs_tiou(inputs.tious, series))], table)
+
+
+def _class_section(inputs, per_class, draw, figures):
+    """AP per class at alpha; per_class: (K,) APs, NaN for classes without ground truth."""
+    return Section("AP per class", f"AP of each class at tIoU {inputs.alpha:g}, "
+                   "sorted (classes without ground truth left out).",
+                   [draw("per_class_ap.png",
+                         figures.per_class_ap(inputs.gt.classes, per_class, inputs.alpha))])
+
+
+def _error_section(inputs, numbers, fp_tious, draw, figures):
+    """DETAD's false-positive analysis: the breakdown picture and its table."""
+    counts, gains, mode = numbers["counts"], numbers["mAP_N_gain"], numbers["detad_mode"]
+    where = (f"tIoU {fp_tious[0]:g}" if len(fp_tious) == 1 else
+             f"tIoU {fp_tious[0]:g}:{fp_tious[1] - fp_tious[0]:.2g}:{fp_tious[-1]:g}, mean")
+    variant = (" The label test asks first for a same-label ground truth (--same-label-first), "
+               "not DETAD's." if inputs.same_label_first else "")
+    return Section(
+        "Error analysis (DETAD)",
+        f"DETAD's false-positive analysis, its {mode} mode ({where}): the top-ranked "
+        f"predictions ({numbers['top_predictions']}: the first {inputs.k} G of each class, G "
+        f"its ground-truth count), each a true positive or one error type (rules in "
+        f"docs/report.md), per window 1G..{inputs.k}G; right: the average-mAP_N gained if the "
+        f"top-ranked predictions of one type were removed (DETAD's normalised AP, N = "
+        f"{numbers['n_per_class']:.4g}; average-mAP_N {100 * numbers['average_mAP_N']:.2f} "
+        f"%).{variant}",
+        [draw("errors.png", figures.error_breakdown(numbers["buckets"], gains, where))],
+        [["kind", "count" + ("" if len(fp_tious) == 1 else " (mean over the tIoUs)"),
+          "share of false positives (%)", "average-mAP_N gain if removed (points)"]] +
+        [[k.replace("_", " "), f"{counts[k]:g}",
+          "" if k == "true_positive" else f"{100 * numbers['fractions'][k]:.1f}",
+          "" if k == "true_positive" else f"{100 * gains[k]:+.2f}"]
+         for k in error_analysis.KINDS])
+
+
+def _bucket_section(inputs, numbers, draw, figures):
+    """AP by ground-truth length and, where durations are known, by coverage."""
+    panels = [("by ground-truth length (s)", numbers["ap_by_length"]["values"])]
+    if numbers["ap_by_coverage"]:
+        panels.append(("by coverage (length / video duration)",
+                       numbers["ap_by_coverage"]["values"]))
+    return Section(
+        "AP by ground-truth length and coverage",
+        f"mAP at tIoU {inputs.alpha:g} against the ground truth of each bucket only (XS..XL: "
+        f"length (0,3], (3,6], (6,12], (12,18], >18 s; coverage (0,.02], ..., (.08,1]), the "
+        f"predictions held by ground truth of other buckets left out; n = segments."
+        + ("" if numbers["ap_by_coverage"] else " Coverage needs video durations; this ground "
+           "truth has none."),
+        [draw("ap_buckets.png", figures.ap_by_buckets(panels, inputs.alpha))])
+
+
+def _training_section(inputs, draw, figures):
+    return Section("Training", "Loss of each epoch (log scale) and the positive "
+                   "fraction of each pseudo-label rule (M1, E, M2), by position "
+                   "in the schedule (the classifier's epochs first).",
+                   [draw("training.png", figures.training_curves(inputs.history))])
+
+
 def write_report(folder, inputs):
     """Everything into FOLDER/report/; returns the analysis numbers (analysis.json)."""
     from analysis import figures
@@ -199,68 +268,20 @@ def write_report(folder, inputs):
         detad_tious=fp_tious, same_label_first=inputs.same_label_first)
     numbers["detad_mode"] = mode
     at_alpha = evaluate.evaluate_detection(pred, gt, [inputs.alpha], inputs.protocol)
-    result = {"mAP": np.array(numbers["mAP"])}
+    per_class = at_alpha["per_class"][:, 0]                      # (K,) AP at alpha
     video_map = error_analysis.per_video_map(pred, gt, inputs.tious, inputs.protocol)
     chosen = error_analysis.choose_videos(video_map, inputs.n_videos)
     chosen += [(v, "named") for v in inputs.videos if v not in dict(chosen)]
 
-    sections = []
-    series, values = _map_series(inputs, result)
-    paper_note = (" The dashed line is the paper's published EM-MIL (I3D features, real "
-                  "THUMOS14 / ActivityNet1.2), drawn only for runs on real features."
-                  if inputs.paper else "")
-    table = [["tIoU"] + [f"{t:g}" for t in inputs.tious],
-             ["mAP (%)"] + [f"{100 * v:.2f}" for v in values]]
-    sections.append(Section("mAP against tIoU", f"Detection mAP ({inputs.protocol} protocol) "
-                            f"at each tIoU threshold.{paper_note}",
-                            [_save(out, "map_tiou.png", figures.map_vs_tiou(inputs.tious, series),
-                                   inputs.dpi)], table))
-    per_class = at_alpha["per_class"][:, 0]
-    sections.append(Section("AP per class", f"AP of each class at tIoU {inputs.alpha:g}, "
-                            "sorted (classes without ground truth left out).",
-                            [_save(out, "per_class_ap.png",
-                                   figures.per_class_ap(gt.classes, per_class, inputs.alpha),
-                                   inputs.dpi)]))
-    counts, gains = numbers["counts"], numbers["mAP_N_gain"]
-    where = (f"tIoU {fp_tious[0]:g}" if len(fp_tious) == 1 else
-             f"tIoU {fp_tious[0]:g}:{fp_tious[1] - fp_tious[0]:.2g}:{fp_tious[-1]:g}, mean")
-    variant = (" The label test asks first for a same-label ground truth (--same-label-first), "
-               "not DETAD's." if inputs.same_label_first else "")
-    sections.append(Section(
-        "Error analysis (DETAD)",
-        f"DETAD's false-positive analysis, its {mode} mode ({where}): the top-ranked "
-        f"predictions ({numbers['top_predictions']}: the first {inputs.k} G of each class, G "
-        f"its ground-truth count), each a true positive or one error type (rules in "
-        f"docs/report.md), per window 1G..{inputs.k}G; right: the average-mAP_N gained if the "
-        f"top-ranked predictions of one type were removed (DETAD's normalised AP, N = "
-        f"{numbers['n_per_class']:.4g}; average-mAP_N {100 * numbers['average_mAP_N']:.2f} "
-        f"%).{variant}",
-        [_save(out, "errors.png", figures.error_breakdown(numbers["buckets"], gains, where),
-               inputs.dpi)],
-        [["kind", "count" + ("" if len(fp_tious) == 1 else " (mean over the tIoUs)"),
-          "share of false positives (%)", "average-mAP_N gain if removed (points)"]] +
-        [[k.replace("_", " "), f"{counts[k]:g}",
-          "" if k == "true_positive" else f"{100 * numbers['fractions'][k]:.1f}",
-          "" if k == "true_positive" else f"{100 * gains[k]:+.2f}"]
-         for k in error_analysis.KINDS]))
-    panels = [("by ground-truth length (s)", numbers["ap_by_length"]["values"])]
-    if numbers["ap_by_coverage"]:
-        panels.append(("by coverage (length / video duration)",
-                       numbers["ap_by_coverage"]["values"]))
-    sections.append(Section(
-        "AP by ground-truth length and coverage",
-        f"mAP at tIoU {inputs.alpha:g} against the ground truth of each bucket only (XS..XL: "
-        f"length (0,3], (3,6], (6,12], (12,18], >18 s; coverage (0,.02], ..., (.08,1]), the "
-        f"predictions held by ground truth of other buckets left out; n = segments."
-        + ("" if numbers["ap_by_coverage"] else " Coverage needs video durations; this ground "
-           "truth has none."),
-        [_save(out, "ap_buckets.png", figures.ap_by_buckets(panels, inputs.alpha), inputs.dpi)]))
+    def draw(name, fig):
+        return _save(out, name, fig, inputs.dpi)
+
+    sections = [_map_section(inputs, numbers, draw, figures),
+                _class_section(inputs, per_class, draw, figures),
+                _error_section(inputs, numbers, fp_tious, draw, figures),
+                _bucket_section(inputs, numbers, draw, figures)]
     if inputs.history:
-        sections.append(Section("Training", "Loss of each epoch (log scale) and the positive "
-                                "fraction of each pseudo-label rule (M1, E, M2), by position "
-                                "in the schedule (the classifier's epochs first).",
-                                [_save(out, "training.png",
-                                       figures.training_curves(inputs.history), inputs.dpi)]))
+        sections.append(_training_section(inputs, draw, figures))
     timelines, entries = _timelines(inputs, out, chosen, video_map, labelled)
     sections.append(timelines)
 

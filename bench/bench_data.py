@@ -34,7 +34,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dataset import SnippetDataset, Video, load_dataset  # noqa: E402
+from dataset import Video, load_dataset  # noqa: E402
+from training.batches import SnippetDataset  # noqa: E402
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
 from readers.hdf5_format import write_hdf5  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import detect  # noqa: E402
 import run  # noqa: E402
 from bench_train import K, SCALES, make_videos  # noqa: E402
-from dataset import SnippetDataset  # noqa: E402
+from training.batches import SnippetDataset  # noqa: E402
 from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
 from opts import build_parser  # noqa: E402
 from pipeline.finished_run import load_networks, read_saved_opts  # noqa: E402

@@ -27,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from training.buckets import bucket_lengths, padding_overhead  # noqa: E402
-from dataset import SnippetDataset, Video  # noqa: E402
+from dataset import Video  # noqa: E402
+from training.batches import SnippetDataset  # noqa: E402
 from detection import (PostProcess, detect_batch, localisation_scores,  # noqa: E402
                        segments_frame)
 from em_trainer import ClassifierTrainer, EMTrainer  # noqa: E402
@@ -297,7 +298,7 @@ def print_profiles(profiles, op_seconds):
                   f" {fmt(r['launch_share'], '.0%', 13)} {fmt(r['device_busy'], '.0%', 12)}")
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=list(SCALES), default="small")
     ap.add_argument("--device", default="cpu")
@@ -306,7 +307,39 @@ def main():
     ap.add_argument("--measure-schedule", action="store_true",
                     help="also run the whole schedule (ours, unpadded and padded) and time it"
                          " (--scale tiny: one epoch a phase)")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def print_schedule_totals(t_ours, t_ref, flops):
+    """The whole schedule projected from the per-epoch times, ours against the reference's;
+    returns the reference's projected seconds (None without it)."""
+    projected = schedule_seconds(t_ours)
+    print(f"projected whole schedule (65 EM + 45 classifier epochs + test): {projected:.1f} s"
+          f" ({flops / projected / 1e9:.0f} GFLOP/s)")
+    if not t_ref:
+        return None
+    ref_all = schedule_seconds(t_ref)
+    print(f"reference, the same schedule: {ref_all:.1f} s; speed-up {ref_all / projected:.2f}x")
+    ref_em = schedule_seconds(t_ref, em_only=True)
+    ours_em = schedule_seconds(t_ours, em_only=True)
+    print(f"EM epochs only: ours {ours_em:.1f} s, reference {ref_em:.1f} s, "
+          f"speed-up {ref_em / ours_em:.2f}x")
+    return ref_all
+
+
+def print_measured_schedules(a, train, test, device, buckets, flops, ref_all):
+    """--measure-schedule: the schedule run and timed, unpadded and padded."""
+    dry = a.scale == "tiny"           # the smoke test: one epoch a phase, as --dry-run
+    what = "dry-run schedule" if dry else "whole schedule"
+    for path, b in (("ours", None), ("padded", buckets)):
+        t = measure_schedule(train, test, device, a.amp, b, dry)
+        speed = "" if dry else f" ({flops / t / 1e9:.0f} GFLOP/s" + (
+            f"; reference projected {ref_all / t:.2f}x slower)" if ref_all else ")")
+        print(f"measured {what}, {path}: {t:.1f} s{speed}")
+
+
+def main():
+    a = parse_args()
     device = torch.device(a.device)
     rng = np.random.default_rng(0)
     n_train, n_test, median = SCALES[a.scale]
@@ -351,25 +384,10 @@ def main():
     print(f"detection alone on the {n_test} test videos ({n_det} segments; median of several"
           f" runs): vectorised {t_vec * 1e3:.1f} ms, per-snippet loop {t_loop * 1e3:.0f} ms,"
           f" speed-up {t_loop / t_vec:.0f}x")
-    projected = schedule_seconds(t_ours)
     flops = schedule_flops(n_snip, n_test_snip)
-    print(f"projected whole schedule (65 EM + 45 classifier epochs + test): {projected:.1f} s"
-          f" ({flops / projected / 1e9:.0f} GFLOP/s)")
-    if t_ref:
-        ref_all = schedule_seconds(t_ref)
-        print(f"reference, the same schedule: {ref_all:.1f} s; speed-up {ref_all / projected:.2f}x")
-        ref_em = schedule_seconds(t_ref, em_only=True)
-        ours_em = schedule_seconds(t_ours, em_only=True)
-        print(f"EM epochs only: ours {ours_em:.1f} s, reference {ref_em:.1f} s, "
-              f"speed-up {ref_em / ours_em:.2f}x")
+    ref_all = print_schedule_totals(t_ours, t_ref, flops)
     if a.measure_schedule:
-        dry = a.scale == "tiny"           # the smoke test: one epoch a phase, as --dry-run
-        what = "dry-run schedule" if dry else "whole schedule"
-        for path, b in (("ours", None), ("padded", buckets)):
-            t = measure_schedule(train, test, device, a.amp, b, dry)
-            speed = "" if dry else f" ({flops / t / 1e9:.0f} GFLOP/s" + (
-                f"; reference projected {ref_all / t:.2f}x slower)" if t_ref else ")")
-            print(f"measured {what}, {path}: {t:.1f} s{speed}")
+        print_measured_schedules(a, train, test, device, buckets, flops, ref_all)
 
 
 if __name__ == "__main__":

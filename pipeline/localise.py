@@ -8,7 +8,7 @@ import torch
 from readers import annotation_reader
 from evaluation import eval_inputs
 import evaluate
-from dataset import SnippetDataset
+from training.batches import SnippetDataset
 from detection import (RELEASED_LAM, PostProcess, attention_scores, detect_batch,
                        localisation_scores, raw_cutoffs, segments_frame)
 from em_trainer import progress

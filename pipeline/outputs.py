@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import figures, report
+from analysis import report
 from detection import released_class_ids, write_results_json, write_results_txt
 from evaluate import format_table
 from evaluation.eval_inputs import GroundTruth, class_ids
@@ -83,10 +83,12 @@ def localise_and_evaluate(folder, opts, net, log, history=None, show=False):
     return metrics
 
 
-def write_timelines(folder, opts, net, dpi=figures.DPI):
+def write_timelines(folder, opts, net, dpi=None):
     """FOLDER/timeline_<video>.png of each localised video (detect.py --video): its
     detections of FOLDER/results.json, as the report draws a timeline (no ground truth),
-    over the curves they come from. Returns the paths."""
+    over the curves they come from (dpi: figures.DPI by default). Returns the paths."""
+    from analysis import figures        # matplotlib, imported only when something is drawn
+    dpi = dpi or figures.DPI
     with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
         results = json.load(f)["results"]
     records = report_curves(net.model, net.classifier, net.videos.videos, net.data.classes,

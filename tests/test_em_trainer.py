@@ -4,7 +4,8 @@ import copy
 import numpy as np
 import torch
 
-from dataset import SnippetDataset, Video
+from dataset import Video
+from training.batches import SnippetDataset
 from em_trainer import EMTrainer, step_loss
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets
@@ -93,7 +94,7 @@ def test_batched_padded_training_equals_sum_of_single_videos():
     data = _tiny_set()
     base = EMMIL(4)
     items = [data[i] for i in range(5)]
-    from dataset import collate
+    from training.batches import collate
     b = collate(items)
     for stage in (1, 2):
         m1, m2 = copy.deepcopy(base), copy.deepcopy(base)

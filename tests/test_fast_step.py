@@ -123,7 +123,8 @@ def test_cuda_step_equals_cpu_autograd():
 def test_cuda_training_follows_cpu_training():
     """A few EM epochs on the GPU (features held there) end near the CPU's weights."""
     import copy
-    from dataset import SnippetDataset, Video
+    from dataset import Video
+    from training.batches import SnippetDataset
     from em_trainer import EMTrainer
     from training.schedule import parse_schedule
     g = torch.Generator().manual_seed(3)
@@ -169,7 +170,8 @@ def test_classifier_loss_and_gradients_equal_autograd(labels):
 def test_classifier_trainer_equals_a_plain_autograd_loop():
     """Two epochs of the hand-written classifier step = the plain loop (same video order)."""
     import copy
-    from dataset import SnippetDataset, Video
+    from dataset import Video
+    from training.batches import SnippetDataset
     from em_trainer import ClassifierTrainer
     from model import UntrimmedNetClassifier, video_classifier_loss
     g = torch.Generator().manual_seed(2)

@@ -9,7 +9,8 @@ import torch
 
 from training.buckets import (BucketedInputs, bucket_lengths, bucket_of, padded_step,
                               padding_overhead)
-from dataset import SnippetDataset, Video
+from dataset import Video
+from training.batches import SnippetDataset
 from em_trainer import EMTrainer, adam
 from model import EMMIL
 from pseudo_labels import e_step_targets, m_step_targets, step_targets
