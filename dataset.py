@@ -33,7 +33,7 @@ import torch
 from readers.features import STREAM_DIM, keep_features, named, read_entry
 from readers.hdf5_format import HDF5_SCHEMA, close_hdf5, hdf5_entries, hdf5_info, write_hdf5
 from readers.layouts import (adopt_classes, detect_layout, emmil_entries, folders_entries,
-                             wtalc_entries)
+                             wtalc_entries, wtalc_features, wtalc_paths)
 from core.cli import OneLineParser, cli
 from core.errors import InputError, warn
 from core.safe_load import read_text
@@ -86,6 +86,7 @@ class VideoSet:
     dropped: list = field(default_factory=list)    # [(name, split, segments as annotated)] of
                                                    # the videos dropped for empty features
     annotated: bool = True     # False: features without annotations (no label, no segment)
+    features_file: str = None  # the W-TALC bundle's file read (I3D or UNT)
 
     def split(self, name):
         return [v for v in self.videos if v.split == name]
@@ -210,9 +211,26 @@ def dropped_warning(dropped):
 # Any layout
 # ---------------------------------------------------------------------------
 
+def layout_and_memory(root, layout, memory):
+    """(layout, memory) with 'auto' resolved and checked: the W-TALC bundle is one pickled
+    array, held in RAM; the other layouts stream by default."""
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in LAYOUTS:
+        raise InputError(f"--layout {layout}: unknown (choose from auto, {', '.join(LAYOUTS)})")
+    if memory not in MEMORY:
+        raise InputError(f"memory={memory!r}: choose from {', '.join(MEMORY)}")
+    if memory == "auto":
+        memory = "float32" if layout == "wtalc" else "stream"
+    if layout == "wtalc" and memory == "stream":
+        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
+                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    return layout, memory
+
+
 def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotations=None,
                  max_videos=None, *, snippet_seconds=None, layout_seconds=None, memory="auto",
-                 classes=None, log=warn, unannotated=False):
+                 classes=None, log=warn, unannotated=False, features=None):
     """Load features and annotations from any layout (layouts.py describes them).
 
     bundle, train_subset, test_subset: the W-TALC bundle and its subsets (other layouts
@@ -226,19 +244,10 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     Warnings go to `log` once each and are kept in VideoSet.warnings. unannotated: features without annotations (a
     folders root without gt.json, an HDF5 file without classes: extract.py's output) are
     read, as videos without labels or segments, with one split or both (VideoSet.annotated
-    False); otherwise they are refused.
+    False); otherwise they are refused. features: --features, which picks the W-TALC file
+    (I3D or UNT; None: the one present), named by VideoSet.features_file.
     """
-    if layout == "auto":
-        layout = detect_layout(root)
-    if layout not in LAYOUTS:
-        raise InputError(f"--layout {layout}: unknown (choose from auto, {', '.join(LAYOUTS)})")
-    if memory not in MEMORY:
-        raise InputError(f"memory={memory!r}: choose from {', '.join(MEMORY)}")
-    if memory == "auto":
-        memory = "float32" if layout == "wtalc" else "stream"
-    if layout == "wtalc" and memory == "stream":
-        raise InputError(f"{root}: the W-TALC bundle is one pickled array and cannot be "
-                         f"streamed; convert it to HDF5 (python dataset.py convert)")
+    layout, memory = layout_and_memory(root, layout, memory)
     said = []
 
     def note(message):
@@ -249,7 +258,7 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     try:
         found, entries, source, ambiguous, rate = read_layout(
             layout, root, bundle, train_subset, test_subset, annotations,
-            snippet_seconds, layout_seconds, note, classes, unannotated)
+            snippet_seconds, layout_seconds, note, classes, unannotated, features)
         annotated, found = found is not None, found or []
         if not annotated and not unannotated:
             raise InputError(f"{source}: no class list: features without annotations (e.g. "
@@ -268,14 +277,16 @@ def load_dataset(root, bundle, train_subset, test_subset, layout="auto", annotat
     if layout == "hdf5" and memory != "stream":
         close_hdf5(root)                        # all in RAM: the file is not needed any more
     data.warnings = said
+    if layout == "wtalc":
+        data.features_file = wtalc_paths(root, bundle, wtalc_features(root, bundle, features))[0]
     return data
 
 
 def read_layout(layout, root, bundle, train_subset, test_subset, annotations, snippet_seconds,
-                layout_seconds, log, classes=None, unannotated=False):
+                layout_seconds, log, classes=None, unannotated=False, features=None):
     """(classes, entries, source, ambiguous, snippet_seconds) of a root in any layout;
     classes None: features without annotations (an HDF5 file without classes, a folders
-    root without gt.json when `unannotated`)."""
+    root without gt.json when `unannotated`). features: see load_dataset."""
     if layout == "hdf5":
         found, entries, source, ambiguous, stored = hdf5_entries(root, log)
         found = found or None
@@ -283,9 +294,12 @@ def read_layout(layout, root, bundle, train_subset, test_subset, annotations, sn
             raise InputError(f"{root}: features are {stored:g} s per snippet (file attribute "
                              f"snippet_seconds) but {float(snippet_seconds):g} s was asked for")
         return found, entries, source, ambiguous, stored
-    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "wtalc":
-        return (*wtalc_entries(root, bundle, train_subset, test_subset, log), rate)
+        kind = wtalc_features(root, bundle, features)          # i3d or unt: which file
+        rate = layout_rate({"unt": "wtalc-unt"}.get(kind, layout), snippet_seconds,
+                           layout_seconds)
+        return (*wtalc_entries(root, bundle, train_subset, test_subset, log, kind), rate)
+    rate = layout_rate(layout, snippet_seconds, layout_seconds)
     if layout == "folders":
         return (*folders_entries(root, log, unannotated), rate)
     return (*emmil_entries(root, annotations, classes, log), rate)
@@ -325,7 +339,8 @@ def summarize(data, dataset):
     return {"layout": data.layout, "dataset": dataset, "annotated": data.annotated,
             "classes": list(data.classes),
             "snippets_per_second": 1.0 / data.snippet_seconds, "feature_dim": STREAM_DIM,
-            "splits": splits, "warnings": list(data.warnings)}
+            "splits": splits, "warnings": list(data.warnings),
+            **({"features_file": data.features_file} if data.layout == "wtalc" else {})}
 
 
 def build_command_parser():
@@ -344,7 +359,8 @@ def build_command_parser():
         s.add_argument("--annotations", default=None,
                        help="ground truth of the emmil layout: gt.json or *-Annotations folder")
         s.add_argument("--features", default=None, choices=sorted(o.FEATURE_PRESETS),
-                       help="feature rate preset (default: the HDF5 file's, else i3d)")
+                       help="feature rate preset and W-TALC file (default: the HDF5 file's, "
+                            "else the W-TALC file present (I3D or UNT), else i3d)")
     convert = sub.choices["convert"]
     convert.epilog = HDF5_SCHEMA
     convert.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -375,7 +391,7 @@ def load_from_args(args):
     data = load_dataset(args.data_root, preset["bundle"], preset["train_subset"],
                         preset["test_subset"], layout, args.annotations, snippet_seconds=rate,
                         layout_seconds=o.layout_snippet_seconds(), classes=classes,
-                        log=lambda message: None, unannotated=True)
+                        log=lambda message: None, unannotated=True, features=args.features)
     return data, dataset
 
 

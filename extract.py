@@ -3,7 +3,7 @@
     python extract.py VIDEO_OR_FOLDER ... --out DIR --rgb-weights rgb_imagenet.pt \\
         --flow-weights flow_imagenet.pt [--split test | --split-list FILE] [--flow tvl1|dis]
         [--streams rgb,flow] [--device auto|cpu|cuda] [--workers N] [--address auto]
-        [--to-hdf5 FILE] [--overwrite]
+        [--to-hdf5 FILE] [--overwrite] [--max-hours H]
 
 DIR gets the folders layout that run.py, detect.py and dataset.py read:
 DIR/features/<split>/{rgb,flow}/<video>.npy (float32 (T, 1024)), DIR/split_<split>.txt and
@@ -11,16 +11,22 @@ DIR/extraction.json (the options, the weights' sha256, the versions, whether the
 are comparable with the published ones, the videos done). The same command again skips the
 videos finished. A video that cannot be read fails alone, with one line naming it (exit 2
 at the end, the others done); a video shorter than one chunk (16 frames at 25 fps) is left
-out with a warning.
+out with a warning. docs/extract.md lists every bad input and what it gives; Ctrl-C is one
+line and exit code 130.
 """
 import argparse
 import os
 import sys
 
-from extraction.jobs import SPLITS, plan, run, write_extraction_hdf5
+from extraction.frames import MAX_HOURS
+from extraction.inputs import SPLITS
+from extraction.jobs import plan, run
+from extraction.to_hdf5 import write_extraction_hdf5
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
+from opts import add_ray_option
+from sweeps.cluster import check_address, check_resources, local_cores
 from utils import resolve_device
 
 
@@ -44,21 +50,13 @@ def build_parser():
                         "DIR keeps the per-video files for reruns")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an earlier extraction in DIR (and FILE of --to-hdf5)")
+    g.add_argument("--max-hours", type=float, default=MAX_HOURS,
+                   help="the longest video accepted: a longer one (as its header declares, or "
+                        "as its frames run) is refused in one line")
     g.add_argument("--quiet", action="store_true", help="no line per video")
     g = p.add_argument_group("scale")
-    g.add_argument("--workers", type=int, default=None,
-                   help="videos at once; above 1, as tasks on a local Ray (default 1; with "
-                        "--address: at most this many on the cluster, default as many as its "
-                        "CPUs allow)")
-    g.add_argument("--address", default=None,
-                   help="a running Ray cluster (auto, HOST:6379, ray://HOST:10001); DIR, the "
-                        "videos and the weights must be at the same paths on every node")
-    g.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per video (0: the cores shared among --workers; 1 per "
-                        "task on a cluster)")
-    g.add_argument("--gpus-per-task", type=float, default=None,
-                   help="GPUs Ray gives a video's task (default with --device cuda: "
-                        "1 / --workers)")
+    for name in ("workers", "address", "threads", "gpus"):
+        add_ray_option(g, name, "extract")
     return p
 
 
@@ -67,6 +65,8 @@ def check_args(args, streams):
         raise InputError("--split and --split-list: give one")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be >= 1")
+    if not args.max_hours > 0:
+        raise InputError(f"--max-hours {args.max_hours}: must be > 0")
     if args.threads < 0:
         raise InputError(f"--threads {args.threads}: must be >= 0")
     if args.gpus_per_task is not None and args.gpus_per_task < 0:
@@ -86,11 +86,18 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     streams = parse_streams(args.streams)
     check_args(args, streams)
+    workers = args.workers if args.workers is not None else None if args.address else 1
+    if args.address:                # the cluster answers and has room for a video's task
+        nodes = check_address(args.address)
+        check_resources(nodes, args.threads or 1, args.gpus_per_task or 0)
+        if args.device == "cuda" and not any(n["gpus"] for n in nodes):
+            raise InputError(f"--device cuda: no node of the cluster at {args.address} has a GPU")
+    else:
+        workers = local_cores(workers, args.threads)
     todo = plan(args.out, args.inputs, split=args.split or "test", split_list=args.split_list,
                 streams=streams, flow=args.flow, weights=weights_of(args),
-                random_init=args.random_init, overwrite=args.overwrite)
+                random_init=args.random_init, overwrite=args.overwrite, max_hours=args.max_hours)
     say = (lambda line: None) if args.quiet else print
-    workers = args.workers if args.workers is not None else None if args.address else 1
     device = args.device if args.address else resolve_device(args.device).type
     progress = run(todo, device=device, workers=workers,
                    address=args.address, threads=args.threads,
@@ -106,5 +113,16 @@ def main(argv=None):
     return 2 if progress.failed else 0
 
 
+def interruptible(argv=None):
+    """main, but Ctrl-C is one line and exit code 130: what was finished is recorded, what
+    was in progress leaves nothing (every file is written atomically)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; the videos finished are recorded, the same command again "
+              "does the rest", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(cli(main))
+    sys.exit(cli(interruptible))

@@ -64,7 +64,8 @@ FEATURE_PRESETS = {
     "emmil": (24.0, 30),    # released EM-MIL clips: 15 frames sampled every 2nd at 24 fps = 1.25 s
 }
 
-LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil"}
+LAYOUT_FEATURES = {"wtalc": "i3d", "folders": "i3d", "emmil": "emmil",
+                   "wtalc-unt": "unt"}      # a W-TALC bundle holding only its UNT file
 
 # The EM phases of the released schedule (schedule.py); the video classifier's 45 epochs
 # (--cls-epochs) come first: C:45,M1:10,E:10,M2:10,alt:35.
@@ -110,7 +111,8 @@ def add_data_options(p):
                    help="feature rate preset: i3d = 16 frames at 25 fps (0.64 s), unt = 4 frames at"
                         " 10 fps (0.4 s), emmil = 15 frames sampled every 2nd at 24 fps (1.25 s);"
                         " default: the layout's own (emmil layout: emmil; HDF5: the file's rate;"
-                        " W-TALC and folders: i3d)")
+                        " W-TALC and folders: i3d, or unt for a bundle holding only its UNT file);"
+                        " a W-TALC bundle holding both files reads the one named")
     g.add_argument("--feature-fps", type=float, default=None,
                    help="frame rate the features were extracted at (overrides --features;"
                         " alone, it takes the frames per snippet of --features or i3d)")
@@ -207,6 +209,49 @@ def add_validation_options(p):
                         " val_mAP (what sweep.py ranks by)")
 
 
+# --workers (tasks at once: seeds, trials, videos), --threads (CPU threads per task),
+# --address (a Ray cluster), --gpus-per-task: one meaning wherever they appear (run.py
+# --seeds, sweep.py, extract.py), each command with its flags and defaults:
+# {option: {command: (flags, keywords)}}.
+RAY_OPTIONS = {
+    "workers": {
+        "run": (["--workers"], dict(type=int, default=1, help=(
+            "with --seeds: seeds at once, each a Ray task (trials.py) on a local Ray; 1 = one "
+            "after the other in this process, without Ray"))),
+        "sweep": (["--workers"], dict(type=int, default=None, help=(
+            "trials at once (None: as many as the CPUs and GPUs allow)"))),
+        "extract": (["--workers"], dict(type=int, default=None, help=(
+            "videos at once; above 1, as Ray tasks (None: 1, or with --address as many as "
+            "the cluster's CPUs allow)")))},
+    "threads": {
+        "run": (["--threads"], dict(type=int, default=0, help=(
+            "CPU threads of the run, or of each seed with --workers (0 = torch's default)"))),
+        "extract": (["--threads"], dict(type=int, default=0, help=(
+            "CPU threads per video (0: the cores shared among --workers; 1 on a cluster)")))},
+    "cpus": {"sweep": (["--cpus-per-trial", "--cpus-per-task"], dict(
+        type=float, default=1.0, help="CPU cores Ray reserves for a trial (its torch threads, "
+                                      "unless --threads)"))},
+    "gpus": {
+        "sweep": (["--gpus-per-trial", "--gpus-per-task"], dict(type=float, default=0.0, help=(
+            "GPUs Ray gives a trial (1: an 8-GPU node runs 8 trials at once)"))),
+        "extract": (["--gpus-per-task", "--gpus-per-trial"], dict(type=float, default=None,
+                    help="GPUs of a video's task (None with --device cuda: min(1, GPUs / "
+                         "--workers))"))},
+    "address": {command: (["--address"], dict(default=None, help=(
+        "a running Ray cluster: auto, or its head's HOST:PORT (docs/sweeps.md); the paths "
+        "must be the same on every node"))) for command in ("sweep", "extract")},
+    "max_retries": {"sweep": (["--max-retries"], dict(type=int, default=3, help=(
+        "times a trial is restarted (from its last checkpoint) when its process or node "
+        "dies")))},
+}
+
+
+def add_ray_option(group, name, command):
+    """Declare one of RAY_OPTIONS (`name`) with `command`'s flags and default."""
+    flags, keywords = RAY_OPTIONS[name][command]
+    group.add_argument(*flags, **keywords)
+
+
 def add_system_options(p):
     """Where and how the run runs: output folder, seeds, device, resuming, logging."""
     g = p.add_argument_group("system")
@@ -219,7 +264,7 @@ def add_system_options(p):
     g.add_argument("--seed", type=int, default=1, help="seed of Python, NumPy and torch")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when available")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    add_ray_option(g, "threads", "run")
     g.add_argument("--resume", default=None, metavar="OUTPUT_DIR",
                    help="continue the run in OUTPUT_DIR from its last complete checkpoint,"
                         " with its saved options")
@@ -228,9 +273,7 @@ def add_system_options(p):
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="run the whole pipeline once per seed into OUTPUT_DIR/seed_<s> and"
                         " write summary.json (mean and std of every metric)")
-    g.add_argument("--workers", type=int, default=1,
-                   help="with --seeds: run N seeds at once, each a Ray task (trials.py) on a"
-                        " local Ray; 1 = one after the other in this process, without Ray")
+    add_ray_option(g, "workers", "run")
     g.add_argument("--deterministic", action="store_true",
                    help="torch deterministic algorithms (and the CUDA settings they need)")
     g.add_argument("--amp", action="store_true",

@@ -32,6 +32,12 @@ from core.files import atomic_write_json, atomic_write_text
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
 from core.files import atomic_torch_save
+from sweeps.trials import TrialFiles
+
+# a run as a trial of sweeps/trials.py: finished when metrics.json is written, resumed from
+# its last checkpoint, the same run when opts.json holds the same options
+RUN_TRIAL = TrialFiles(done="metrics.json", resume=LAST, options="opts.json",
+                       inputs=("data_root", "annotations", "classes"))
 
 
 # the run's logs ------------------------------------------------------------
@@ -237,11 +243,13 @@ def run_seeds(opts, loaded, log):
 
 def seeds_on_ray(opts, subs, log):
     """The runs `subs` as trials on a local Ray (trials.py), at most --workers at once."""
-    from sweeps.trials import run_trials, trials_of          # Ray is imported only when used
+    from sweeps.cluster import local_cores
+    from sweeps.trials import SHARE, run_trials, trials_of   # Ray is imported only when used
     from run import trial_work as work       # the module's, not __main__'s: sent by name
-    done = run_trials(trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE), work,
-                      cpus=max(1, opts.threads), workers=opts.workers,
-                      gpus=int(resolve_device(opts.device).type == "cuda"),
+    runs = trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE, RUN_TRIAL)
+    done = run_trials(runs, work, cpus=max(1, opts.threads),
+                      workers=local_cores(opts.workers, opts.threads),
+                      gpus=SHARE if resolve_device(opts.device).type == "cuda" else 0,
                       on_done=lambda r: log(f"{r['name']}: {r['status']}, {r['seconds']:.0f} s"))
     failed = [r for r in done if r["status"] == "failed"]
     if failed:

@@ -17,7 +17,9 @@ folder holding another sweep is refused.
 a finished run's networks, with no training and no Ray: sweeps/from_run.py.
 """
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 
@@ -26,8 +28,8 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import build_parser, parse_opts
-from run import trial_work
+from opts import add_ray_option, build_parser, parse_opts
+from run import RUN_TRIAL, trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
 from core.cli import OneLineParser, cli
@@ -35,16 +37,18 @@ from core.errors import InputError
 from core.files import atomic_write_json, atomic_write_text, hold_lock
 from core.safe_load import read_json
 from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
-from analysis.seeds import flatten_metrics, summarise_points
+from analysis.seeds import flatten_metrics
+from sweeps.cluster import check_address, check_resources, local_cores
 from sweeps.sweep_grid import parse_grid, points, trial_name
-from sweeps.sweep_tables import clear_sweep, format_table, ranked, results_frame
+from sweeps.sweep_tables import (RESULTS, SUMMARY, SUMMARY_TXT, clear_sweep, results_frame,
+                                 shown_metrics, write_tables)
 from sweeps.from_run import sweep_from_run
 from sweeps.trials import run_trials, trial_state, trials_of
 
 DEFAULT_VAL_FRACTION = 0.2
-MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT, LOCK = (
-    "sweep.json", "results.csv", "summary.csv", "summary.txt", "sweep.lock")
-TRIALS = "trials"
+MANIFEST, LOCK, TRIALS = "sweep.json", "sweep.lock", "trials"
+NODE_FILE = "ray_node.json"         # in a finished trial's folder: the Ray node that ran it
+SWEEP_TRIAL = dataclasses.replace(RUN_TRIAL, node=NODE_FILE)
 # run.py options that neither a grid nor the fixed options of a sweep can hold, and why
 NOT_SWEPT = {**{k: "it changes no result" for k in RESUME_MAY_CHANGE},
              "output_dir": "each trial has its folder DIR/trials/<name>",
@@ -82,20 +86,8 @@ def build_sweep_parser():
                    help="fraction of each trial's training videos held out (not trained on) to "
                         "rank the grid points by their mAP; 0: train on all of them, no ranking"
                         f" (default: {DEFAULT_VAL_FRACTION})")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0,
-                   help="CPU cores Ray reserves for a trial (Ray sets its OMP_NUM_THREADS, torch's"
-                        " thread count, to it; --threads overrides)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs Ray gives a trial (1: an 8-GPU node runs 8 trials at once)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="at most this many trials at once (None: as many as the CPUs and GPUs"
-                        " allow)")
-    p.add_argument("--address", default=None,
-                   help="a running Ray cluster: auto, HOST:6379 or ray://HOST:10001; default: "
-                        "a local Ray sized to this machine")
-    p.add_argument("--max-retries", type=int, default=3,
-                   help="times a trial is restarted (from its last checkpoint) when its worker "
-                        "process dies")
+    for name in ("cpus", "gpus", "workers", "address", "max_retries"):
+        add_ray_option(p, name, "sweep")
     return p
 
 
@@ -163,7 +155,7 @@ def build_trials(args, rest, axes):
             if opts["device"] == "cuda" and not args.gpus_per_trial:
                 raise InputError("--device cuda needs --gpus-per-trial > 0 (Ray gives a "
                                  "trial a GPU only when it asks for one)")
-            trial, = trials_of([absolute_paths(opts)], RESUME_MAY_CHANGE)
+            trial, = trials_of([absolute_paths(opts)], RESUME_MAY_CHANGE, SWEEP_TRIAL)
             out.append((point, seed, trial))
     names = [t.name for _, _, t in out]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -250,27 +242,58 @@ def progress_line(r, metrics_shown):
     return f"{r['name']}: {shown} ({r['seconds']:.0f} s on {r['host']}{extra})"
 
 
+def plan_sweep(args, rest):
+    """Every check, nothing written: (axes, [(point, seed, Trial)], the manifest, the seeds
+    added, the manifest found in the folder)."""
+    axes = parse_grid(args.grid, build_parser(), NOT_SWEPT)
+    fixed = fixed_options(rest, axes)
+    folder = os.path.abspath(args.output_dir)
+    found = None if args.overwrite else read_json(os.path.join(folder, MANIFEST), or_none=True)
+    args.seeds, added = sweep_seeds(args, axes, fixed, folder)
+    planned = build_trials(args, rest, axes)
+    wanted = manifest(args, axes, fixed)
+    check_sweep_folder(folder, wanted, args.overwrite, [t.name for _, _, t in planned])
+    check_first_data(planned[0][2])
+    return axes, planned, wanted, added, found
+
+
+def where_to_run(args):
+    """The cluster at --address answers and has room for a trial, or this machine's cores
+    hold --workers x --cpus-per-trial (capped, with a line); the workers to use."""
+    if args.address:
+        check_resources(check_address(args.address), args.cpus_per_trial, args.gpus_per_trial)
+        return args.workers
+    return local_cores(args.workers, math.ceil(args.cpus_per_trial))
+
+
+def take_folder(folder, found, overwrite):
+    """The folder's lock, and then its manifest read again: a second command that wrote
+    it since it was checked is one line (nothing of this one is written)."""
+    os.makedirs(folder, exist_ok=True)
+    held = hold_lock(folder, LOCK, "another sweep command is running in it")
+    now = None if overwrite else read_json(os.path.join(folder, MANIFEST), or_none=True)
+    if now != found:
+        os.close(held)
+        raise InputError(f"{folder}: another sweep command changed {MANIFEST} meanwhile; run "
+                         f"the command again")
+    if overwrite:
+        clear_sweep(folder, TRIALS, (MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT), (NODE_FILE,))
+    return held
+
+
 def main(argv=None):
-    """Check everything (sweep options, grid, every trial, the folder), then run."""
+    """Check everything (sweep options, grid, every trial, the folder, where it runs), then
+    run."""
     args, rest = parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.from_run is not None:
         return sweep_from_run(args.from_run, args.grid, rest, os.path.abspath(args.output_dir),
                               args.overwrite)
-    axes = parse_grid(args.grid, build_parser(), NOT_SWEPT)
-    fixed = fixed_options(rest, axes)
-    folder = os.path.abspath(args.output_dir)
-    args.seeds, added = sweep_seeds(args, axes, fixed, folder)
-    planned = build_trials(args, rest, axes)
-    trials = [t for _, _, t in planned]
-    wanted = manifest(args, axes, fixed)
-    check_sweep_folder(folder, wanted, args.overwrite, [t.name for t in trials])
-    check_first_data(trials[0])
+    workers = where_to_run(args)
+    axes, planned, wanted, added, found = plan_sweep(args, rest)
+    trials, folder = [t for _, _, t in planned], os.path.abspath(args.output_dir)
 
     # everything is checked: the first writes
-    os.makedirs(folder, exist_ok=True)
-    held = hold_lock(folder, LOCK, "another sweep command is running in it")
-    if args.overwrite:
-        clear_sweep(folder, TRIALS, (MANIFEST, RESULTS, SUMMARY, SUMMARY_TXT))
+    held = take_folder(folder, found, args.overwrite)
     atomic_write_json(os.path.join(folder, MANIFEST), wanted)
     todo = [t for t in trials if trial_state(t) != "done"]
     for root, n, seconds in sorted({(t.opts["data_root"], t.opts["synthetic_videos"],
@@ -280,34 +303,25 @@ def main(argv=None):
     print(f"sweep: {len(planned) // len(args.seeds)} grid points x {len(args.seeds)} seeds = "
           f"{len(trials)} trials in {folder}; {len(trials) - len(todo)} finished before"
           + (f"; seeds added: {' '.join(map(str, added))}" if added else ""), flush=True)
-
     earlier = read_csv(os.path.join(folder, RESULTS))
-    keys = [axis.dest for axis in axes]
-    shown = [("val_mAP", "val")] + [(f"average_mAP@{k}", f"avg {k}")
-                                    for k in trials[0].opts["averages"]] + [("cmAP", "cmAP")]
+    averages = trials[0].opts["averages"]
     done = {}
     bar = tqdm(total=len(trials), unit="trial", file=sys.stderr, dynamic_ncols=True)
 
     def on_done(r):
         done[r["name"]] = r
         bar.update(1)
-        tqdm.write(progress_line(r, shown), file=sys.stdout)
+        tqdm.write(progress_line(r, shown_metrics(averages)), file=sys.stdout)
         rows = [(p, s, done[t.name]) for p, s, t in planned if t.name in done]
         atomic_write_text(os.path.join(folder, RESULTS),
                           results_frame(axes, rows, earlier).to_csv(index=False))
 
     run_trials(trials, trial_work, cpus=args.cpus_per_trial, gpus=args.gpus_per_trial,
-               workers=args.workers, max_retries=args.max_retries, address=args.address,
+               workers=workers, max_retries=args.max_retries, address=args.address,
                on_done=on_done)
     bar.close()
-    results = results_frame(axes, [(p, s, done[t.name]) for p, s, t in planned], earlier)
-    metrics = [c for c in results.columns if c == "val_mAP" or "mAP@" in c or c == "cmAP"]
-    summary = ranked(summarise_points(results, keys, metrics))
-    atomic_write_text(os.path.join(folder, RESULTS), results.to_csv(index=False))
-    atomic_write_text(os.path.join(folder, SUMMARY), summary.to_csv(index=False))
-    text = format_table(summary, axes, shown, args.val_fraction, len(args.seeds))
-    atomic_write_text(os.path.join(folder, SUMMARY_TXT), text + "\n")
-    print(text)
+    results = write_tables(folder, axes, [(p, s, done[t.name]) for p, s, t in planned],
+                           averages, args.val_fraction, len(args.seeds), earlier)
     os.close(held)
     failed = int((results["status"] == "failed").sum())
     if failed:

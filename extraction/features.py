@@ -28,6 +28,11 @@ class VideoStats:
     """What a video gave: frames at 25 fps, chunks, seconds per stage."""
     frames: int = 0                 # at 25 fps
     chunks: int = 0
+    rotation: int = 0               # degrees counter-clockwise the frames were turned
+    longest_gap: tuple = (0.0, 0.0)  # (seconds between two frames, time of the first)
+    coded: tuple = None             # (height, width) of the first frame, turned
+    size: tuple = None              # (height, width) of every frame after the resize
+    rescaled: int = 0               # decoded frames of another size, scaled to `size`
     seconds: dict = field(default_factory=lambda: {"decode": 0.0, "resize": 0.0,
                                                    "flow": 0.0, "i3d": 0.0})
 
@@ -37,7 +42,24 @@ def _timed(stats, stage, t0):
     return time.perf_counter()
 
 
-def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=None):
+def displayed(frame, stats):
+    """av.VideoFrame -> (h, w, 3) uint8 RGB as displayed, short side 256: the first frame
+    sets the size (stats.size), a later frame of another size (a resolution switch
+    mid-stream) is scaled to it, and counted (stats.rescaled)."""
+    image = fr.to_rgb(frame)                                        # (H, W, 3) turned
+    if stats.size is None:
+        stats.coded = image.shape[:2]
+        full = fr.resize_short_side(image)
+        stats.size = full.shape[:2]
+        return full
+    if image.shape[:2] != stats.coded:
+        stats.rescaled += 1
+        return fr.resize_to(image, stats.size)
+    return fr.resize_short_side(image)
+
+
+def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=None,
+                 max_hours=fr.MAX_HOURS):
     """Yield the network inputs of each 16-frame chunk of a video at 25 fps:
     {"rgb": (16, 224, 224, 3) float32 in [-1, 1], "flow": (16, 224, 224, 2) float32 in
     [-1, 1]} (only the streams asked for). stats (VideoStats) is filled as it goes."""
@@ -47,11 +69,11 @@ def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=Non
     rgb, flows = [], []                 # the current chunk's crops and fields (+ one ahead)
     prev_gray, last = None, (None, None)
     t = time.perf_counter()
-    for k, source, frame in fr.frames_at(path, fr.FPS, threads):
+    for k, source, frame in fr.frames_at(path, fr.FPS, threads, max_hours, stats):
         stats.frames = k + 1
         if source != last[0]:
             t = _timed(stats, "decode", t)
-            full = fr.resize_short_side(fr.to_rgb(frame))          # (h, w, 3) uint8
+            full = displayed(frame, stats)                          # (h, w, 3) uint8
             last = (source, full)
             t = _timed(stats, "resize", t)
         full = last[1]
@@ -93,9 +115,11 @@ def network_input(chunks, device):
 
 
 @torch.no_grad()
-def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0):
+def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0,
+                   max_hours=fr.MAX_HOURS):
     """({stream: (T, 1024) float32}, VideoStats) of one video. nets: {stream: InceptionI3d}
-    on `device` (the streams to extract); batch: chunks per forward pass."""
+    on `device` (the streams to extract); batch: chunks per forward pass; max_hours: the
+    longest video accepted."""
     streams = tuple(nets)
     stats = VideoStats()
     out = {s: [] for s in streams}
@@ -108,7 +132,7 @@ def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0
         pending[stream].clear()
         _timed(stats, "i3d", t0)
 
-    for chunk in chunk_inputs(path, streams, flow_method, threads, stats):
+    for chunk in chunk_inputs(path, streams, flow_method, threads, stats, max_hours):
         for s in streams:
             pending[s].append(chunk[s])
             if len(pending[s]) >= batch:

@@ -7,8 +7,10 @@
                                                    have the same ones (else --overwrite)
      "comparable": "approximate" | "no" | "meaningless", "reasons": [...], "note": "...",
      "versions": {python, torch, numpy, av, ffmpeg, opencv},
-     "videos":   {name: {split, source, snippets, frames, seconds, source_fps, finished}},
-     "left_out": {name: {source, reason}}}       <- shorter than one chunk
+     "videos":   {name: {split, source, source_size, source_mtime, snippets, frames,
+                         seconds, rotation, finished, node (the Ray node, on Ray), ...}},
+     "left_out": {name: {source, source_size, source_mtime, reason}}}  <- shorter than a chunk
+(an earlier version's record lacks source_size and source_mtime: filled on the next run)
 """
 import os
 import platform
@@ -25,6 +27,7 @@ from extraction.frames import CROP, FPS, SHORT_SIDE
 from extraction.i3d import PIERGIAJ_FILES
 from core.errors import InputError
 from core.files import atomic_write_json
+from core.names import check_video_name
 from core.safe_load import read_json
 
 RECORD = "extraction.json"
@@ -100,7 +103,29 @@ def read_record(folder):
             and isinstance(record.get("left_out"), dict)):
         raise InputError(f"{path}: not an extraction record of this version of extract.py "
                          f"({FORMAT} {VERSION})")
+    for part, needs in (("videos", ("split", "snippets")), ("left_out", ())):
+        for name, entry in record[part].items():
+            if not _entry_ok(name, entry, needs):
+                raise InputError(f"{path}: {part} entry {str(name)[:60]!r} is malformed "
+                                 f"({str(entry)[:60]!r}); fix or remove it, or pass "
+                                 f"--overwrite to start over")
     return record
+
+
+def _entry_ok(name, entry, needs):
+    """Whether a record's entry for a video is one: a plain name, a dict with a source path
+    and the fields `needs`, of the right types."""
+    try:
+        check_video_name(name, "")
+    except InputError:
+        return False
+    if not (isinstance(entry, dict) and isinstance(entry.get("source"), str)
+            and all(k in entry for k in needs)):
+        return False
+    return ((entry.get("split", "test") in ("train", "test"))
+            and type(entry.get("snippets", 0)) is int and entry.get("snippets", 0) >= 0
+            and all(type(entry.get(k, 0)) in (int, float)
+                    for k in ("source_size", "source_mtime")))
 
 
 def differences(old, new):
@@ -118,16 +143,17 @@ def differences(old, new):
     return said
 
 
-def finished(record, name, split, source, snippets, frames):
-    """Record a video as done (its feature files written)."""
+def finished(record, name, split, source, snippets, frames, **about):
+    """Record a video as done (its feature files written); about: more of it (source_size,
+    source_mtime, rotation, ...)."""
     record["videos"][name] = {"split": split, "source": source, "snippets": snippets,
-                              "frames": frames, "seconds": round(frames / FPS, 4),
+                              "frames": frames, "seconds": round(frames / FPS, 4), **about,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     record["left_out"].pop(name, None)
 
 
-def left_out(record, name, source, reason):
-    record["left_out"][name] = {"source": source, "reason": reason}
+def left_out(record, name, source, reason, **about):
+    record["left_out"][name] = {"source": source, **about, "reason": reason}
 
 
 def write_record(folder, record):

@@ -22,7 +22,8 @@ def load_data(opts, log, unannotated=False):
     data = load_dataset(root, opts.bundle, opts.train_subset, opts.test_subset, opts.layout,
                         opts.annotations, max_videos, snippet_seconds=opts.snippet_seconds,
                         layout_seconds=layout_snippet_seconds(), memory=opts.memory,
-                        classes=classes, unannotated=unannotated)
+                        classes=classes, unannotated=unannotated,
+                        features=getattr(opts, "features", None))
     return root, data
 
 

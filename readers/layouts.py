@@ -5,6 +5,9 @@ apart by their files; an HDF5 file is read by hdf5_format.py.
 wtalc    the W-TALC bundle (THUMOS14 and ActivityNet1.2):
          DATA_ROOT/<bundle>-I3D-JOINTFeatures.npy      object array, one (T_i, 2048) array per
                                                        video (RGB 1024 then flow 1024)
+                   <bundle>-UNT-JOINTFeatures.npy      the same of UntrimmedNet (W-TALC's other
+                                                       feature_type); --features picks one when
+                                                       both are there (wtalc_features_file)
          DATA_ROOT/<bundle>-Annotations/videoname.npy  (N,)  bytes or str
                                         subset.npy     (N,)  e.g. 'validation' (train) / 'test'
                                         classlist.npy  (K,)
@@ -90,10 +93,27 @@ def adopt_classes(entries, found, canonical, source):
 # Layout wtalc
 # ---------------------------------------------------------------------------
 
-def wtalc_paths(root, bundle):
-    """(features file, annotations folder) of a W-TALC bundle."""
-    return (os.path.join(root, f"{bundle}-I3D-JOINTFeatures.npy"),
+WTALC_TYPES = {"i3d": "I3D", "unt": "UNT"}       # --features -> W-TALC's feature_type
+
+
+def wtalc_paths(root, bundle, features="i3d"):
+    """(features file, annotations folder) of a W-TALC bundle; features: i3d or unt."""
+    return (os.path.join(root, f"{bundle}-{WTALC_TYPES[features]}-JOINTFeatures.npy"),
             os.path.join(root, f"{bundle}-Annotations"))
+
+
+def wtalc_features(root, bundle, features=None):
+    """Which features file of a W-TALC bundle to read, as a --features preset (i3d, unt):
+    the one asked for, else the one present (I3D when neither is); both present and none
+    asked for is an InputError."""
+    if features in WTALC_TYPES:
+        return features
+    present = [f for f in WTALC_TYPES if os.path.isfile(wtalc_paths(root, bundle, f)[0])]
+    if len(present) > 1:
+        names = " and ".join(os.path.basename(wtalc_paths(root, bundle, f)[0]) for f in present)
+        raise InputError(f"{root}: holds {names}; choose one with --features "
+                         f"{' or --features '.join(present)}")
+    return present[0] if present else "i3d"
 
 
 def _pop_features(feats, i, log=None):
@@ -105,9 +125,10 @@ def _pop_features(feats, i, log=None):
     return feat
 
 
-def wtalc_entries(root, bundle, train_subset, test_subset, log=warn):
-    """(classes, entries, source, ambiguous) of a W-TALC bundle."""
-    feat_path, ann_dir = wtalc_paths(root, bundle)
+def wtalc_entries(root, bundle, train_subset, test_subset, log=warn, features="i3d"):
+    """(classes, entries, source, ambiguous) of a W-TALC bundle; features: which file
+    (wtalc_features)."""
+    feat_path, ann_dir = wtalc_paths(root, bundle, features)
     if not os.path.isdir(ann_dir):
         others = sorted(f for f in os.listdir(root) if f.endswith("-Annotations")) \
             if os.path.isdir(root) else []
@@ -355,7 +376,8 @@ def detect_layout(root):
     if not os.path.isdir(root):
         return "wtalc"
     names = list_folder(root)
-    if any(n.endswith("-Annotations") or n.endswith("-I3D-JOINTFeatures.npy") for n in names):
+    if any(n.endswith(("-Annotations", "-I3D-JOINTFeatures.npy", "-UNT-JOINTFeatures.npy"))
+           for n in names):
         return "wtalc"
     if any(os.path.isdir(os.path.join(root, s, "X_RGB")) for s in ("train", "test")):
         return "emmil"

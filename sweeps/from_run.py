@@ -12,7 +12,6 @@ import os
 import socket
 import time
 
-from analysis.seeds import summarise_points
 from opts import add_detection_options, add_evaluation_options, build_parser, check_options
 from pipeline.data import load_data
 from pipeline.finished_run import (POST_PROCESSING, check_finished, chosen_ground_truth,
@@ -20,9 +19,9 @@ from pipeline.finished_run import (POST_PROCESSING, check_finished, chosen_groun
 from pipeline.localise import detect_from, evaluate_run, held_out_score, network_outputs
 from pipeline.run_folder import check_output_dir
 from core.errors import InputError
-from core.files import atomic_write_json, atomic_write_text
+from core.files import atomic_write_json
 from sweeps.sweep_grid import parse_grid, points, trial_name
-from sweeps.sweep_tables import format_table, ranked, results_frame
+from sweeps.sweep_tables import write_tables
 from utils import Logger, resolve_device
 
 FILES = ("sweep.json", "results.csv", "summary.csv", "summary.txt")
@@ -137,17 +136,8 @@ def sweep_from_run(run_dir, grid, rest, folder, overwrite):
             rows.append((point, s.seed, {
                 "name": trial_name(axes, point, s.seed), "status": "ok", "metrics": metrics,
                 "error": None, "seconds": time.time() - t1, "host": host, "attempts": 1,
-                "resumed": False}))
-    results = results_frame(axes, rows)
-    metrics = [c for c in results.columns if c == "val_mAP" or "mAP@" in c or c == "cmAP"]
-    summary = ranked(summarise_points(results, [a.dest for a in axes], metrics))
-    shown = [("val_mAP", "val")] + [(f"average_mAP@{k}", f"avg {k}")
-                                    for k in seeds[0].opts.averages] + [("cmAP", "cmAP")]
-    text = format_table(summary, axes, shown, val_fraction, len(seeds))
-    atomic_write_text(os.path.join(folder, "results.csv"), results.to_csv(index=False))
-    atomic_write_text(os.path.join(folder, "summary.csv"), summary.to_csv(index=False))
-    atomic_write_text(os.path.join(folder, "summary.txt"), text + "\n")
-    print(text)
+                "resumed": False, "node": None}))
+    write_tables(folder, axes, rows, seeds[0].opts.averages, val_fraction, len(seeds))
     print(f"networks: {t_pass:.1f} s once; {len(rows)} detections and evaluations: "
           f"{time.time() - t0 - t_pass:.1f} s")
     return 0

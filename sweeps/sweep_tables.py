@@ -7,12 +7,14 @@ import os
 import pandas as pd
 
 from pipeline.run_folder import clear_earlier_run
-from analysis.seeds import flatten_metrics
+from analysis.seeds import flatten_metrics, summarise_points
+from core.files import atomic_write_text
 from sweeps.sweep_grid import point_label
 
 FRONT = ["trial", "seed", "status"]
-BACK = ["seconds", "host", "attempts", "resumed", "error"]
-KEPT = ("seconds", "host", "attempts", "resumed")     # of a trial finished by an earlier command
+BACK = ["seconds", "host", "node", "attempts", "resumed", "error"]
+KEPT = ("seconds", "host", "node", "attempts", "resumed")   # of a trial finished before
+RESULTS, SUMMARY, SUMMARY_TXT = "results.csv", "summary.csv", "summary.txt"
 
 
 def cell(value):
@@ -23,9 +25,9 @@ def cell(value):
 def results_frame(axes, rows, earlier=None):
     """rows [(point, seed, trials.result dict)] -> one row per trial: its name, every swept
     option, the seed, status (ok/failed), every metric (metrics.json flattened, val_mAP
-    included), wall seconds, host, attempts, resumed, the error. A trial finished by an
-    earlier command keeps that command's seconds, host and attempts (`earlier`: its
-    results.csv) and is 'ok'."""
+    included), wall seconds, host, Ray node id, attempts, resumed, the error. A trial
+    finished by an earlier command keeps that command's seconds, host, node and attempts
+    (`earlier`: its results.csv) and is 'ok'."""
     old = {}
     if earlier is not None and "trial" in earlier:
         old = earlier.drop_duplicates("trial").set_index("trial").to_dict("index")
@@ -36,13 +38,33 @@ def results_frame(axes, rows, earlier=None):
         flat = flatten_metrics(r["metrics"]) if r["metrics"] else {}
         metrics += [k for k in flat if k not in metrics]
         row.update(flat)
-        row.update({k: r[k] for k in KEPT})
+        row.update({k: r.get(k) for k in KEPT})
         if r["status"] == "skipped" and r["name"] in old:
             row.update({k: old[r["name"]][k] for k in KEPT if k in old[r["name"]]})
         row["error"] = r["error"] or ""
         out.append(row)
     columns = FRONT[:1] + [a.dest for a in axes] + FRONT[1:] + metrics + BACK
     return pd.DataFrame(out, columns=columns)
+
+
+def shown_metrics(averages):
+    """The table's columns: [(metric, label)], the held-out mAP first."""
+    return ([("val_mAP", "val")] + [(f"average_mAP@{k}", f"avg {k}") for k in averages]
+            + [("cmAP", "cmAP")])
+
+
+def write_tables(folder, axes, rows, averages, val_fraction, n_seeds, earlier=None):
+    """The tail of every sweep: results.csv, summary.csv and summary.txt written in
+    `folder`, the table printed. rows: [(point, seed, result)]; the results frame."""
+    results = results_frame(axes, rows, earlier)
+    metrics = [c for c in results.columns if c == "val_mAP" or "mAP@" in c or c == "cmAP"]
+    summary = ranked(summarise_points(results, [a.dest for a in axes], metrics))
+    text = format_table(summary, axes, shown_metrics(averages), val_fraction, n_seeds)
+    atomic_write_text(os.path.join(folder, RESULTS), results.to_csv(index=False))
+    atomic_write_text(os.path.join(folder, SUMMARY), summary.to_csv(index=False))
+    atomic_write_text(os.path.join(folder, SUMMARY_TXT), text + "\n")
+    print(text)
+    return results
 
 
 def ranked(summary):
@@ -96,9 +118,10 @@ def format_table(summary, axes, shown, val_fraction, n_seeds):
     return "\n".join(lines)
 
 
-def clear_sweep(folder, trials, names):
+def clear_sweep(folder, trials, names, trial_files=()):
     """Remove what a sweep wrote into `folder`: its files `names`, temporary files, and
-    under `trials`/ each run's files (run_folder.clear_earlier_run) and the .pid files;
+    under `trials`/ each run's files (run_folder.clear_earlier_run), the `trial_files` the
+    sweep adds to them and the .pid files;
     folders left empty go too. Never follows a link (one of those names is removed itself)."""
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
@@ -114,6 +137,10 @@ def clear_sweep(folder, trials, names):
             if name.endswith(".pid") or name.startswith(".tmp-"):
                 os.remove(path)
         else:
+            for own in trial_files:
+                if os.path.lexists(os.path.join(path, own)) and \
+                        not os.path.isdir(os.path.join(path, own)):
+                    os.remove(os.path.join(path, own))
             clear_earlier_run(path)
             if not os.listdir(path):
                 os.rmdir(path)

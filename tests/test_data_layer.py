@@ -26,7 +26,8 @@ def test_the_data_layer_does_not_import_the_options_layer():
 
 
 def test_each_layout_has_its_own_snippet_length():
-    assert layout_snippet_seconds() == {"wtalc": 0.64, "folders": 0.64, "emmil": 1.25}
+    assert layout_snippet_seconds() == {"wtalc": 0.64, "folders": 0.64, "emmil": 1.25,
+                                        "wtalc-unt": 0.4}
 
 
 def test_layout_rate_asked_for_wins_over_the_layouts_own():

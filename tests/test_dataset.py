@@ -158,3 +158,42 @@ def test_streams_of_different_length_are_cut_with_a_warning():
     rgb, flow = align_streams(torch.ones(7, 3), torch.ones(5, 3), "vidX", log=said.append)
     assert rgb.shape[0] == flow.shape[0] == 5
     assert "vidX" in said[0] and "cut to 5" in said[0]
+
+
+def _summary(root, *more):
+    """(exit code, summary as a dict or None, stderr) of dataset.py summary."""
+    import contextlib
+    import io
+    import json
+
+    import dataset
+    from core.cli import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli(dataset.main, ["summary", "--data-root", str(root), *more])
+    return code, json.loads(out.getvalue()) if code == 0 else None, err.getvalue()
+
+
+def test_the_untrimmednet_file_is_read_at_its_own_rate(tmp_path):
+    """A bundle holding only <bundle>-UNT-JOINTFeatures.npy (W-TALC's feature_type UNT):
+    read at the unt preset's 2.5 snippets a second; beside an I3D file, --features picks one,
+    and without it the choice is one line."""
+    write_tiny_bundle(tmp_path, lengths=(8, 5, 6, 10))
+    i3d = wtalc_paths(str(tmp_path), "Thumos14reduced")[0]
+    unt = wtalc_paths(str(tmp_path), "Thumos14reduced", "unt")[0]
+    assert unt.endswith("Thumos14reduced-UNT-JOINTFeatures.npy")
+    os.rename(i3d, unt)
+    code, summary, _ = _summary(tmp_path)
+    assert code == 0 and summary["features_file"] == unt
+    assert summary["snippets_per_second"] == 2.5 and summary["splits"]["train"]["snippets"] == 13
+    write_tiny_bundle(tmp_path / "i3d", lengths=(5, 3, 4, 6))
+    shutil.move(wtalc_paths(str(tmp_path / "i3d"), "Thumos14reduced")[0], i3d)
+    code, _, err = _summary(tmp_path)
+    assert code == 2 and err == (f"error: {tmp_path}: holds Thumos14reduced-I3D-JOINTFeatures"
+                                 f".npy and Thumos14reduced-UNT-JOINTFeatures.npy; choose one "
+                                 f"with --features i3d or --features unt\n")
+    code, summary, _ = _summary(tmp_path, "--features", "i3d")
+    assert summary["features_file"] == i3d and summary["splits"]["train"]["snippets"] == 8
+    assert summary["snippets_per_second"] == 25 / 16
+    code, summary, _ = _summary(tmp_path, "--features", "unt")
+    assert summary["features_file"] == unt and summary["splits"]["train"]["snippets"] == 13

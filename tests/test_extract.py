@@ -20,7 +20,7 @@ import detect
 import extract
 import run
 from extraction.i3d import PIERGIAJ_BLOBS
-from extraction.jobs import jobs_of
+from extraction.inputs import jobs_of
 from extraction.record import comparability
 from core.cli import cli
 from core.errors import InputError

@@ -213,3 +213,20 @@ def test_frames_stream_through_one_chunk_at_a_time(tmp_path, monkeypatch):
     next(chunks)
     assert len(decoded) <= CHUNK + 2
     assert sum(1 for _ in chunks) == 4 and len(decoded) == 80
+
+
+def test_bench_flow_compares_two_fields_by_hand():
+    """bench/bench_flow.compare on a hand-worked pair: TV-L1 (3, 4) px everywhere, DIS
+    (0, 4): end-point error 3, mean TV-L1 magnitude 5, and the cosine of the scaled fields
+    (3, 4) . (0, 4) / (5 * 4) = 0.8."""
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location(
+        "bench_flow", os.path.join(os.path.dirname(__file__), "..", "bench", "bench_flow.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tvl1 = [np.dstack([np.full((256, 300), 3.0), np.full((256, 300), 4.0)]).astype(np.float32)]
+    dis = [np.dstack([np.zeros((256, 300)), np.full((256, 300), 4.0)]).astype(np.float32)]
+    got = bench.compare(tvl1, dis)
+    assert got["epe"] == pytest.approx(3.0) and got["tvl1_magnitude"] == pytest.approx(5.0)
+    assert got["cosine"] == pytest.approx(0.8)

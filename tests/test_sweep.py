@@ -196,13 +196,14 @@ def test_a_trial_the_data_refuse_fails_alone_with_its_line(tmp_path):
     """No Ray: the task body itself. --feature-dim 7 passes the option checks but not the
     data's; the trial's result carries the one-line error and is not retried."""
     opts = parse_opts([*TINY, "--feature-dim", "7", "--output-dir", str(tmp_path / "t")])
-    trial, = trials.trials_of([vars(opts)], RESUME_MAY_CHANGE)
+    trial, = trials.trials_of([vars(opts)], RESUME_MAY_CHANGE, sweep.SWEEP_TRIAL)
     r = trials.run_trial(trial_work, trial)
     assert r["status"] == "failed" and "--feature-dim 7" in r["error"]
     assert "\n" not in r["error"] and not os.path.exists(trials.pid_file(trial))
     axis, = parse_grid(["feature_dim=7"], build_parser(), {})
     rows = sweep_tables.results_frame([axis], [(points([axis])[0], 1, r)])
-    summary = sweep_tables.ranked(sweep.summarise_points(rows, ["feature_dim"], ["val_mAP"]))
+    summary = sweep_tables.ranked(sweep_tables.summarise_points(rows, ["feature_dim"],
+                                                                ["val_mAP"]))
     table = sweep_tables.format_table(summary, [axis], [("val_mAP", "val")], 0.25, 1)
     assert "feature_dim=7" in table and "1 failed: --feature-dim 7" in table
 
@@ -213,7 +214,7 @@ def test_overwrite_clears_only_the_sweeps_files(reference, tmp_path):
     (out / "notes.txt").write_text("mine")
     (out / "trials" / NAMES[0] / "mine.txt").write_text("mine")
     sweep_tables.clear_sweep(str(out), "trials", ("sweep.json", "results.csv", "summary.csv",
-                                                  "summary.txt"))
+                                                  "summary.txt"), (sweep.NODE_FILE,))
     assert sorted(os.listdir(out)) == ["notes.txt", "sweep.lock", "trials"]
     assert os.listdir(out / "trials") == [NAMES[0]]
     assert os.listdir(out / "trials" / NAMES[0]) == ["mine.txt"]
