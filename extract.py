@@ -82,8 +82,10 @@ def main(argv=None):
     check_args(args, streams)
     workers = args.workers if args.workers is not None else None if args.address else 1
     if args.address:                # the cluster answers and has room for a video's task
-        check_resources(check_address(args.address), args.threads or 1,
-                        args.gpus_per_task or 0)
+        nodes = check_address(args.address)
+        check_resources(nodes, args.threads or 1, args.gpus_per_task or 0)
+        if args.device == "cuda" and not any(n["gpus"] for n in nodes):
+            raise InputError(f"--device cuda: no node of the cluster at {args.address} has a GPU")
     else:
         workers = local_cores(workers, args.threads)
     todo = plan(args.out, args.inputs, split=args.split or "test", split_list=args.split_list,

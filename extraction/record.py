@@ -31,6 +31,7 @@ from core.names import check_video_name
 from core.safe_load import read_json
 
 RECORD = "extraction.json"
+TVL1_METHODS = ("tvl1", "tvl1-torch")
 FORMAT, VERSION = "emmil-extraction", 1
 COMPARABLE_NOTE = (
     "approximate at best: the published THUMOS14 / ActivityNet1.2 features (W-TALC) were made "
@@ -66,11 +67,13 @@ def versions():
 def comparability(streams, flow_method, weights):
     """(comparable, reasons): 'meaningless' for random weights, 'approximate' for TV-L1 with
     piergiaj's weights in every stream (the rest of the convention is fixed in the code),
-    'no' otherwise, with the reasons."""
+    'no' otherwise, with the reasons. TV-L1 is OpenCV's or tvl1-torch: their fields differ
+    by no more than OpenCV's differ from themselves when the input changes by one part in a
+    million (bench/tvl1_agreement.py), and the features by a cosine of 1.000000."""
     if any("random_init_seed" in w for w in weights.values()):
         return "meaningless", ["--random-init: random weights (for tests only)"]
     reasons = []
-    if "flow" in streams and flow_method != "tvl1":
+    if "flow" in streams and flow_method not in TVL1_METHODS:
         reasons.append(f"flow by {flow_method}, not TV-L1")
     for stream in streams:
         if weights[stream].get("piergiaj") != PIERGIAJ_FILES[stream]:

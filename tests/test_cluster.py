@@ -5,6 +5,7 @@ worker nodes, each records its node, a node removed mid-task has its task redone
 other, a killed driver's sweep resumes; a wrong address is one line within 30 s."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def env():
     constants.ENABLE_RAY_CLUSTER = was
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    shutil.rmtree(tmp, ignore_errors=True)                  # Ray's session logs
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,11 @@ def finish(proc, timeout=300):
 def metrics(folder, name):
     with open(os.path.join(folder, "trials", name, "metrics.json")) as f:
         return json.load(f)
+
+
+def call_cli(main, argv, capsys):
+    code = cli(main, argv)
+    return code, capsys.readouterr().err
 
 
 def parent_pid(pid):
@@ -211,10 +218,17 @@ def test_a_node_that_cannot_see_a_path_fails_the_trial_in_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- several nodes
 
-def test_the_address_check_sees_the_nodes(cluster):
+def test_the_address_check_sees_the_nodes(cluster, tmp_path, capsys):
     nodes = ray_cluster.check_address(cluster.address)
     assert sorted(n["cpus"] for n in nodes) == [0, 1, 1]
     assert set(workers_of(cluster)) < {n["node_id"] for n in nodes}
+    for argv, says in [(["--threads", "2"], "a task asks for 2 CPUs and no node of the cluster "
+                                            "has more than 1"),
+                       (["--device", "cuda"], "--device cuda: no node of the cluster at")]:
+        code, err = call_cli(extract.main, [ROOT, "--out", str(tmp_path / "f"), "--random-init",
+                                            "--address", cluster.address, *argv], capsys)
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "f").exists()
 
 
 def test_trials_run_on_both_worker_nodes_and_equal_one_machine(cluster, on_cluster, tmp_path):

@@ -111,7 +111,7 @@ def test_run_with_released_detection(tmp_path):
     out = tmp_path / "out"
     # after one epoch no video score reaches 0.15: localise every class (threshold 0)
     r = run("--dry-run", "--detection", "released", "--cls-threshold", "0",
-            "--output-dir", str(out), "--no-tensorboard")
+            "--output-dir", str(out), "--no-tensorboard", "--no-report")
     assert r.returncode == 0, r.stderr
     dets = [d for v in json.loads((out / "results.json").read_text())["results"].values()
             for d in v]
