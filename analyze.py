@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 from evaluation import eval_inputs
 import evaluate
@@ -22,8 +21,9 @@ from analysis import report
 from core.cli import OneLineParser, cli
 from core.errors import InputError, warn
 from core.safe_load import read_json
+from option_checks import check_rules
+from pipeline.run_files import RunFolder
 
-RESULTS, SUMMARY, HISTORY = "results.json", "summary.json", "history.json"
 
 
 def build_parser():
@@ -75,13 +75,7 @@ def check_args(a):
         raise InputError("--gt, --out, --paper and --tiou go with --pred")
     if a.pred is not None and a.device:
         raise InputError("--device goes with a RUN_DIR (its networks), not --pred")
-    if not 0 < a.alpha <= 1:
-        raise InputError(f"--alpha {a.alpha}: must be in (0, 1]")
-    for name, value in (("--top-k", a.top_k), ("--dpi", a.dpi)):
-        if value < 1:
-            raise InputError(f"{name} {value}: must be >= 1")
-    if a.timelines < 0:
-        raise InputError(f"--timelines {a.timelines}: must be >= 0")
+    check_rules(a)
 
 
 def common(a):
@@ -122,7 +116,8 @@ def analyse_run(folder, a):
     from pipeline.localise import test_ground_truth
     opts = saved_options(folder)
     opts.output_dir = folder
-    results = os.path.join(folder, RESULTS)
+    run = RunFolder(folder)
+    results = run.results
     if not os.path.isfile(results):
         raise InputError(f"{results}: not found")
     _, data = load_data(opts, lambda *_: None)
@@ -130,10 +125,8 @@ def analyse_run(folder, a):
     report.check_videos(a.videos, gt)
     pred = eval_inputs.load_predictions(results, gt)
     report.check_predictions(pred, gt, results)
-    metrics_path = os.path.join(folder, "metrics.json")
-    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None
-    history_path = os.path.join(folder, HISTORY)
-    history = read_json(history_path) if os.path.isfile(history_path) else None
+    metrics = read_json(run.metrics) if os.path.isfile(run.metrics) else None
+    history = read_json(run.history) if os.path.isfile(run.history) else None
     return report.write_report(folder, report.run_inputs(
         opts, pred, gt, data, synthetic_root=DATA_ROOTS["synthetic"], metrics=metrics,
         history=history, curves=run_curves(folder, opts, data, a.device), **common(a)))
@@ -144,9 +137,9 @@ def run_curves(folder, opts, data, device=None):
     checked now, before anything is written (finished_run.load_networks: weights_only, every
     name and shape); None when they are missing. device: --device (None: the run's when this
     machine has it, else the CPU, said in one line)."""
-    from pipeline.finished_run import WEIGHTS, load_networks
+    from pipeline.finished_run import load_networks
     from utils import device_here
-    if not all(os.path.isfile(os.path.join(folder, f)) for f in WEIGHTS):
+    if not all(os.path.isfile(RunFolder(folder).file(w)) for w in RunFolder.WEIGHTS):
         return None
     device = device_here(device, opts.device, warn, folder)
     model, classifier = load_networks(folder, opts, len(data.classes), device)
@@ -164,17 +157,17 @@ def runs_in(folder):
     """[(name, summary)] of the runs directly in folder (a --seeds folder, or subfolders
     holding runs: opts.json with summary.json or metrics.json); a single run counts as one
     seed. Only folders that run.py made are taken."""
-    if os.path.isfile(os.path.join(folder, SUMMARY)):
-        return [(_method(folder) or "?", read_summary(os.path.join(folder, SUMMARY)))]
+    if os.path.isfile(RunFolder(folder).summary):
+        return [(_method(folder) or "?", read_summary(RunFolder(folder).summary))]
     found = []
     for name in sorted(os.listdir(folder)):
         sub = os.path.join(folder, name)
         if os.path.islink(sub) or not os.path.isdir(sub) or name.startswith("seed_") \
                 or _method(sub) is None:
             continue
-        if os.path.isfile(os.path.join(sub, SUMMARY)):
-            found.append((f"{name}: {_method(sub)}", read_summary(os.path.join(sub, SUMMARY))))
-        elif os.path.isfile(os.path.join(sub, "metrics.json")):
+        if os.path.isfile(RunFolder(sub).summary):
+            found.append((f"{name}: {_method(sub)}", read_summary(RunFolder(sub).summary)))
+        elif os.path.isfile(RunFolder(sub).metrics):
             found.append((f"{name}: {_method(sub)}", one_seed(sub)))
     return found
 
@@ -194,7 +187,7 @@ def _method(folder):
     """The method a run folder (or its first seed) was made with; None when it holds none."""
     for candidate in [folder] + sorted(os.path.join(folder, n) for n in os.listdir(folder)
                                        if n.startswith("seed_")):
-        path = os.path.join(candidate, "opts.json")
+        path = RunFolder(candidate).opts
         if os.path.isfile(path):
             saved = read_json(path)
             method = saved.get("method") if isinstance(saved, dict) else None
@@ -205,20 +198,18 @@ def _method(folder):
 def one_seed(folder):
     """A single run's metrics.json as a summary of one seed."""
     from analysis.seeds import summarise_seeds
-    m = read_json(os.path.join(folder, "metrics.json"))
-    if not isinstance(m, dict) or not isinstance(m.get("mAP"), dict):
-        raise InputError(f"{os.path.join(folder, 'metrics.json')}: not a metrics.json of run.py")
-    return summarise_seeds([read_json(os.path.join(folder, "opts.json")).get("seed")], [m])
+    run = RunFolder(folder)
+    return summarise_seeds([read_json(run.opts).get("seed")], [run.read_metrics()])
 
 
 def analyse_folder(folder, a):
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: not a folder")
-    if os.path.isfile(os.path.join(folder, RESULTS)):
+    if os.path.isfile(RunFolder(folder).results):
         return analyse_run(folder, a)
     runs = runs_in(folder)
     if not runs:
-        raise InputError(f"{folder}: no {RESULTS} (nor {SUMMARY}, nor runs in subfolders); "
+        raise InputError(f"{folder}: no {RunFolder.RESULTS} (nor {RunFolder.SUMMARY}, nor runs in subfolders); "
                          f"RUN_DIR must be a run's output folder")
     first = runs[0][1]["metrics"]
     tious = [float(k.split("@")[1]) for k in first if k.startswith("mAP@")]
@@ -229,16 +220,13 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
     t0 = time.time()
     check_args(a)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", eval_inputs.InputWarning)
+    with eval_inputs.warnings_on_stderr("analyze.py"):
         if a.pred:
             analyse_file(a)
             where = os.path.join(a.out, report.REPORT)
         else:
             analyse_folder(a.run_dir, a)
             where = os.path.join(a.run_dir, report.REPORT)
-    for w in caught:
-        print(f"analyze.py: warning: {w.message}", file=sys.stderr)
     print(f"report written to {where}/index.html in {time.time() - t0:.1f} s")
     return 0
 

@@ -28,23 +28,22 @@ import time
 
 import torch
 
-from analysis import report
-from analysis.seeds import format_summary, summarise_seeds
 from dataset import read_class_list
 from training.batches import SnippetDataset
 from extraction.jobs import plan, run
 from extraction.options import STREAMS, add_extraction_options, weights_of
-from opts import add_data_options, add_detection_options, add_evaluation_options, build_parser
+from opts import (DATA, POST_PROCESSING, add_data_options, add_detection_options,
+                  add_evaluation_options, build_parser, merge_options)
+from option_checks import check_rules
 from pipeline.data import load_data
-from pipeline.finished_run import (DATA_OPTIONS, OVERRIDABLE, check_finished, chosen_ground_truth,
-                                   held_out, load_networks, merged_options, run_folders,
-                                   weights_sha256)
-from pipeline.outputs import Trained, localise_and_evaluate, write_timelines
-from pipeline.run_folder import check_output_dir, clear_earlier_run, read_history
+from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
+                                   load_networks, run_folders, weights_sha256)
+from pipeline.outputs import Localisation, localise_and_evaluate, write_seeds_summary, write_timelines
+from pipeline.run_files import RunFolder
+from pipeline.run_folder import check_output_dir, clear_earlier_run
 from pipeline.saved_opts import save_opts
 from core.cli import OneLineParser, cli
 from core.errors import InputError, warn
-from core.files import atomic_write_json, atomic_write_text
 from utils import Logger, device_here
 
 SPLITS = ("test", "train", "all")
@@ -80,7 +79,7 @@ def build_detect_parser():
     for add in (add_data_options, add_detection_options, add_evaluation_options):
         add(p)
     for action in p._actions:                       # the run's options: only those given
-        if action.dest in OVERRIDABLE:
+        if action.dest in DATA | POST_PROCESSING:
             action.default = argparse.SUPPRESS
     return p
 
@@ -95,9 +94,8 @@ def parse_args(argv):
             raise InputError(f"{flag}: a training option; detect.py cannot change a trained "
                              f"model (it uses {args.run_dir}'s)")
         raise InputError(f"unrecognized arguments: {' '.join(rest)}")
-    given = {k: v for k, v in vars(args).items() if k in OVERRIDABLE}
-    if args.threads < 0:
-        raise InputError(f"--threads {args.threads}: must be >= 0")
+    given = {k: v for k, v in vars(args).items() if k in DATA | POST_PROCESSING}
+    check_rules(args)
     if not args.video and (args.rgb_weights or args.flow_weights or args.random_init
                            or args.flow != "tvl1"):
         raise InputError("--rgb-weights, --flow-weights, --random-init and --flow go with "
@@ -164,43 +162,43 @@ def prepare_seed(args, given, run_dir, saved, out, log):
     """Everything one seed needs before the first write, each part checked."""
     check_finished(run_dir)
     device = device_here(args.device, saved["device"], warn, run_dir)
-    opts = merged_options(saved, given, dict(
+    opts = merge_options(saved, given, "detect", then=dict(
         output_dir=out, overwrite=args.overwrite, report=args.report, quiet=args.quiet,
         device=args.device or (device.type if saved["device"] == "cuda" else saved["device"]),
         threads=args.threads))
     # --video: the folder was checked before its extraction wrote into it
     check_output_dir(out, args.overwrite or bool(args.video), resumable=False)
     root, data = load_data(opts, log, unannotated=True)
-    data_given = bool(DATA_OPTIONS & set(given))
+    data_given = bool(DATA & set(given))
     check_against_run(opts, data, saved, run_dir, data_given, args.snippet_mismatch == "ok")
     videos = chosen_videos(data, args.split, args.videos)
     gt = chosen_ground_truth(opts, data, args.split, videos)
     val_videos, val_gt = held_out(opts, data, args.split, args.videos, data_given)
     model, classifier = load_networks(run_dir, opts, len(data.classes), device)
-    net = Trained(model, classifier, device, data, SnippetDataset(videos, data.snippet_seconds),
+    loc = Localisation(model, classifier, device, data, SnippetDataset(videos, data.snippet_seconds),
                   gt, val_videos, val_gt)
     record = {"source_run": os.path.abspath(run_dir), "weights_sha256": weights_sha256(run_dir),
               "overrides": given, "split": args.split, "videos": args.videos}
     if args.video:
         record["video"] = os.path.abspath(args.video)
-    return opts, net, record
+    return opts, loc, record
 
 
-def detect_seed(opts, net, record, run_dir, log):
+def detect_seed(opts, loc, record, run_dir, log):
     """The first write, then localise, evaluate and report, as run.py ends."""
     t0 = time.time()
     if opts.overwrite:
         clear_earlier_run(opts.output_dir)
     os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"))
-    save_opts(argparse.Namespace(**vars(opts), detect=record),
-              os.path.join(opts.output_dir, "opts.json"), net.device)
-    log(f"detect: {len(net.videos)} {record['split']} videos of {net.data.source} with the "
+    folder = RunFolder(opts.output_dir)
+    log.open(folder.log)
+    save_opts(argparse.Namespace(**vars(opts), detect=record), folder.opts, loc.device)
+    log(f"detect: {len(loc.video_set)} {record['split']} videos of {loc.data.source} with the "
         f"run {run_dir}; overrides: {record['overrides'] or 'none'}")
-    if net.gt is None:
+    if loc.gt is None:
         log("no ground truth for these videos: no metrics.json")
-    metrics = localise_and_evaluate(opts.output_dir, opts, net, log,
-                                    history=read_history(run_dir, 10 ** 9),
+    metrics = localise_and_evaluate(opts.output_dir, opts, loc, log,
+                                    history=RunFolder(run_dir).read_history(10 ** 9),
                                     show=not opts.quiet)
     log(f"wall time {time.time() - t0:.1f} s; everything is in {opts.output_dir}")
     log.close()
@@ -211,7 +209,7 @@ def extract_video(args, given, runs):
     """--video: its features extracted into OUT/extraction/ (the run's folders, the video
     and the weights checked first; what depends on the data, after); the data options
     that make the run localise them."""
-    if DATA_OPTIONS & set(given) or args.videos or args.split != "test":
+    if DATA & set(given) or args.videos or args.split != "test":
         raise InputError("--video: the data is that video's features; --data-root, --dataset, "
                          "--layout, --split and --videos do not go with it")
     for _, run_dir, _ in runs:
@@ -252,22 +250,16 @@ def main(argv=None):
                                                       log.fresh())))
     if several and args.overwrite:
         clear_earlier_run(args.output_dir)
-    results = [detect_seed(opts, net, record, run_dir, log.fresh())
-               for seed, run_dir, opts, net, record in prepared]
+    results = [detect_seed(opts, loc, record, run_dir, log.fresh())
+               for seed, run_dir, opts, loc, record in prepared]
     if args.video:
-        for seed, run_dir, opts, net, record in prepared:
-            for path in write_timelines(opts.output_dir, opts, net):
+        for seed, run_dir, opts, loc, record in prepared:
+            for path in write_timelines(opts.output_dir, opts, loc):
                 if not args.quiet:
                     print(f"timeline: {path}")
     if several and all(m is not None for m in results):
-        summary = summarise_seeds([seed for seed, *_ in prepared], results)
-        atomic_write_json(os.path.join(args.output_dir, "summary.json"), summary)
-        text = format_summary(summary)
-        print(text)
-        atomic_write_text(os.path.join(args.output_dir, "summary.txt"), text + "\n")
-        if args.report:
-            opts = prepared[0][2]
-            report.write_summary_report(args.output_dir, [(opts.method, summary)], opts.tiou)
+        write_seeds_summary(args.output_dir, [seed for seed, *_ in prepared], results,
+                            prepared[0][2])
     return 0
 
 

@@ -1,6 +1,9 @@
 """Scores to segments: class selection, localisation score, runs of snippets, confidences.
 
-All functions work on NumPy arrays of one video, vectorised over snippets and classes.
+The functions work on NumPy arrays of many videos at once (detect_batch): every chosen
+(video, class) curve is one column, and runs are found in all of them together, vectorised
+over snippets, classes and videos; the small helpers (select_classes, nms, ...) take one
+video's arrays.
 """
 import json
 from dataclasses import dataclass
@@ -12,8 +15,8 @@ from core.errors import InputError
 from core.files import atomic_write_text
 from core.names import check_video_name
 from dataset import snippets_to_seconds
+from evaluation.eval_inputs import PREDICTION_COLUMNS
 
-COLUMNS = ["video", "label", "start", "end", "score"]
 # The released test() scores snippets by lam*q + lam*p_c (lam = 0.8 hard-coded), then
 # normalises it, (s - mean) / (max - min): the factor lam cancels, so its curve is the
 # normalised 0.5*q + 0.5*p_c, i.e. localisation_scores(q, p, RELEASED_LAM) (tested).
@@ -262,7 +265,7 @@ def segments_frame(names, found, classes):
         "video": np.asarray(names, dtype=object)[found["video_index"]],
         "label": np.asarray(classes, dtype=object)[found["label_index"]],
         "start": found["start"], "end": found["end"], "score": found["score"],
-    }, columns=COLUMNS)
+    }, columns=PREDICTION_COLUMNS)
 
 
 def well_formed(detections):

@@ -1,4 +1,6 @@
-"""EM training: the two losses and the trainers of one epoch (schedule.py: the phases).
+"""EM training: the trainers of one epoch, EMTrainer (the M- and E-steps: one loss,
+step_loss, on each step's targets) and ClassifierTrainer (the video classifier); the
+phases are schedule.py's.
 
 Each phase trains only its own branch with its own Adam optimizer, so the frozen
 branch never moves (one shared Adam, as released, keeps moving a frozen branch

@@ -19,28 +19,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evaluation.eval_inputs import GroundTruth, InputWarning, load_ground_truth, load_predictions
+from evaluation.eval_inputs import (GroundTruth, load_ground_truth, load_predictions,
+                                    warnings_on_stderr)
 from evaluation.protocols import activitynet_ap, thumos14_ap
+from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS,
+                             tiou_averages)
 from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json
+from option_checks import check_rules
 
 PROTOCOLS = ("activitynet", "thumos14")
-# Each benchmark's tIoU thresholds and averaged ranges (the one definition: opts.py's dataset
-# presets and this command's defaults both use them).
-THUMOS_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-THUMOS_AVERAGES = {"0.1:0.5": (0.1, 0.5), "0.1:0.7": (0.1, 0.7), "0.1:0.9": (0.1, 0.9)}
-ANET_TIOUS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-ANET_AVERAGES = {"0.5:0.95": (0.5, 0.95)}
 # ----------------------------------------------------------------------------- detection mAP
 
-def _codes(values, categories) -> np.ndarray:
+def category_codes(values, categories) -> np.ndarray:
+    """(n,) int64: the index of each value in `categories`, -1 for one absent."""
     return pd.Index(categories).get_indexer(np.asarray(values, dtype=object)).astype(np.int64)
 
 
@@ -62,13 +60,13 @@ def evaluate_detection(pred: pd.DataFrame, gt: GroundTruth, tious,
                             np.asarray(gt.ambiguous["video"], dtype=object)])
     codes, videos = pd.factorize(names, sort=True)
     g_vid, p_vid, a_vid = np.split(codes.astype(np.int64), np.cumsum(sizes)[:-1])
-    p = dict(cls=_codes(pred["label"], gt.classes), vid=p_vid,
+    p = dict(cls=category_codes(pred["label"], gt.classes), vid=p_vid,
              start=pred["start"].to_numpy(float), end=pred["end"].to_numpy(float),
              score=pred["score"].to_numpy(float))
     if (p["cls"] < 0).any():
         unknown = sorted(set(map(str, pred["label"][p["cls"] < 0])))
         raise InputError(f"predictions of classes absent from the ground truth: {unknown[:5]}")
-    g = dict(cls=_codes(gt.segments["label"], gt.classes), vid=g_vid,
+    g = dict(cls=category_codes(gt.segments["label"], gt.classes), vid=g_vid,
              start=gt.segments["start"].to_numpy(float), end=gt.segments["end"].to_numpy(float))
     n_pos = np.bincount(g["cls"], minlength=len(gt.classes))
     if protocol == "activitynet":
@@ -152,15 +150,6 @@ def default_tious(gt: GroundTruth):
     return ANET_TIOUS, ANET_AVERAGES
 
 
-def _averages_for(tious, defaults: dict) -> dict:
-    """The default averages whose ends are among ``tious``; else one over all of them."""
-    keys = {_key(t) for t in tious}
-    chosen = {n: r for n, r in defaults.items() if _key(r[0]) in keys and _key(r[1]) in keys}
-    if chosen or len(tious) < 2:
-        return chosen
-    return {f"{_key(min(tious))}:{_key(max(tious))}": (min(tious), max(tious))}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="evaluate.py",
@@ -195,17 +184,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InputWarning)
+    check_rules(args)
+    with warnings_on_stderr("evaluate.py"):
         gt = load_ground_truth(args.gt, args.subset)
         pred = load_predictions(args.pred, gt, args.ignore_unknown_classes)
-    for w in caught:
-        print(f"evaluate.py: warning: {w.message}", file=sys.stderr)
     tious, averages = default_tious(gt)
     if args.tiou:
-        if not all(0 <= t <= 1 for t in args.tiou):
-            raise InputError(f"--tiou: thresholds must be in [0, 1], got {args.tiou}")
-        tious, averages = args.tiou, _averages_for(args.tiou, averages)
+        tious, averages = args.tiou, tiou_averages(args.tiou, tious, averages)
     result = evaluate_detection(pred, gt, tious, args.protocol)
     metrics = build_metrics(args.protocol, tious, result["mAP"], averages,
                             per_class=result["per_class"] if args.per_class else None,

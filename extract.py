@@ -26,6 +26,7 @@ from extraction.record import check_precision, uses_tf32
 from extraction.options import STREAMS, add_extraction_options, parse_streams, weights_of
 from core.cli import OneLineParser, cli
 from core.errors import InputError
+from option_checks import check_rules
 from opts import add_ray_option
 from sweeps.cluster import check_address, check_resources, local_cores
 from utils import resolve_device
@@ -64,14 +65,7 @@ def build_parser():
 def check_args(args, streams):
     if args.split is not None and args.split_list is not None:
         raise InputError("--split and --split-list: give one")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: must be >= 1")
-    if not args.max_hours > 0:
-        raise InputError(f"--max-hours {args.max_hours}: must be > 0")
-    if args.threads < 0:
-        raise InputError(f"--threads {args.threads}: must be >= 0")
-    if args.gpus_per_task is not None and args.gpus_per_task < 0:
-        raise InputError(f"--gpus-per-task {args.gpus_per_task}: must be >= 0")
+    check_rules(args)
     if not args.address:
         resolve_device(args.device)                 # --device cuda without one: refused
     if args.to_hdf5:

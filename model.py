@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-STREAMS = ("rgb", "flow")
+from readers.features import STREAMS
+
 BRANCHES = ("key", "cls")     # released order of the state dict
 BCE_EPS = 1e-12               # torch's BCE backward divides by max(y (1 - y), 1e-12)
 

@@ -1,4 +1,10 @@
-"""Every option of the project, in one place.
+"""The options of a run (run.py's parser, group by group), their defaults and presets, and
+the one merge of saved and given options (merge_options: which groups may change on --resume, in detect.py, in a
+detection-only sweep).
+
+The other commands (detect.py, sweep.py, evaluate.py, analyze.py, extract.py, dataset.py)
+have parsers of their own for their own options; detect.py and sweep.py take run.py's
+groups from here (add_*_options). The checks of every option are option_checks.py's.
 
 Defaults equal the released EM-MIL code unless a comment says otherwise.
 Dataset presets fill the options left at ``None`` (snippet rate, tIoUs, ...);
@@ -8,19 +14,20 @@ To point the project at your features without typing ``--data-root`` every
 time, edit `DATA_ROOTS` just below.
 """
 import argparse
-import math
 import os
 import time
 
-from evaluate import ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS
+from evaluation.tious import (ANET_AVERAGES, ANET_TIOUS, THUMOS_AVERAGES, THUMOS_TIOUS,
+                             tiou_averages)
 from core.cli import OneLineParser
 from core.errors import InputError
-from training.schedule import dry_run_schedule, run_schedule
+from core.files import PROJECT_DIR
+from option_checks import check_options, flag
+from training.schedule import dry_run_schedule
 
 # ----------------------------------------------------------------------------
 # Default feature folders, one per dataset (edit these, or pass --data-root).
 # ----------------------------------------------------------------------------
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 DATA_ROOTS = {
     "synthetic": os.path.join(PROJECT_DIR, "data", "synthetic"),  # generated on first use
     "thumos14": "data/features/Thumos14reduced",   # the W-TALC I3D bundle
@@ -31,7 +38,7 @@ DATA_ROOTS = {
 # Dataset presets.
 # ----------------------------------------------------------------------------
 # The tIoU thresholds and averaged ranges are the benchmarks' own (THUMOS14: 0.1:0.1:0.9,
-# ActivityNet: 0.5:0.05:0.95); they are defined once, in evaluate.py.
+# ActivityNet: 0.5:0.05:0.95); they are defined once, in evaluation/tious.py.
 
 # Canonical class lists (one name a line, index order), copied from the W-TALC classlist.npy
 # of each dataset (see data/SOURCES.md).
@@ -327,10 +334,7 @@ def resolve(args):
     else:
         r.feature_fps = r.frames_per_snippet = r.snippet_seconds = None
     r.tiou = args.tiou or list(preset["tiou"])
-    if args.tiou:
-        r.averages = {f"{min(r.tiou):g}:{max(r.tiou):g}": (min(r.tiou), max(r.tiou))}
-    else:
-        r.averages = dict(preset["averages"])
+    r.averages = tiou_averages(r.tiou, preset["tiou"], preset["averages"])
     r.thumos_ids = preset["thumos_ids"]
     if args.dry_run:
         r.schedule = dry_run_schedule(args.schedule)
@@ -341,105 +345,92 @@ def resolve(args):
 
 
 # ----------------------------------------------------------------------------
-# Checks of every option, before anything is read or written.
+# Option groups, and where each may change: the one merge of saved and given options.
 # ----------------------------------------------------------------------------
 
-def finite_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def dests(*groups):
+    """The option names (opts.json keys) of some of run.py's option groups."""
+    p = argparse.ArgumentParser(add_help=False)
+    for add in groups:
+        add(p)
+    return {a.dest for a in p._actions}
 
 
-def _in(lo, hi, hi_open=False):
-    return (lambda v: finite_number(v) and lo <= v and (v < hi if hi_open else v <= hi),
-            f"must be in [{lo}, {hi}{')' if hi_open else ']'}")
-
-
-def _above(lo):
-    return (lambda v: finite_number(v) and v > lo), f"must be > {lo}"
-
-
-def _at_least(lo):
-    return (lambda v: finite_number(v) and v >= lo), f"must be >= {lo}"
-
-
-MAX_SEED = 2 ** 32 - 1          # NumPy's limit
-# option -> (rule, what the rule says); a list option is checked element by element,
-# an option left at None (no value) is not checked
-RULES = {
-    "synthetic_videos": _at_least(0),
-    "synthetic_max_seconds": _above(0),
-    "feature_fps": _above(0),
-    "frames_per_snippet": _at_least(1),
-    "feature_dim": _at_least(1),
-    "hidden_dim": _at_least(1),
-    "lr": _above(0),
-    "stage2_lr_mult": _above(0),
-    "gamma": _in(-1, 1),             # q > mean + gamma (max - min): beyond +-1 all or nothing
-    "batch_size": _at_least(1),
-    "cls_epochs": _at_least(0),
-    "cls_lr": _above(0),
-    "lam": _in(0, 1),
-    "cls_threshold": _in(0, 1),      # video scores are probabilities
-    "loc_threshold": _in(-1, 1),     # (s - mean) / (max - min) lies in [-1, 1]
-    "oic_margin": _at_least(0),
-    "nms_iou": _in(0, 1),
-    "soft_sigma": _above(0),
-    "tiou": _in(0, 1),
-    "eval_every": _at_least(0),
-    "val_fraction": _in(0, 1, hi_open=True),
-    "seed": _in(0, MAX_SEED),
-    "seeds": _in(0, MAX_SEED),
-    "workers": _at_least(1),
-    "threads": _at_least(0),
-    "save_every": _at_least(0),
+DATA = dests(add_data_options)
+# what a run's results depend on after its networks: what a detection-only sweep varies
+POST_PROCESSING = dests(add_detection_options, add_evaluation_options)
+# where and how a run executes, not what it computes: may change anywhere (--resume, a
+# sweep's trials, detect.py), and is no part of a trial's identity
+EXECUTION = {"device", "threads", "workers", "quiet", "tensorboard", "report", "resume"}
+MAY_CHANGE = {
+    "resume": EXECUTION,                              # run.py --resume: the same run, continued
+    "detect": EXECUTION | DATA | POST_PROCESSING,     # detect.py: the networks, other data
+    "from_run": EXECUTION | POST_PROCESSING,          # sweep.py --from-run: post-processing
 }
-NOT_EMPTY = ("data_root", "annotations", "output_dir", "resume")   # "" would mean the default
+# the fields `resolve` derives from the data options and the tIoUs
+RESOLVED = ("generate_synthetic", "bundle", "train_subset", "test_subset", "snippet_seconds",
+            "thumos_ids", "tiou", "averages")
+# a finished run reused (detect.py, --from-run) is never resumed, seeded again or logged
+REUSED = dict(seeds=None, resume=None, tensorboard=False)
 
 
-def flag(name):
-    return "--" + name.replace("_", "-")
+def given_options(argv):
+    """The run.py options present on a command line, with their parsed values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
 
 
-def option_problems(opts):
-    """Every problem of a (resolved) options namespace, as one-line messages."""
-    problems = []
-    for name, (ok, says) in RULES.items():
-        value = getattr(opts, name, None)
-        for v in (value if isinstance(value, list) else [value]):
-            if v is not None and not ok(v):
-                problems.append(f"{flag(name)} {v}: {says}")
-                break
-    for name in ("tiou", "seeds"):
-        value = getattr(opts, name, None) or []
-        dup = sorted({v for v in value if value.count(v) > 1})
-        if dup:
-            problems.append(f"{flag(name)} {' '.join(map(str, value))}: {dup[0]} given twice")
-    for name in NOT_EMPTY:
-        if getattr(opts, name, None) == "":
-            problems.append(f"{flag(name)}: must not be empty")
-    if getattr(opts, "detection", "ours") == "released":
-        extra = [flag for flag, used in [
-            ("--method untrimmednet", opts.method != "emmil"),
-            ("several --loc-threshold", len(opts.loc_threshold) > 1),
-            ("--score oic", opts.score != "mean"), ("--nms", opts.nms != "none"),
-            ("--drop-ambiguous", opts.drop_ambiguous)] if used]
-        if extra:
-            problems.append(f"--detection released is the released test(); it has no {extra[0]}")
-    if getattr(opts, "eval_every", 0) and not getattr(opts, "val_fraction", 0):
-        problems.append("--eval-every needs --val-fraction > 0 (mAP is never computed on the "
-                        "test split)")
-    if not problems:
-        try:
-            run_schedule(opts.cls_epochs, opts.schedule, opts.stage2_lr_mult)
-        except InputError as e:
-            problems.append(str(e))
-    return problems
+def _resolved_anew(saved, changed):
+    """The data fields and tIoU averages of `saved` (a resolved run's options) after the
+    changed data options or --tiou. Another preset: its folder, class list and tIoUs; the
+    run's preset: its tIoUs kept unless --tiou is given."""
+    preset = PRESETS[saved["dataset"]]
+    if not DATA & set(changed):
+        return dict(averages=tiou_averages(changed["tiou"], preset["tiou"], preset["averages"]))
+    same = changed.get("dataset", saved["dataset"]) == saved["dataset"]
+    fresh = {**vars(build_parser().parse_args([])), **{k: saved[k] for k in DATA},
+             "tiou": changed.get("tiou")}
+    if not same or saved["generate_synthetic"]:       # the preset's (or generated) folder
+        fresh["data_root"] = None
+    if not same:                                       # another preset: its class list
+        fresh["classes"] = None
+    fresh.update({k: v for k, v in changed.items() if k in DATA})
+    r = vars(resolve(argparse.Namespace(**fresh)))
+    keep = ("tiou", "averages") if same and "tiou" not in changed else ()
+    return {k: r[k] for k in (*DATA, *RESOLVED) if k not in keep}
 
 
-def check_options(opts):
-    """Raise InputError (one line) naming the first bad option."""
-    problems = option_problems(opts)
-    if problems:
-        raise InputError(problems[0])
+def merge_options(saved, given, where, then):
+    """The options of a run continued or reused: `saved` (opts.json's checked dict) with the
+    `given` ones ({dest: value}) over it, as `where` allows (MAY_CHANGE): a given option
+    outside its groups must equal the saved one. Changed data options resolve the data
+    fields anew; a changed --tiou, its averages (evaluation/tious.py). then: the command's
+    own fields, set last (output_dir, ...). Checked as run.py checks its own."""
+    may = MAY_CHANGE[where]
+    base = vars(build_parser().parse_args([]))
+    reference = {**saved, **then}
+    for key, value in given.items():
+        if key in may:
+            continue
+        if key == "output_dir":
+            same = os.path.abspath(value) == os.path.abspath(reference[key])
+        else:
+            same = reference.get(key, base.get(key)) == value
+        if not same:
+            said = f"--resume {then['resume']}: " if where == "resume" else ""
+            raise InputError(f"{said}{flag(key)} {value} contradicts the saved option "
+                             f"{saved.get(key)!r}")
+    changed = {k: v for k, v in given.items() if k in may}
+    opts = dict(saved)
+    if DATA & set(changed) or "tiou" in changed:
+        opts.update(_resolved_anew(saved, changed))
+    opts.update({k: v for k, v in changed.items() if k not in DATA})
+    opts.update({**(REUSED if where != "resume" else {}), **then})
+    opts = argparse.Namespace(**opts)
+    check_options(opts)
+    return opts
 
 
 def parse_opts(argv=None):

@@ -13,22 +13,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.seeds import format_summary, summarise_seeds
-from analysis import report
 from training.batches import SnippetDataset
 from em_trainer import ClassifierTrainer, EMTrainer, VideoInputs, progress
 from model import EMMIL, UntrimmedNetClassifier
-from opts import parse_opts
+from opts import EXECUTION, parse_opts
 from pipeline.data import check_data, load_data, split_validation
-from pipeline.localise import ground_truth, held_out_map, test_ground_truth
-from pipeline.outputs import Trained, localise_and_evaluate
-from pipeline.run_folder import (LAST, check_output_dir, check_resume_folder, clear_earlier_run,
-                                 history_entry, load_checkpoint, read_history, restore,
+from pipeline.localise import held_out_map, test_ground_truth, videos_ground_truth
+from pipeline.outputs import Localisation, localise_and_evaluate, write_seeds_summary
+from pipeline.run_files import RunFolder
+from pipeline.run_folder import (check_output_dir, check_resume_folder, clear_earlier_run,
+                                 history_entry, load_checkpoint, restore,
                                  save_checkpoint, write_history)
-from pipeline.saved_opts import RESUME_MAY_CHANGE, resume_opts, save_opts
+from pipeline.saved_opts import resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line, warn
-from core.files import atomic_write_json, atomic_write_text
 from training.buckets import MAX_PADDING, bucket_lengths
 from training.schedule import describe_epoch, format_schedule, run_schedule
 from utils import Logger, resolve_device, set_seed
@@ -37,7 +35,7 @@ from sweeps.trials import TrialFiles
 
 # a run as a trial of sweeps/trials.py: finished when metrics.json is written, resumed from
 # its last checkpoint, the same run when opts.json holds the same options
-RUN_TRIAL = TrialFiles(done="metrics.json", resume=LAST, options="opts.json",
+RUN_TRIAL = TrialFiles(done=RunFolder.METRICS, resume=RunFolder.LAST, options=RunFolder.OPTS,
                        inputs=("data_root", "annotations", "classes"))
 
 
@@ -107,7 +105,7 @@ def diverged(position, phase):
 class Run:
     """A run in memory: its schedule, data, networks, trainers and where it stands."""
     schedule: list
-    net: Trained                # the networks and the test videos (pipeline/outputs.py)
+    loc: Localisation           # the networks and the test videos (pipeline/outputs.py)
     train_set: SnippetDataset
     trainers: dict              # step ('C', 'M', 'E') -> its trainer
     position: int = 0           # epochs of the schedule done
@@ -139,7 +137,7 @@ def prepare(opts, loaded, checkpoint, log):
     schedule = run_schedule(opts.cls_epochs, opts.schedule, opts.stage2_lr_mult,
                             em=opts.method == "emmil")
     device = setup_torch(opts)
-    _, data = loaded
+    data = loaded.data
     test_gt = test_ground_truth(data, opts)
     train_videos, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
     train_set = SnippetDataset(train_videos, data.snippet_seconds)
@@ -158,83 +156,84 @@ def prepare(opts, loaded, checkpoint, log):
                        buckets=buckets_of(opts, train_set))
     position = 0
     if checkpoint is not None:
-        position = restore(checkpoint, os.path.join(opts.output_dir, LAST), len(schedule),
+        position = restore(checkpoint, RunFolder(opts.output_dir).last, len(schedule),
                            model, classifier, video_trainer, em)
-    val_gt = ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
-                          data.ambiguous) if val_videos else None
-    net = Trained(model, classifier, device, data, test_set, test_gt, val_videos or None, val_gt)
-    return Run(schedule, net, train_set, {"C": video_trainer, "M": em, "E": em}, position)
+    val_gt = (videos_ground_truth(val_videos, data.classes, data.ambiguous) if val_videos
+              else None)
+    loc = Localisation(model, classifier, device, data, test_set, test_gt, val_videos or None,
+                       val_gt)
+    return Run(schedule, loc, train_set, {"C": video_trainer, "M": em, "E": em}, position)
 
 
 def open_outputs(opts, run, root, checkpoint, log):
     """The first write (an earlier run's files removed just before): the log, opts.json,
     the run's description, TensorBoard, the history so far."""
-    net = run.net
     if checkpoint is None and opts.overwrite:
         clear_earlier_run(opts.output_dir)
     os.makedirs(opts.output_dir, exist_ok=True)
-    log.open(os.path.join(opts.output_dir, "log.txt"), append=checkpoint is not None)
+    folder = RunFolder(opts.output_dir)
+    log.open(folder.log, append=checkpoint is not None)
     if checkpoint is None:
-        save_opts(opts, os.path.join(opts.output_dir, "opts.json"), net.device)
-    data, em_schedule = run.net.data, [p for p in run.schedule if p.is_em]
-    held = len(net.val_videos or [])
+        save_opts(opts, folder.opts, run.loc.device)
+    data, loc, em_schedule = run.loc.data, run.loc, [p for p in run.schedule if p.is_em]
+    held = len(loc.val_videos or [])
     log(f"data: {opts.dataset} from {root}: {len(run.train_set)} train"
-        f"{f' (+{held} held out)' if held else ''} / {len(net.videos)} test"
+        f"{f' (+{held} held out)' if held else ''} / {len(loc.video_set)} test"
         f" videos, {len(data.classes)} classes, {data.snippet_seconds:g} s per snippet;"
-        f" device {net.device}; method {opts.method}")
-    log(f"evaluation ground truth: {data.source} ({len(net.gt.videos)} test videos)")
+        f" device {loc.device}; method {opts.method}")
+    log(f"evaluation ground truth: {data.source} ({len(loc.gt.videos)} test videos)")
     if run.trainers["M"] is not None:
         log(f"schedule: {format_schedule(em_schedule)}")
     if checkpoint is not None:
-        log(f"resumed from {LAST} after {run.position} of {opts.cls_epochs} classifier + "
+        log(f"resumed from {RunFolder.LAST} after {run.position} of {opts.cls_epochs} classifier + "
             f"{len(em_schedule)} EM epochs")
         if run.position >= len(run.schedule):
             log("training was already complete: detecting and evaluating again")
-        run.history = read_history(opts.output_dir, run.position)
+        run.history = folder.read_history(run.position)
     return open_tensorboard(opts, run.position)
 
 
 def record_epoch(opts, run, writer, log, position, phase, stats, seconds):
     """After an epoch: the log line, history.json, TensorBoard, the held-out mAP every
     --eval-every EM epochs, the checkpoint."""
-    net = run.net
+    loc = run.loc
     log(describe_epoch(phase, run.schedule, stats, seconds))
     run.history.append(history_entry(position, phase, stats, seconds))
     write_history(opts.output_dir, run.history)
     for tag, value in epoch_scalars(phase, stats) if writer else []:
         writer.add_scalar(tag, value, position)
-    if phase.is_em and opts.eval_every and net.val_gt is not None \
+    if phase.is_em and opts.eval_every and loc.val_gt is not None \
             and phase.epoch % opts.eval_every == 0:
-        val_map = held_out_map(net.model, net.classifier, net.val_videos, net.val_gt, net.data,
-                               opts, net.device)
+        val_map = held_out_map(loc.model, loc.classifier, loc.val_videos, loc.val_gt, loc.data,
+                               opts, loc.device)
         log(f"  held-out training videos: mAP {100 * val_map:.2f}"
             f" (mean over tIoU {opts.tiou[0]:g}..{opts.tiou[-1]:g})")
         if writer:
             writer.add_scalar("val/mAP_mean", val_map, position)
-    save_checkpoint(opts, position, net.model, net.classifier, run.trainers["M"],
+    save_checkpoint(opts, position, loc.model, loc.classifier, run.trainers["M"],
                     run.trainers["C"])
 
 
-def save_weights(folder, net):
-    atomic_torch_save(net.classifier.state_dict(), os.path.join(folder, "classifier.pt"))
-    atomic_torch_save(net.model.state_dict(), os.path.join(folder, "em_mil.pt"))
+def save_weights(folder, loc):
+    atomic_torch_save(loc.classifier.state_dict(), RunFolder(folder).classifier)
+    atomic_torch_save(loc.model.state_dict(), RunFolder(folder).model)
 
 
 def run_pipeline(opts, loaded, checkpoint=None, log=None):
     """Train (or continue training), detect, evaluate, report; returns the metrics dict.
-    loaded: (root, data) from load_data, checked by check_data; checkpoint: one to continue
+    loaded: LoadedData from load_data, checked by check_data; checkpoint: one to continue
     from (load_checkpoint), its contents checked here before the first write."""
     log = log or Logger(quiet=opts.quiet)
     t_start = time.time()
     run = prepare(opts, loaded, checkpoint, log)                     # nothing written yet
-    writer = open_outputs(opts, run, loaded[0], checkpoint, log)     # the first write
+    writer = open_outputs(opts, run, loaded.root, checkpoint, log)   # the first write
     for epoch in train(run.schedule, run.position, run.trainers, show=not opts.quiet):
         record_epoch(opts, run, writer, log, *epoch)
     if writer:
         writer.close()
-    save_weights(opts.output_dir, run.net)
+    save_weights(opts.output_dir, run.loc)
     # localise the test split (used only here: no model selection on it), evaluate, report
-    metrics = localise_and_evaluate(opts.output_dir, opts, run.net, log, run.history,
+    metrics = localise_and_evaluate(opts.output_dir, opts, run.loc, log, run.history,
                                     show=not opts.quiet)
     log(f"wall time {time.time() - t_start:.0f} s; everything is in {opts.output_dir}")
     log.close()
@@ -255,14 +254,7 @@ def run_seeds(opts, loaded, log):
         results = seeds_on_ray(opts, subs, log)
     else:
         results = [run_pipeline(sub, loaded, log=log.fresh()) for sub in subs]
-    summary = summarise_seeds(opts.seeds, results)
-    atomic_write_json(os.path.join(opts.output_dir, "summary.json"), summary)
-    text = format_summary(summary)
-    print(text)
-    atomic_write_text(os.path.join(opts.output_dir, "summary.txt"), text + "\n")
-    if opts.report:
-        report.write_summary_report(opts.output_dir, [(opts.method, summary)], opts.tiou)
-    return summary
+    return write_seeds_summary(opts.output_dir, opts.seeds, results, opts)
 
 
 def seeds_on_ray(opts, subs, log):
@@ -270,7 +262,7 @@ def seeds_on_ray(opts, subs, log):
     from sweeps.cluster import local_cores
     from sweeps.trials import SHARE, run_trials, trials_of   # Ray is imported only when used
     from run import trial_work as work       # the module's, not __main__'s: sent by name
-    runs = trials_of([vars(s) for s in subs], RESUME_MAY_CHANGE, RUN_TRIAL)
+    runs = trials_of([vars(s) for s in subs], EXECUTION, RUN_TRIAL)
     done = run_trials(runs, work, cpus=max(1, opts.threads),
                       workers=local_cores(opts.workers, opts.threads),
                       gpus=SHARE if resolve_device(opts.device).type == "cuda" else 0,
@@ -290,7 +282,7 @@ def trial_work(saved, resume):
     check_output_dir(opts.output_dir, overwrite=True)
     log = Logger(quiet=opts.quiet)
     loaded = load_data(opts, log)
-    check_data(opts, loaded[1])
+    check_data(opts, loaded.data)
     return run_pipeline(opts, loaded, log=log)
 
 
@@ -324,7 +316,7 @@ def main(argv=None):
             warn(note)
     log = Logger(quiet=opts.quiet)
     loaded = load_data(opts, log)
-    check_data(opts, loaded[1])
+    check_data(opts, loaded.data)
     if opts.seeds and checkpoint is None:
         run_seeds(opts, loaded, log)
     else:

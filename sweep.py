@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from sweeps import sweep_grid
 from readers import synthetic
-from opts import add_ray_option, build_parser, parse_opts
+from option_checks import check_rules
+from opts import EXECUTION, add_ray_option, build_parser, given_options, parse_opts
 from run import RUN_TRIAL, trial_work
 from pipeline.data import check_data, load_data
 from pipeline.run_folder import check_output_dir
@@ -36,7 +37,6 @@ from core.cli import OneLineParser, cli
 from core.errors import InputError
 from core.files import atomic_write_json, atomic_write_text, hold_lock
 from core.safe_load import read_json
-from pipeline.saved_opts import RESUME_MAY_CHANGE, given_options
 from analysis.seeds import flatten_metrics
 from sweeps.cluster import check_address, check_resources, local_cores
 from sweeps.sweep_grid import parse_grid, points, trial_name
@@ -50,7 +50,7 @@ MANIFEST, LOCK, TRIALS = "sweep.json", "sweep.lock", "trials"
 NODE_FILE = "ray_node.json"         # in a finished trial's folder: the Ray node that ran it
 SWEEP_TRIAL = dataclasses.replace(RUN_TRIAL, node=NODE_FILE)
 # run.py options that neither a grid nor the fixed options of a sweep can hold, and why
-NOT_SWEPT = {**{k: "it changes no result" for k in RESUME_MAY_CHANGE},
+NOT_SWEPT = {**{k: "it changes no result" for k in EXECUTION},
              "output_dir": "each trial has its folder DIR/trials/<name>",
              "seed": "sweep.py --seeds gives the seeds", "seeds": "sweep.py --seeds gives them",
              "overwrite": "sweep.py --overwrite starts the whole sweep over",
@@ -94,6 +94,7 @@ def build_sweep_parser():
 def parse_args(argv):
     """(the sweep's options, the run.py options given to every trial)."""
     args, rest = build_sweep_parser().parse_known_args(argv)
+    check_rules(args)
     if args.from_run is not None:
         for name, value in (("seeds", args.seeds), ("val_fraction", args.val_fraction)):
             if value is not None:
@@ -103,14 +104,6 @@ def parse_args(argv):
     args.seeds = [1] if args.seeds is None else args.seeds
     args.val_fraction = (DEFAULT_VAL_FRACTION if args.val_fraction is None
                          else args.val_fraction)
-    for name, ok, says in [("cpus_per_trial", args.cpus_per_trial > 0, "must be > 0"),
-                           ("gpus_per_trial", args.gpus_per_trial >= 0, "must be >= 0"),
-                           ("workers", args.workers is None or args.workers >= 1, "must be >= 1"),
-                           ("max_retries", args.max_retries >= 0, "must be >= 0")]:
-        if not ok:
-            raise InputError(f"--{name.replace('_', '-')} {getattr(args, name)}: {says}")
-    if len(set(args.seeds)) < len(args.seeds):
-        raise InputError(f"--seeds {' '.join(map(str, args.seeds))}: a seed given twice")
     return args, rest
 
 
@@ -155,7 +148,7 @@ def build_trials(args, rest, axes):
             if opts["device"] == "cuda" and not args.gpus_per_trial:
                 raise InputError("--device cuda needs --gpus-per-trial > 0 (Ray gives a "
                                  "trial a GPU only when it asks for one)")
-            trial, = trials_of([absolute_paths(opts)], RESUME_MAY_CHANGE, SWEEP_TRIAL)
+            trial, = trials_of([absolute_paths(opts)], EXECUTION, SWEEP_TRIAL)
             out.append((point, seed, trial))
     names = [t.name for _, _, t in out]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -166,12 +159,12 @@ def build_trials(args, rest, axes):
 
 
 def manifest(args, axes, fixed):
-    """What makes two sweep commands the same sweep (resources and RESUME_MAY_CHANGE aside)."""
+    """What makes two sweep commands the same sweep (resources and EXECUTION aside)."""
     return json.loads(json.dumps({
         "format": "emmil-sweep", "version": 1,
         "grid": [[axis.dest, [value.typed for value in axis.values]] for axis in axes],
         "seeds": args.seeds, "val_fraction": args.val_fraction,
-        "options": {k: v for k, v in sorted(fixed.items()) if k not in RESUME_MAY_CHANGE}}))
+        "options": {k: v for k, v in sorted(fixed.items()) if k not in EXECUTION}}))
 
 
 def extended_seeds(saved, wanted):
@@ -180,10 +173,11 @@ def extended_seeds(saved, wanted):
     same or more seeds (same grid, options and --val-fraction); None otherwise."""
     if not (isinstance(saved, dict) and isinstance(saved.get("seeds"), list)):
         return None
-    if isinstance(saved.get("options"), dict):      # an earlier version kept "device" there
-        saved = {**saved, "options": {k: v for k, v in saved["options"].items()
-                                      if k not in RESUME_MAY_CHANGE}}
     old, new = saved["seeds"], wanted["seeds"]
+    if isinstance(saved.get("options"), dict):
+        # an earlier version's manifest may hold an execution option (--device): not compared
+        saved = {**saved, "options": {k: v for k, v in saved["options"].items()
+                                      if k not in EXECUTION}}
     if {**saved, "seeds": None} != {**wanted, "seeds": None} or not set(old) <= set(new):
         return None
     return old + [s for s in new if s not in old]

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 import evaluate
+from evaluate import category_codes
 from evaluation.eval_inputs import GroundTruth
 from evaluation.protocols import official_rank, same_key_pairs, segment_tiou
 
@@ -58,10 +59,6 @@ LENGTH_BUCKETS = (("XS", 0.0, 3.0), ("S", 3.0, 6.0), ("M", 6.0, 12.0), ("L", 12.
                   ("XL", 18.0, math.inf))                   # seconds, (lo, hi]
 COVERAGE_BUCKETS = (("XS", 0.0, 0.02), ("S", 0.02, 0.04), ("M", 0.04, 0.06),
                     ("L", 0.06, 0.08), ("XL", 0.08, 1.0))   # length / duration, (lo, hi]
-
-
-def _codes(values, categories):
-    return pd.Index(categories).get_indexer(np.asarray(values, dtype=object)).astype(np.int64)
 
 
 @dataclass
@@ -82,12 +79,12 @@ class Overlaps:
 def overlaps(pred, gt):
     """The Overlaps of pred (DataFrame video, label, start, end, score) and gt (GroundTruth)."""
     n = len(pred)
-    p_cls = _codes(pred["label"], gt.classes)                        # (n,)
+    p_cls = category_codes(pred["label"], gt.classes)                  # (n,)
     seg = gt.segments
-    g_cls = _codes(seg["label"], gt.classes)                         # (G,)
+    g_cls = category_codes(seg["label"], gt.classes)                   # (G,)
     names = pd.Index(pd.unique(np.concatenate([np.asarray(seg["video"], dtype=object),
                                                np.asarray(pred["video"], dtype=object)])))
-    p_vid, g_vid = _codes(pred["video"], names), _codes(seg["video"], names)
+    p_vid, g_vid = category_codes(pred["video"], names), category_codes(seg["video"], names)
     ps, pe = pred["start"].to_numpy(float), pred["end"].to_numpy(float)
     gs, ge = seg["start"].to_numpy(float), seg["end"].to_numpy(float)
 
@@ -213,7 +210,8 @@ def false_positive_analysis(pred, gt, tious=(0.5,), k=10, same_label_first=False
     n_gt = gt_counts(gt)
     G = pred["label"].map(n_gt).to_numpy(dtype=np.int64)                 # (n,)
     top = np.flatnonzero(ov.rank < k * G)
-    top = top[np.lexsort((ov.rank[top], _codes(pred["label"].to_numpy()[top], gt.classes)))]
+    labels = category_codes(pred["label"].to_numpy()[top], gt.classes)
+    top = top[np.lexsort((ov.rank[top], labels))]
     kinds = np.stack([kinds_of(ov, match(ov, len(gt.segments), t), t, same_label_first)[top]
                       for t in tious])                                   # (T, top)
     window = ov.rank[top] // G[top] + 1                                  # (top,)

@@ -21,7 +21,7 @@ from analysis import published
 from evaluation.eval_inputs import GroundTruth
 from analysis.report_html import Section, page
 from core.errors import InputError
-from core.files import atomic_write_json, atomic_write_text, write_atomically
+from core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.seeds import percent
 
 REPORT = "report"
@@ -115,25 +115,18 @@ def check_predictions(pred, gt, source):
                          f"truth, e.g. {unknown[0]}")
 
 
-def _write_bytes(path, data):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-    write_atomically(path, write)
-
-
 def _save(folder, name, fig, dpi):
     """The figure as FOLDER/NAME (PNG); (name, PNG bytes) for the page."""
     from analysis.figures import to_png
     png = to_png(fig, dpi)
-    _write_bytes(os.path.join(folder, name), png)
+    atomic_write_bytes(os.path.join(folder, name), png)
     return name, png
 
 
 def curve_lines(record, drawn):
     """The lines and cutoffs of figures.timeline for the drawn classes, from a curve record
     {"snippet_seconds", "video": {name: (T,)}, "class": {name: (T, K)}, "cutoffs": (L, K),
-    "classes": [names]} (test_pass.report_curves builds it)."""
+    "classes": [names]} (pipeline/localise.report_curves builds it)."""
     index = {c: i for i, c in enumerate(record["classes"])}
     lines = [(name, values, None, "-") for name, values in record["video"].items()]
     for style, (name, values) in zip(("--", "-"), record["class"].items()):

@@ -34,9 +34,9 @@ from model import EMMIL, UntrimmedNetClassifier  # noqa: E402
 from opts import build_parser  # noqa: E402
 from pipeline.finished_run import load_networks, read_saved_opts  # noqa: E402
 from pipeline.data import load_data  # noqa: E402
-from pipeline.localise import (detect_from, evaluate_run, ground_truth,  # noqa: E402
+from pipeline.localise import (detect_from, evaluate_run, videos_ground_truth,  # noqa: E402
                                network_outputs)
-from pipeline.outputs import Trained, localise_and_evaluate  # noqa: E402
+from pipeline.outputs import Localisation, localise_and_evaluate  # noqa: E402
 from core.cli import cli  # noqa: E402
 from utils import Logger  # noqa: E402
 
@@ -60,8 +60,8 @@ def part_run(run_dir):
                                           torch.device("cpu"))
         test = SnippetDataset(data.split("test"), data.snippet_seconds)
         gt = detect.chosen_ground_truth(opts, data, "test", test.videos)
-        net = Trained(model, classifier, torch.device("cpu"), data, test, gt)
-        t_pass, _ = seconds(lambda: localise_and_evaluate(tmp, opts, net, Logger(quiet=True)))
+        loc = Localisation(model, classifier, torch.device("cpu"), data, test, gt)
+        t_pass, _ = seconds(lambda: localise_and_evaluate(tmp, opts, loc, Logger(quiet=True)))
     print(f"run {run_dir}: {len(test)} test videos, "
           f"{sum(v.num_snippets for v in test.videos)} snippets")
     print(f"detect.py (in this process)     {t_detect:8.2f} s")
@@ -80,7 +80,7 @@ def part_grid(scale, n_points):
             s = rng.uniform(0, 0.7 * v.duration)
             v.segments.append((int(c), s, s + rng.uniform(2, 0.3 * v.duration)))
     classes = [f"class_{k}" for k in range(K)]
-    gt = ground_truth([(v.name, v.segments) for v in videos], classes, [])
+    gt = videos_ground_truth(videos, classes)
     torch.manual_seed(0)
     model, classifier = EMMIL(K).eval(), UntrimmedNetClassifier(K).eval()
     opts = build_parser().parse_args([])

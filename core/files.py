@@ -11,6 +11,8 @@ import tempfile
 
 from core.errors import InputError
 
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
+
 
 def file_sha256(path):
     """The sha256 of a file's bytes (hex), read a megabyte at a time."""
@@ -77,10 +79,15 @@ def _write_synced(tmp, data):
         os.fsync(f.fileno())                   # on disk before the rename makes it visible
 
 
-def atomic_write_text(path, text):
-    """`text` as a UTF-8 file at `path`, through write_atomically (synced before the rename)."""
-    data = text.encode("utf-8")
+def atomic_write_bytes(path, data):
+    """`data` (bytes) as a file at `path`, through write_atomically (synced before the
+    rename)."""
     write_atomically(path, lambda tmp: _write_synced(tmp, data))
+
+
+def atomic_write_text(path, text):
+    """`text` as a UTF-8 file at `path` (atomic_write_bytes)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path, obj):

@@ -3,8 +3,10 @@ the one reader, annotation_reader.py) and a results file (ActivityNet JSON or TH
 both checked; every problem an InputError naming the file. Importable without torch."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,17 @@ PREDICTION_COLUMNS = SEGMENT_COLUMNS + ["score"]
 
 class InputWarning(UserWarning):
     """Input accepted after a repair (swapped segment ends, dropped classes)."""
+
+
+@contextlib.contextmanager
+def warnings_on_stderr(prog):
+    """The warnings raised within (every InputWarning, even a repeated one), each printed
+    once the block has ended, as one line on stderr: 'PROG: warning: ...'."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        yield
+    for w in caught:
+        print(f"{prog}: warning: {w.message}", file=sys.stderr)
 
 
 @dataclass
@@ -208,7 +221,7 @@ def _prediction_row(video, e, name_of_id: dict) -> tuple:
 
 
 def _predictions_from_json(path: Path, gt: GroundTruth) -> pd.DataFrame:
-    results = annotation_reader.read_json(path).get("results")
+    results = annotation_reader.read_json_object(path).get("results")
     if not isinstance(results, dict):
         raise InputError(f"{path}: no 'results' object")
     name_of_id = {i: c for c, i in gt.class_ids.items()}

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from extraction.features import video_features
+from extraction.video_features import video_features
 from extraction.folder import VIDEO_TRIAL, feature_paths
 from extraction.frames import MAX_HOURS
 from extraction import record as rec

@@ -1,8 +1,7 @@
 """The options that define an extraction, shared by extract.py and detect.py --video."""
 from extraction.flow import METHODS
 from core.errors import InputError
-
-STREAMS = ("rgb", "flow")
+from readers.features import STREAMS
 
 
 def add_extraction_options(p, streams=True, device=True):
@@ -20,11 +19,13 @@ def add_extraction_options(p, streams=True, device=True):
         g.add_argument("--streams", default="rgb,flow",
                        help="comma-separated streams to extract (rgb, flow)")
     g.add_argument("--flow", default="tvl1", choices=METHODS,
-                   help="optical flow: tvl1 (the published convention) or dis (much faster on "
-                        "a CPU; not comparable)")
+                   help="optical flow: tvl1 (OpenCV's TV-L1, the published convention), "
+                        "tvl1-torch (the same TV-L1 in PyTorch, batched, on --device: the way "
+                        "to use a GPU) or dis (much faster on a CPU; not comparable)")
     if device:
         g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where I3D runs (decoding and flow run on the CPU)")
+                       help="where I3D and tvl1-torch run (decoding and OpenCV's flow run on "
+                             "the CPU)")
 
 
 def parse_streams(text):

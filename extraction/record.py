@@ -8,12 +8,8 @@
      "comparable": "approximate" | "no" | "meaningless", "reasons": [...], "note": "...",
      "versions": {python, torch, numpy, av, ffmpeg, opencv},
      "videos":   {name: {split, source, source_size, source_mtime, snippets, frames,
-<<<<<<< HEAD
-                         seconds, rotation, finished, machine: {device, name, torch,
-                         ...}, tf32, ...}},     <- per video: videos may run on other nodes
-=======
-                         seconds, rotation, finished, node (the Ray node, on Ray), ...}},
->>>>>>> main
+                         seconds, rotation, finished, node (the Ray node, on Ray),
+                         machine: {device, name, torch, ...}, tf32, ...}},  <- per video
      "left_out": {name: {source, source_size, source_mtime, reason}}}  <- shorter than a chunk
 (an earlier version's record lacks source_size and source_mtime: filled on the next run)
 """
@@ -26,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from extraction.features import CHUNK
+from extraction.video_features import CHUNK
 from extraction.flow import FLOW_BOUND, flow_params
 from extraction.frames import CROP, FPS, SHORT_SIDE
 from extraction.i3d import PIERGIAJ_FILES
@@ -37,6 +33,7 @@ from core.safe_load import read_json
 from utils import device_record
 
 RECORD = "extraction.json"
+TVL1_METHODS = ("tvl1", "tvl1-torch")
 FORMAT, VERSION = "emmil-extraction", 1
 COMPARABLE_NOTE = (
     "approximate at best: the published THUMOS14 / ActivityNet1.2 features (W-TALC) were made "
@@ -72,11 +69,13 @@ def versions():
 def comparability(streams, flow_method, weights):
     """(comparable, reasons): 'meaningless' for random weights, 'approximate' for TV-L1 with
     piergiaj's weights in every stream (the rest of the convention is fixed in the code),
-    'no' otherwise, with the reasons."""
+    'no' otherwise, with the reasons. TV-L1 is OpenCV's or tvl1-torch: their fields differ
+    by no more than OpenCV's differ from themselves when the input changes by one part in a
+    million (bench/tvl1_agreement.py), and the features by a cosine of 1.000000."""
     if any("random_init_seed" in w for w in weights.values()):
         return "meaningless", ["--random-init: random weights (for tests only)"]
     reasons = []
-    if "flow" in streams and flow_method != "tvl1":
+    if "flow" in streams and flow_method not in TVL1_METHODS:
         reasons.append(f"flow by {flow_method}, not TV-L1")
     for stream in streams:
         if weights[stream].get("piergiaj") != PIERGIAJ_FILES[stream]:

@@ -4,8 +4,10 @@ describe it (IPOL 2013), with the choices of OpenCV's cv2.optflow.DualTVL1Optica
 CPU code, opencv_contrib modules/optflow/src/tvl1flow.cpp) so that the fields agree:
 
   grey levels   0..255 as float32
-  pyramid       each level the one above resized by 0.8 (bilinear, OpenCV's pixel-centre
-                mapping, the size rounded); a level under 16 pixels ends the pyramid
+  pyramid       each level the one above resized by 0.8 (bilinear, pixel centres mapped,
+                the size rounded) as the OpenCV wheel does it: Intel IPP's float path,
+                weights in float64, one rounding per interpolation; a level under 16
+                pixels ends the pyramid; the flow goes up to the next level the same way
   warp          bicubic (Keys, a = -0.75) at coordinates rounded to 1/32 pixel, zero
                 outside the image (cv2.remap INTER_CUBIC, BORDER_CONSTANT)
   gradients     of I1: centred differences, one-sided halves at the border; of the flow:

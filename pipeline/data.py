@@ -1,6 +1,8 @@
 """The data of a run: read (the embedded default generated on first use), checked against
 the options before anything is written, and the training videos split into trained and
 held-out ones."""
+from typing import NamedTuple
+
 import numpy as np
 
 from dataset import load_dataset, read_class_list
@@ -11,8 +13,14 @@ from core.errors import InputError
 DRY_RUN_VIDEOS = 4
 
 
+class LoadedData(NamedTuple):
+    """What load_data read: the folder (or file) it was read from, and the videos."""
+    root: str
+    data: object                # dataset.VideoSet
+
+
 def load_data(opts, log, unannotated=False):
-    """(root, VideoSet) of the run's data options. unannotated: features without
+    """LoadedData(root, VideoSet) of the run's data options. unannotated: features without
     annotations are read too (detect.py; see dataset.load_dataset)."""
     root = opts.data_root
     if opts.generate_synthetic:
@@ -24,7 +32,7 @@ def load_data(opts, log, unannotated=False):
                         layout_seconds=layout_snippet_seconds(), memory=opts.memory,
                         classes=classes, unannotated=unannotated,
                         features=getattr(opts, "features", None))
-    return root, data
+    return LoadedData(root, data)
 
 
 def held_out_count(n_videos, fraction):

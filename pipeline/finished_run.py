@@ -1,25 +1,18 @@
 """A finished run read back, to localise with it again (detect.py, sweep.py --from-run): its
-saved options (and the overrides of the data, detection and evaluation options), its seeds'
-folders, its final weights, loaded without running code (weights_only) and checked against
-the networks they must fill, and the ground truth of the videos chosen."""
-import argparse
+saved options (opts.merge_options lays the overrides over them), its seeds' folders, its
+final weights, loaded without running code (weights_only) and checked against the networks
+they must fill, and the ground truth of the videos chosen."""
 import os
-import re
 
 
 from model import EMMIL, UntrimmedNetClassifier
-from opts import (add_data_options, add_detection_options, add_evaluation_options,
-                  build_parser, check_options, resolve)
 from pipeline.data import split_validation
-from pipeline.localise import ground_truth, only_videos, test_ground_truth
-from pipeline.run_folder import LAST
+from pipeline.localise import only_videos, test_ground_truth, videos_ground_truth
+from pipeline.run_files import RunFolder
 from pipeline.saved_opts import read_saved
 from core.errors import InputError
 from core.files import file_sha256
-from core.safe_load import load_tensor_dict, read_json
-
-WEIGHTS = ("em_mil.pt", "classifier.pt")
-
+from core.safe_load import load_tensor_dict
 
 def read_saved_opts(folder):
     """The run's opts.json, checked as --resume checks it (a dict)."""
@@ -28,36 +21,22 @@ def read_saved_opts(folder):
     return read_saved(folder, "RUN_DIR must be the output folder of run.py")
 
 
-def seed_folders(folder):
-    """The seeds of a --seeds folder (run.py writes no opts.json beside seed_<s>/), in the
-    order of its summary.json (else by number); [] for any other folder."""
-    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, "opts.json")):
-        return []
-    seeds = sorted(int(m.group(1)) for name in os.listdir(folder)
-                   for m in [re.fullmatch(r"seed_(\d+)", name)]
-                   if m and os.path.isdir(os.path.join(folder, name)))
-    summary = read_json(os.path.join(folder, "summary.json"), or_none=True)
-    listed = summary.get("seeds") if isinstance(summary, dict) else None
-    if isinstance(listed, list) and sorted(listed) == seeds:
-        return listed
-    return seeds
-
-
 def run_folders(folder):
     """[(seed, folder, saved options)] of a run, or of each seed of a --seeds folder."""
-    seeds = seed_folders(folder)
+    seeds = RunFolder(folder).seeds()
     if not seeds:
         saved = read_saved_opts(folder)
         return [(saved["seed"], folder, saved)]
     return [(seed, sub, read_saved_opts(sub)) for seed in seeds
-            for sub in [os.path.join(folder, f"seed_{seed}")]]
+            for sub in [RunFolder(folder).seed(seed).path]]
 
 
 def check_finished(folder):
     """The run has its final weights (an unfinished one has only checkpoints)."""
-    missing = [w for w in WEIGHTS if not os.path.isfile(os.path.join(folder, w))]
+    run = RunFolder(folder)
+    missing = [w for w in run.WEIGHTS if not os.path.isfile(run.file(w))]
     if missing:
-        unfinished = os.path.isfile(os.path.join(folder, LAST))
+        unfinished = os.path.isfile(run.last)
         raise InputError(f"{os.path.join(folder, missing[0])}: not found: "
                          + ("the run is unfinished (it has only checkpoints); finish it with "
                             f"python run.py --resume {folder}" if unfinished
@@ -89,62 +68,13 @@ def load_networks(folder, opts, num_classes, device):
     """(EMMIL, video classifier) with the run's final weights, on `device`, in eval mode."""
     model = EMMIL(num_classes, opts.feature_dim, opts.hidden_dim)
     classifier = UntrimmedNetClassifier(num_classes, opts.feature_dim)
-    fill(model, os.path.join(folder, "em_mil.pt"))
-    fill(classifier, os.path.join(folder, "classifier.pt"))
+    fill(model, RunFolder(folder).model)
+    fill(classifier, RunFolder(folder).classifier)
     return model.to(device).eval(), classifier.to(device).eval()
 
 
 def weights_sha256(folder):
-    return {w: file_sha256(os.path.join(folder, w)) for w in WEIGHTS}
-
-
-# ----------------------------------------------------------------------------- options
-
-def dests(*groups):
-    """The option names (opts.json keys) of some of run.py's option groups."""
-    p = argparse.ArgumentParser(add_help=False)
-    for add in groups:
-        add(p)
-    return {a.dest for a in p._actions}
-
-
-DATA_OPTIONS = dests(add_data_options)
-# what a run's results depend on after its networks: a detection-only sweep's grid
-POST_PROCESSING = dests(add_detection_options, add_evaluation_options)
-OVERRIDABLE = DATA_OPTIONS | POST_PROCESSING          # what detect.py may change
-
-
-def merged_options(saved, given, system):
-    """The run's saved options with the given overrides ({dest: value} of the data,
-    detection and evaluation groups) and `system` (output_dir, device, ...), resolved and
-    checked as run.py resolves and checks its own. Data options given: the data fields are
-    resolved anew (and the preset's tIoUs, unless --tiou is given or the preset is the
-    run's)."""
-    opts = {k: v for k, v in saved.items() if k != "machine"}   # the run's, not this one's
-    if DATA_OPTIONS & set(given):
-        same = given.get("dataset", saved["dataset"]) == saved["dataset"]
-        fresh = {**vars(build_parser().parse_args([])),
-                 **{k: saved[k] for k in DATA_OPTIONS}, "tiou": given.get("tiou")}
-        if not same or saved["generate_synthetic"]:   # the preset's (or generated) folder
-            fresh["data_root"] = None
-        if not same:                                   # another preset: its class list
-            fresh["classes"] = None
-        fresh.update({k: v for k, v in given.items() if k in DATA_OPTIONS})
-        r = vars(resolve(argparse.Namespace(**fresh)))
-        keep_tiou = same and "tiou" not in given
-        for key in (*DATA_OPTIONS, "generate_synthetic", "bundle", "train_subset",
-                    "test_subset", "snippet_seconds", "thumos_ids", "tiou", "averages"):
-            if key in ("tiou", "averages") and keep_tiou:
-                continue
-            opts[key] = r[key]
-    elif "tiou" in given:
-        tiou = given["tiou"]
-        opts["averages"] = {f"{min(tiou):g}:{max(tiou):g}": (min(tiou), max(tiou))}
-    opts.update({k: v for k, v in given.items() if k not in DATA_OPTIONS})
-    opts.update(seeds=None, resume=None, tensorboard=False, **system)
-    opts = argparse.Namespace(**opts)
-    check_options(opts)
-    return opts
+    return {w: file_sha256(RunFolder(folder).file(w)) for w in RunFolder.WEIGHTS}
 
 
 # ----------------------------------------------------------------------------- videos
@@ -161,7 +91,7 @@ def chosen_ground_truth(opts, data, split, videos):
         if len(names) < len(data.split("test")):            # --videos
             gt = only_videos(gt, names)
     else:
-        gt = ground_truth([(v.name, v.segments) for v in videos], data.classes, data.ambiguous)
+        gt = videos_ground_truth(videos, data.classes, data.ambiguous)
     return gt if len(gt.segments) else None
 
 
@@ -171,5 +101,4 @@ def held_out(opts, data, split, names, data_given):
     if not opts.val_fraction or data_given or split != "test" or names:
         return None, None
     _, val_videos = split_validation(data.split("train"), opts.val_fraction, opts.seed)
-    return val_videos, ground_truth([(v.name, v.segments) for v in val_videos], data.classes,
-                                    data.ambiguous)
+    return val_videos, videos_ground_truth(val_videos, data.classes, data.ambiguous)

@@ -27,6 +27,11 @@ def ground_truth(videos, classes, ambiguous):
                                 class_ids=eval_inputs.class_ids(classes))
 
 
+def videos_ground_truth(videos, classes, ambiguous=()):
+    """Evaluation ground truth of Video records (their names and segments)."""
+    return ground_truth([(v.name, v.segments) for v in videos], classes, ambiguous)
+
+
 def evaluation_ground_truth(data, test_subset):
     """The ground truth of the test split, read from the annotation source itself by the one
     reader, as `python evaluate.py results.json --gt SOURCE` reads it: every annotated test

@@ -1,5 +1,6 @@
-"""The run folder: the names a run writes there, the checks before the first write, and
-the checkpoint that lets --resume continue where a run stopped."""
+"""The run folder written: the checks before the first write, the removal of an earlier
+run's files (--overwrite), the training history, and the checkpoint that lets --resume
+continue where a run stopped. The names are pipeline/run_files.py's."""
 import os
 import random
 import re
@@ -11,18 +12,10 @@ import torch
 from analysis.report import REPORT_FILES
 from core.errors import InputError, one_line
 from core.files import atomic_write_json, atomic_torch_save
-from core.safe_load import load_torch_plain, read_json
+from core.safe_load import load_torch_plain
+from pipeline.run_files import RUN_FILES, RUN_FOLDERS, RunFolder
 from utils import device_record
 
-LAST = "checkpoint_last.pt"
-
-# What this project writes into an output folder (and into a seed_<s> subfolder of one):
-# --overwrite removes these names, and only these; a file of any other name is the user's
-# and is left where it is.
-RUN_FILES = re.compile(r"(opts\.json|log\.txt|metrics\.json|results\.json|results\.txt"
-                       r"|history\.json|em_mil\.pt|classifier\.pt|summary\.json|summary\.txt"
-                       r"|checkpoint_last\.pt(\.link)?|checkpoint_\d+\.pt|\.tmp-.*)")
-RUN_FOLDERS = re.compile(r"tensorboard|report|seed_\d+")
 TENSORBOARD_FILES = re.compile(r"events\.out\.tfevents\..*")
 
 
@@ -74,8 +67,8 @@ def clear_earlier_run(folder):
             if RUN_FILES.fullmatch(name) or RUN_FOLDERS.fullmatch(name):
                 os.remove(path)
         elif RUN_FOLDERS.fullmatch(name):
-            if name in ("tensorboard", "report"):
-                own = TENSORBOARD_FILES if name == "tensorboard" else REPORT_FILES
+            if name in (RunFolder.TENSORBOARD, RunFolder.REPORT):
+                own = TENSORBOARD_FILES if name == RunFolder.TENSORBOARD else REPORT_FILES
                 for inside in os.listdir(path):
                     if own.fullmatch(inside) and not os.path.isdir(os.path.join(path, inside)):
                         os.remove(os.path.join(path, inside))
@@ -88,7 +81,7 @@ def clear_earlier_run(folder):
 def check_resume_folder(folder):
     """Before --resume writes: the folder is writable and its log and TensorBoard folder
     are not links (they are appended to, so they cannot be replaced)."""
-    for name in ("log.txt", "tensorboard"):
+    for name in (RunFolder.LOG, RunFolder.TENSORBOARD):
         if os.path.islink(os.path.join(folder, name)):
             raise InputError(f"{os.path.join(folder, name)}: is a symbolic link; --resume "
                              f"never writes through one")
@@ -97,9 +90,6 @@ def check_resume_folder(folder):
 
 # the training history (history.json: the report's training curves) -------------
 
-HISTORY = "history.json"
-
-
 def history_entry(position, phase, stats, seconds):
     """One trained epoch as history.json records it."""
     return {"position": position, "phase": phase.name, "epoch": phase.epoch,
@@ -107,18 +97,8 @@ def history_entry(position, phase, stats, seconds):
             "seconds": round(seconds, 3)}
 
 
-def read_history(folder, position):
-    """On --resume: the entries of history.json up to `position` (the checkpoint's); an
-    unreadable or foreign file gives an empty history (it only draws the report's curves)."""
-    entries = read_json(os.path.join(folder, HISTORY), or_none=True)
-    if not isinstance(entries, list):
-        return []
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("position"), int)
-            and e["position"] <= position]
-
-
 def write_history(folder, entries):
-    atomic_write_json(os.path.join(folder, HISTORY), entries)
+    atomic_write_json(RunFolder(folder).history, entries)
 
 
 # checkpoints ------------------------------------------------------------------
@@ -144,7 +124,7 @@ def save_checkpoint(opts, position, model, classifier, em, video_trainer):
              "classifier": classifier.state_dict(), "em_trainer": em.state_dict() if em else None,
              "cls_trainer": video_trainer.state_dict(), "rng": rng_state(), "opts": vars(opts),
              "machine": device_record(next(model.parameters()).device)}
-    last = os.path.join(opts.output_dir, LAST)
+    last = RunFolder(opts.output_dir).last
     if opts.save_every and position % opts.save_every == 0:
         # the numbered copy first, then `last` as a hard link to it: a kill in between
         # leaves `last` one epoch behind, and that epoch is redone (identically) on resume
@@ -164,7 +144,7 @@ def save_checkpoint(opts, position, model, classifier, em, video_trainer):
 
 def load_checkpoint(folder):
     """The last checkpoint of `folder` as a dict (tensors and plain values only)."""
-    path = os.path.join(folder, LAST)
+    path = RunFolder(folder).last
     if not os.path.isfile(path):
         raise InputError(f"{path}: no checkpoint to resume from")
     state = load_torch_plain(path, "refused: not a checkpoint of this project",

@@ -4,10 +4,12 @@ import argparse
 import json
 import os
 
-from opts import build_parser, check_options, finite_number, option_problems
+from option_checks import finite_number, option_problems
+from opts import build_parser, given_options, merge_options
 from core.errors import InputError
 from core.files import atomic_write_text
 from core.safe_load import read_json
+from pipeline.run_files import RunFolder
 from utils import cuda_available, device_record
 
 
@@ -16,20 +18,6 @@ def save_opts(opts, path, device=None):
     the run executes on, recorded as "machine" (utils.device_record; not an option)."""
     out = dict(vars(opts), **({"machine": device_record(device)} if device is not None else {}))
     atomic_write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")
-
-
-# Options that may differ when a run is resumed (they change no result; `device` says where
-# the run executes: on another device only the last digits differ). A sweep's trial is the
-# same trial whatever they are.
-RESUME_MAY_CHANGE = {"resume", "quiet", "threads", "tensorboard", "report", "workers", "device"}
-
-
-def given_options(argv):
-    """The options present on the command line, with their parsed values."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
 
 
 # fields that `resolve` adds to the command line's options, with their types
@@ -97,7 +85,7 @@ def saved_problem(saved):
 def read_saved(folder, needed):
     """A run's opts.json (a dict), checked as strictly as a command line; InputError naming
     the file. needed: what the folder must be, said when it holds no opts.json."""
-    path = os.path.join(folder, "opts.json")
+    path = RunFolder(folder).opts
     if not os.path.isfile(path):
         raise InputError(f"{path}: not found; {needed}")
     saved = read_json(path, "saved options")
@@ -106,37 +94,18 @@ def read_saved(folder, needed):
     problem = saved_problem(saved)
     if problem:
         raise InputError(f"{path}: {problem}")
-    return saved
+    return {k: saved[k] for k in option_types()}
 
 
 def resume_opts(argv):
-    """Saved options of the run named by --resume; refuses contradicting options and a
-    saved opts.json that is not one this project wrote."""
+    """The options of the run named by --resume: its saved ones, with the execution options
+    given again (opts.merge_options refuses any other that contradicts them)."""
     given = given_options(argv)
     folder = given["resume"]
     if folder == "":
         raise InputError("--resume: must not be empty")
     saved = read_saved(folder, "--resume needs the output folder of an earlier run")
-    base = vars(build_parser().parse_args([]))
-    for key, value in given.items():
-        if key in RESUME_MAY_CHANGE:
-            continue
-        if key == "output_dir":
-            same = os.path.abspath(value) == os.path.abspath(folder)
-        else:
-            same = saved.get(key, base.get(key)) == value
-        if not same:
-            raise InputError(f"--resume {folder}: --{key.replace('_', '-')} {value} contradicts "
-                             f"the saved option {saved.get(key)!r}")
-    opts = argparse.Namespace(**{k: saved[k] for k in option_types()})
-    opts.output_dir = folder
-    for key in RESUME_MAY_CHANGE - {"resume"}:
-        if key in given:
-            setattr(opts, key, given[key])
-    opts.resume = folder
-    if "device" not in given and saved["device"] == "cuda" and not cuda_available():
+    opts = merge_options(saved, given, "resume", then=dict(output_dir=folder, resume=folder))
+    if "device" not in given and opts.device == "cuda" and not cuda_available():
         opts.device = "cpu"                 # run.py says so in one line (moved_note)
-    check_options(opts)                 # the options given again (--threads) included
     return opts
-
-

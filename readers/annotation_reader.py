@@ -144,8 +144,9 @@ def _no_duplicate_keys(pairs):
     return dict(pairs)
 
 
-def read_json(path):
-    """A JSON object (duplicate keys refused); InputError otherwise."""
+def read_json_object(path):
+    """A JSON object (duplicate keys refused: a ground truth or results file); InputError
+    otherwise (core.safe_load.read_json reads our own files, any JSON value)."""
     text = read_text(path)                # its own InputError (an InputError is a ValueError)
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
@@ -175,7 +176,7 @@ def _duration(x, where, video):
 
 def read_gt_json(path):
     """An ActivityNet-style gt.json. Classes: the sorted labels of the whole file."""
-    database = read_json(path).get("database")
+    database = read_json_object(path).get("database")
     if not isinstance(database, dict):
         raise InputError(f"{path}: no 'database' object")
     videos, swapped = {}, []

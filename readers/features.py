@@ -11,6 +11,7 @@ import torch
 from core.errors import InputError, first_line, warn
 from core.safe_load import load_torch_plain
 
+STREAMS = ("rgb", "flow")   # a feature vector: the RGB stream's, then the flow stream's
 STREAM_DIM = 1024
 LISTED = 5          # names listed in a counting warning
 

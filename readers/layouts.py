@@ -53,7 +53,7 @@ from core.names import check_video_name
 # Ground truth: any annotation source, as class indices
 # ---------------------------------------------------------------------------
 
-def read_annotations(path, log=warn):
+def read_indexed_annotations(path, log=warn):
     """Ground truth from a gt.json or a W-TALC *-Annotations folder, read by the one
     annotation reader (annotation_reader.py) and turned into class indices.
 
@@ -227,7 +227,7 @@ def folders_entries(root, log=warn, unannotated=False):
             raise InputError(f"{gt}: not found: the features extract.py wrote have no "
                              f"annotations; add a gt.json to train or evaluate (docs/data.md), "
                              f"or localise them with detect.py RUN_DIR --data-root {root}")
-        classes, table, ambiguous = read_annotations(gt, log)
+        classes, table, ambiguous = read_indexed_annotations(gt, log)
     else:
         classes, table, ambiguous = None, None, []
     entries = []
@@ -341,7 +341,7 @@ def emmil_entries(root, annotations, classes=None, log=warn):
                              f"W-TALC *-Annotations folder)")
     if not os.path.exists(annotations):
         raise InputError(f"{annotations}: annotations not found")
-    found, table, ambiguous = read_annotations(annotations, log)
+    found, table, ambiguous = read_indexed_annotations(annotations, log)
     if classes is None:
         classes = found
     elif list(found) != list(classes):

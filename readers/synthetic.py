@@ -25,10 +25,10 @@ import numpy as np
 from readers.features import STREAM_DIM
 from readers.layouts import wtalc_paths
 from core.errors import InputError
+from core.files import PROJECT_DIR
 from core.names import as_text
 from core.safe_load import load_npy
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 SOURCE_ANNOTATIONS = os.path.join(PROJECT_DIR, "data", "thumos14", "Thumos14reduced-Annotations")
 BUNDLE = "Thumos14reduced"
 ARRAYS = ["videoname", "subset", "classlist", "segments", "labels", "labels_all", "duration",

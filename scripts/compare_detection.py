@@ -2,12 +2,13 @@
 
     python scripts/compare_detection.py [--seeds 1 2 3 4 5] [--output-dir DIR] [-- RUN_OPTIONS]
 
-For each seed: one full `run.py` run (training, then `--detection ours`), and on its final
-checkpoint (no training again) the detection redone with `--lam 0.5` (the released curve,
-our rules) and with `--detection released`. Prints mAP (%) as mean ± sample std over the
-seeds, one row per detection, as a Markdown table; writes summary.json. RUN_OPTIONS (after
-`--`) go to run.py, e.g. `-- --dry-run` for a smoke test or `-- --dataset thumos14
---data-root DIR`.
+`python run.py --seeds ...` trains once per seed (and detects with `--detection ours`) into
+DIR/trained/; `python detect.py` then localises again with each seed's final weights (no
+training), with `--lam 0.5` (the released curve, our rules) into DIR/lam_0.5/ and with
+`--detection released` into DIR/released/. Prints mAP (%) as mean ± sample std over the
+seeds, one row per detection, as a Markdown table; writes DIR/summary.json (the three
+summaries). RUN_OPTIONS (after `--`) go to run.py, e.g. `-- --dry-run` for a smoke test or
+`-- --dataset thumos14 --data-root DIR`.
 """
 import argparse
 import os
@@ -17,53 +18,40 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import run  # noqa: E402  (after the path is set)
-from pipeline import run_folder  # noqa: E402
-from opts import parse_opts  # noqa: E402
-from pipeline.saved_opts import save_opts  # noqa: E402
-from core.errors import InputError
+import detect  # noqa: E402  (after the path is set)
+import run  # noqa: E402
+from analysis.seeds import percent  # noqa: E402
+from core.cli import cli  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
-from analysis.seeds import percent, summarise_seeds  # noqa: E402
-from pipeline.data import check_data, load_data  # noqa: E402
-from utils import Logger  # noqa: E402
+from core.safe_load import read_json  # noqa: E402
+from pipeline.run_files import RunFolder  # noqa: E402
 
-# (row name, options changed from the trained run's; the first row trains)
-DETECTIONS = [("ours (default)", {}),
-              ("ours, --lam 0.5 (the released curve)", {"lam": 0.5}),
-              ("released test() (--detection released)", {"detection": "released"})]
-
-
-def detect_again(opts, loaded, trained_dir, changes, output_dir):
-    """Detection and evaluation redone on the final checkpoint of `trained_dir`."""
-    checkpoint = run_folder.load_checkpoint(trained_dir)
-    sub = argparse.Namespace(**{**vars(opts), **changes, "output_dir": output_dir})
-    metrics = run.run_pipeline(sub, loaded, checkpoint)
-    save_opts(sub, os.path.join(output_dir, "opts.json"))    # the options of this detection
-    return metrics
+# (row name, its folder under DIR, the detect.py options; the first row is the trained runs')
+DETECTIONS = [("ours (default)", "trained", None),
+              ("ours, --lam 0.5 (the released curve)", "lam_0.5", ["--lam", "0.5"]),
+              ("released test() (--detection released)", "released",
+               ["--detection", "released"])]
+QUIET = ["--quiet", "--no-report"]
 
 
-def compare(opts, seeds, output_dir):
-    """{row name: [metrics of each seed]}, every row on the same weights per seed."""
-    loaded = load_data(opts, Logger(quiet=True))          # read and checked once
-    check_data(opts, loaded[1])
-    results = {name: [] for name, _ in DETECTIONS}
-    for seed in seeds:
-        seed_dir = os.path.join(output_dir, f"seed_{seed}")
-        base = argparse.Namespace(**{**vars(opts), "seed": seed, "seeds": None})
-        for k, (name, changes) in enumerate(DETECTIONS):
-            out = os.path.join(seed_dir, f"detection_{k}")
-            run_folder.check_output_dir(out, False)
-            t0 = time.time()
-            if k == 0:
-                metrics = run.run_pipeline(argparse.Namespace(**{**vars(base), "output_dir": out}),
-                                           loaded)
-                trained = out
-            else:
-                metrics = detect_again(base, loaded, trained, changes, out)
-            results[name].append(metrics)
-            print(f"seed {seed}: {name}: mAP@0.5 {100 * metrics['mAP'].get('0.5', float('nan')):.2f}"
-                  f" ({time.time() - t0:.0f} s)", flush=True)
-    return results
+def compare(seeds, output_dir, run_args):
+    """{row name: summary.json of its --seeds folder}, every row on the same weights."""
+    trained = os.path.join(output_dir, DETECTIONS[0][1])
+    summaries = {}
+    for name, folder, options in DETECTIONS:
+        out = os.path.join(output_dir, folder)
+        t0 = time.time()
+        if options is None:
+            code = run.main([*run_args, "--seeds", *map(str, seeds), "--output-dir", out,
+                             *QUIET, "--no-tensorboard"])
+        else:
+            code = detect.main([trained, "--output-dir", out, *options, *QUIET])
+        if code:
+            raise InputError(f"{name}: exit code {code}")
+        summaries[name] = read_json(RunFolder(out).summary, "a summary of seeds")
+        print(f"{name}: {time.time() - t0:.0f} s", flush=True)
+    return summaries
 
 
 def markdown_table(summaries):
@@ -88,20 +76,14 @@ def main(argv=None):
     p.add_argument("--output-dir", default=os.path.join(
         "runs", f"compare-detection-{time.strftime('%Y%m%d-%H%M%S')}"))
     a = p.parse_args(own)
-    if len(set(a.seeds)) != len(a.seeds):
-        p.error("--seeds: each seed once")
-    opts = parse_opts(run_args + ["--quiet", "--no-tensorboard"])
-    try:
-        results = compare(opts, a.seeds, a.output_dir)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summaries = {name: summarise_seeds(a.seeds, ms) for name, ms in results.items()}
-    atomic_write_json(os.path.join(a.output_dir, "summary.json"), summaries)
-    print(f"\nmAP (%), {opts.eval_protocol} protocol, mean ± sample std over seeds {a.seeds}:\n")
+    summaries = compare(a.seeds, a.output_dir, run_args)
+    atomic_write_json(RunFolder(a.output_dir).summary, summaries)
+    protocol = read_json(RunFolder(os.path.join(a.output_dir, DETECTIONS[0][1])).seed(
+        a.seeds[0]).opts)["eval_protocol"]
+    print(f"\nmAP (%), {protocol} protocol, mean ± sample std over seeds {a.seeds}:\n")
     print(markdown_table(summaries))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -29,12 +29,12 @@ import sys
 import threading
 
 from core.errors import InputError, one_line
+from core.files import PROJECT_DIR
 
 PROBE_SECONDS = 25            # the whole check, Python's start and Ray's import included
 GCS_CONNECT_SECONDS = 5       # each of the Ray client's tries in the check (it makes 3)
 TOKEN_FILE = os.path.join("~", ".ray", "auth_token")
 _watching = threading.Event()      # set: no head to watch (see watch_head)
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 
 
 def split_address(address):

@@ -12,10 +12,12 @@ import os
 import socket
 import time
 
-from opts import add_detection_options, add_evaluation_options, build_parser, check_options
+from option_checks import check_options
+from opts import (POST_PROCESSING, add_detection_options, add_evaluation_options,
+                  build_parser, merge_options)
 from pipeline.data import load_data
-from pipeline.finished_run import (POST_PROCESSING, check_finished, chosen_ground_truth,
-                                   held_out, load_networks, merged_options, run_folders)
+from pipeline.finished_run import (check_finished, chosen_ground_truth, held_out,
+                                   load_networks, run_folders)
 from pipeline.localise import detect_from, evaluate_run, held_out_score, network_outputs
 from pipeline.run_folder import check_output_dir
 from core.errors import InputError, warn
@@ -63,8 +65,8 @@ class Seed:
         check_finished(run_dir)
         self.seed, self.run_dir = seed, run_dir
         self.device = device_here(device, saved["device"], warn, run_dir)
-        self.opts = merged_options(saved, fixed, dict(output_dir=run_dir, quiet=True,
-                                                      device=self.device.type))
+        self.opts = merge_options(saved, fixed, "from_run", then=dict(
+            output_dir=run_dir, quiet=True, device=self.device.type))
         _, self.data = load_data(self.opts, Logger(quiet=True))
         self.test = self.data.split("test")
         self.gt = chosen_ground_truth(self.opts, self.data, "test", self.test)

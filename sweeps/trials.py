@@ -33,10 +33,10 @@ import time
 from dataclasses import dataclass
 
 from core.errors import InputError, one_line
-from core.files import atomic_write_json
+from core.files import PROJECT_DIR, atomic_write_json
 from core.safe_load import read_json
 
-from sweeps.cluster import PROJECT_DIR, check_resources, node_id, start_ray, stop_ray
+from sweeps.cluster import check_resources, node_id, start_ray, stop_ray
 
 SHARE = "share"             # gpus=SHARE: each task min(1, the cluster's GPUs / workers)
 
@@ -62,7 +62,7 @@ def trials_of(option_sets, may_differ, files):
     """Trials of resolved runs (dicts; each output_dir its own folder, named after it).
     A trial runs quietly (its console lines would interleave; log.txt has them), and with
     overwrite, so that an earlier attempt's leftovers without a checkpoint are cleared.
-    may_differ: the options that change no result (opts.RESUME_MAY_CHANGE); files: the
+    may_differ: the options that change no result (opts.EXECUTION); files: the
     run's TrialFiles."""
     ignored = set(may_differ) | {"output_dir", "overwrite", "quiet"}
     trials = []

@@ -15,7 +15,7 @@ from analysis import figures
 from analysis import report
 from detection import PostProcess, raw_cutoffs
 from test_detection import detect_video
-from pipeline.run_folder import read_history
+from pipeline.run_files import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 STPN = ROOT / "data/predictions/stpn_thumos14_test.json"
@@ -102,18 +102,18 @@ def test_report_folder_replaces_a_link_and_keeps_other_files(tmp_path):
 def test_history_is_cut_at_the_checkpoint(tmp_path):
     entries = [{"position": i, "phase": "C", "loss": 1.0} for i in range(1, 6)]
     (tmp_path / "history.json").write_text(json.dumps(entries))
-    assert [e["position"] for e in read_history(str(tmp_path), 3)] == [1, 2, 3]
+    assert [e["position"] for e in RunFolder(str(tmp_path)).read_history(3)] == [1, 2, 3]
     (tmp_path / "history.json").write_text("{broken")
-    assert read_history(str(tmp_path), 3) == []
+    assert RunFolder(str(tmp_path)).read_history(3) == []
 
 
 # ----------------------------------------------------------------------------- a run
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """A --dry-run (with its report) and an attention-MIL --dry-run beside it."""
+    """A --dry-run (with its report) and an attention-MIL --dry-run beside it (without)."""
     base = tmp_path_factory.mktemp("runs")
-    for name, extra in (("emmil", []), ("unt", ["--method", "untrimmednet"])):
+    for name, extra in (("emmil", []), ("unt", ["--method", "untrimmednet", "--no-report"])):
         r = cli("run.py", "--dry-run", "--quiet", "--output-dir", base / name, *extra)
         assert r.returncode == 0, r.stderr
     return base
@@ -163,12 +163,9 @@ def test_analyze_a_folder_of_runs_compares_methods(dry_run):
     assert (dry_run / "report" / "methods.png").is_file()
 
 
-def test_no_report(tmp_path):
-    r = cli("run.py", "--dry-run", "--quiet", "--no-report", "--method", "untrimmednet",
-            "--output-dir", tmp_path / "out")
-    assert r.returncode == 0, r.stderr
-    assert not (tmp_path / "out" / "report").exists()
-    assert (tmp_path / "out" / "history.json").is_file()
+def test_no_report(dry_run):
+    assert not (dry_run / "unt" / "report").exists()          # run with --no-report
+    assert (dry_run / "unt" / "history.json").is_file()
 
 
 # ----------------------------------------------------------------------------- bad input

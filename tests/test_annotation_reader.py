@@ -193,7 +193,7 @@ def test_the_readers_agree_on_the_real_files():
                         "thumos14")
     for source in ("Thumos14reduced-Annotations", "gt_basnet_210.json"):
         path = os.path.join(real, source)
-        classes, table, ambiguous = layouts.read_annotations(path)
+        classes, table, ambiguous = layouts.read_indexed_annotations(path)
         gt = EI.load_ground_truth(path, "test")
         ours = [(v, classes[c], s, e) for v in gt.videos for c, s, e in table[v][1]]
         assert ours == [tuple(r) for r in gt.segments.values.tolist()]

@@ -35,6 +35,7 @@ import evaluate
 import run
 from model import EMMIL
 from pipeline import outputs, run_folder
+from pipeline.run_files import RunFolder
 from readers.layouts import wtalc_paths
 from core.cli import cli
 from test_layouts import (gt_json, tiny_videos, write_emmil, write_folders, write_hdf5_by_hand,
@@ -892,7 +893,7 @@ def edit_opts(folder, change):
 
 
 def edit_checkpoint(folder, change):
-    path = folder / run_folder.LAST
+    path = folder / RunFolder.LAST
     state = torch.load(path, weights_only=True)
     change(state)
     torch.save(state, path)
@@ -956,17 +957,17 @@ def _wrong_adam_state(state):
 def test_resume_bad_checkpoint_contents(capsys, folder, change, message):
     edit_checkpoint(folder, change)
     line = resume_refused(capsys, folder)
-    assert run_folder.LAST in line and message in line
+    assert RunFolder.LAST in line and message in line
 
 
 def test_resume_checkpoint_that_torch_refuses(capsys, folder):
-    torch.save({"position": argparse.Namespace(x=1)}, folder / run_folder.LAST)
+    torch.save({"position": argparse.Namespace(x=1)}, folder / RunFolder.LAST)
     line = resume_refused(capsys, folder)
     assert "refused" in line and "argparse.Namespace" in line
 
 
 def test_resume_checkpoint_not_a_dict(capsys, folder):
-    torch.save([1, 2], folder / run_folder.LAST)
+    torch.save([1, 2], folder / RunFolder.LAST)
     assert "not a checkpoint of this project (a list)" in resume_refused(capsys, folder)
 
 
@@ -987,7 +988,7 @@ def test_overwrite_replaces_links_and_leaves_their_targets(folder, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     names = ["log.txt", "opts.json", "metrics.json", "results.json", "em_mil.pt",
-             run_folder.LAST, "tensorboard"]
+             RunFolder.LAST, "tensorboard"]
     for name in names:
         target = outside / name
         if name == "tensorboard":
@@ -1029,11 +1030,11 @@ def test_overwrite_then_a_late_failure_leaves_one_run(folder, monkeypatch):
         run.main([*DRY, "--output-dir", str(folder), "--overwrite", "--seed", "7"])
     left = set(os.listdir(folder))
     assert "metrics.json" not in left
-    assert left == {"notes.txt", "opts.json", "log.txt", run_folder.LAST, "classifier.pt", "em_mil.pt",
+    assert left == {"notes.txt", "opts.json", "log.txt", RunFolder.LAST, "classifier.pt", "em_mil.pt",
                     "results.json", "results.txt", "tensorboard", "history.json"}
     assert (folder / "notes.txt").read_text() == "mine"
     assert json.loads((folder / "opts.json").read_text())["seed"] == 7
-    assert torch.load(folder / run_folder.LAST, weights_only=True)["opts"]["seed"] == 7
+    assert torch.load(folder / RunFolder.LAST, weights_only=True)["opts"]["seed"] == 7
     assert "--seed 3" not in (folder / "log.txt").read_text()
     assert not old_events & set(os.listdir(folder / "tensorboard"))
 

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from detection import (RELEASED_LAM, PostProcess, detect_batch, localisation_scores,
                        released_class_ids, segments_frame, write_results_txt)
+from core.files import file_sha256
 from opts import build_parser
 from ref_released_detection import normalise_released, released_lines
 
@@ -111,7 +111,7 @@ def test_run_with_released_detection(tmp_path):
     out = tmp_path / "out"
     # after one epoch no video score reaches 0.15: localise every class (threshold 0)
     r = run("--dry-run", "--detection", "released", "--cls-threshold", "0",
-            "--output-dir", str(out), "--no-tensorboard")
+            "--output-dir", str(out), "--no-tensorboard", "--no-report")
     assert r.returncode == 0, r.stderr
     dets = [d for v in json.loads((out / "results.json").read_text())["results"].values()
             for d in v]
@@ -131,6 +131,7 @@ def test_released_detection_refuses_options_it_does_not_have(tmp_path, extra):
 
 
 def test_compare_detection_script_detects_three_ways_on_the_same_weights(tmp_path):
+    """run.py --seeds trains, detect.py localises twice more with the same weights."""
     out = tmp_path / "cmp"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compare_detection.py"),
                         "--seeds", "1", "--output-dir", str(out), "--",
@@ -141,11 +142,13 @@ def test_compare_detection_script_detects_three_ways_on_the_same_weights(tmp_pat
     assert len(rows) == 4 and "released" in rows[3]              # header + three detections
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary) == 3
-    runs = [out / "seed_1" / f"detection_{k}" for k in range(3)]
-    first = torch.load(runs[0] / "em_mil.pt")
+    runs = [out / folder / "seed_1" for folder in ("trained", "lam_0.5", "released")]
+    trained = json.loads((runs[0] / "opts.json").read_text())
     for d in runs[1:]:                                            # the same trained weights
-        for name, w in torch.load(d / "em_mil.pt").items():
-            assert torch.equal(w, first[name])
+        record = json.loads((d / "opts.json").read_text())["detect"]
+        assert record["source_run"] == str(runs[0])
+        assert record["weights_sha256"]["em_mil.pt"] == file_sha256(runs[0] / "em_mil.pt")
+    assert json.loads((runs[1] / "opts.json").read_text())["lam"] == 0.5 != trained["lam"]
     assert json.loads((runs[2] / "opts.json").read_text())["detection"] == "released"
     dets = json.loads((runs[2] / "results.json").read_text())["results"]
     assert {d["score"] for v in dets.values() for d in v} == {1.0}

@@ -325,6 +325,7 @@ def test_comparable_only_for_tvl1_and_piergiajs_weights():
     theirs = {s: {"sha256": "0" * 64, "git_blob": PIERGIAJ_BLOBS[s],
                   "piergiaj": f"{s}_imagenet.pt"} for s in ("rgb", "flow")}
     assert comparability(("rgb", "flow"), "tvl1", theirs) == ("approximate", [])
+    assert comparability(("rgb", "flow"), "tvl1-torch", theirs) == ("approximate", [])
     assert comparability(("rgb", "flow"), "dis", theirs) == ("no", ["flow by dis, not TV-L1"])
     other = {**theirs, "rgb": {"sha256": "ab" * 32, "git_blob": "1" * 40, "piergiaj": None}}
     assert comparability(("rgb", "flow"), "tvl1", other) == (

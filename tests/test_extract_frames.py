@@ -1,4 +1,4 @@
-"""extraction/frames.py, flow.py, features.py without the network: tiny videos written with
+"""extraction/frames.py, flow.py, video_features.py without the network: tiny videos written with
 PyAV at 24, 25, 30 and variable frame rates give the 25-fps frames the nearest-timestamp
 rule says (checked against the frames' own brightness) and floor(frames / 16) chunks; a
 known shift gives its flow; the flow's clip and scale round trip."""
@@ -8,9 +8,10 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from extraction import frames as fr
-from extraction.features import CHUNK, VideoStats, chunk_inputs
+from extraction.video_features import CHUNK, VideoStats, chunk_inputs
 from extraction.flow import FLOW_BOUND, flow_algorithm, flow_field, scale_flow, unscale_flow
 from core.errors import InputError
 
@@ -161,8 +162,17 @@ def textured(size=(64, 80), seed=0):
                             (0, 0), 1.0)
 
 
-@pytest.mark.parametrize("method", ["tvl1", "dis"])
-def test_a_known_shift_gives_its_flow(method):
+@pytest.fixture
+def one_thread():
+    """tvl1-torch on one thread: on a loaded machine a second one only waits."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("method", ["tvl1", "dis", "tvl1-torch"])
+def test_a_known_shift_gives_its_flow(method, one_thread):
     image = textured()
     dx, dy = 3, -2
     moved = np.roll(image, (dy, dx), axis=(0, 1))     # the content moves right 3, up 2

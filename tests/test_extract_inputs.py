@@ -20,7 +20,7 @@ import pytest
 import extract
 from extraction import frames as fr
 from extraction import jobs
-from extraction.features import VideoStats, chunk_inputs, displayed
+from extraction.video_features import VideoStats, chunk_inputs, displayed
 from extraction.inputs import Job
 from core.errors import InputError
 from test_extract import call

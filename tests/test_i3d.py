@@ -33,7 +33,7 @@ def test_our_network_gives_piergiajs_features(stream, tmp_path):
     net = load_i3d(str(path), stream)                       # strict, by piergiaj's names
     c = IN_CHANNELS[stream]
     x = torch.rand((1, c, 16, 224, 224), generator=torch.Generator().manual_seed(xseed)) * 2 - 1
-    # channels-last in memory, as extraction/features.py hands chunks over
+    # channels-last in memory, as extraction/video_features.py hands chunks over
     x = x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
     with torch.no_grad():
         ours = net.features(x).numpy()                       # (1, 1024)

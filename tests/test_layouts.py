@@ -635,8 +635,8 @@ def test_max_videos_keeps_the_first_of_each_split(tmp_path):
 def test_run_py_dry_run_on_the_folders_layout(tmp_path):
     root = write_all(tmp_path)["folders"]
     r = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--dataset", "thumos14",
-                        "--data-root", root, "--dry-run", "--threads", "1",
-                        "--output-dir", str(tmp_path / "out")],
+                        "--data-root", root, "--dry-run", "--threads", "1", "--no-report",
+                        "--no-tensorboard", "--output-dir", str(tmp_path / "out")],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "metrics.json").is_file()

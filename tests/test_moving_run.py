@@ -18,7 +18,7 @@ from core.safe_load import load_torch_plain
 from em_trainer import adam
 from extraction import record as rec
 from pipeline.run_folder import check_optimizer
-from pipeline.saved_opts import RESUME_MAY_CHANGE
+from opts import EXECUTION
 from sweeps.trials import trials_of
 
 ON_CPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU machine's side")
@@ -97,7 +97,7 @@ def test_explicit_device_cuda_is_still_refused_here(runs, tmp_path, capsys):
 def test_device_is_not_part_of_a_trial():
     opts = {"output_dir": "/tmp/a", "lr": 1e-4, "seed": 1}
     on_gpu, on_cpu = trials_of([{**opts, "device": "cuda"}, {**opts, "device": "cpu"}],
-                               RESUME_MAY_CHANGE, None)
+                               EXECUTION, None)
     assert on_gpu.same == on_cpu.same == {"lr": 1e-4, "seed": 1}
 
 

@@ -11,7 +11,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--synthetic-videos", "16", "--synthetic-max-seconds", "60", "--cls-epochs", "3",
-        "--schedule", "M1:2,E:2,M2:2,alt:3", "--quiet", "--save-every", "4"]
+        "--schedule", "M1:2,E:2,M2:2,alt:3", "--quiet", "--save-every", "4",
+        "--no-report", "--no-tensorboard"]
 
 
 def cmd(*args):

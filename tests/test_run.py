@@ -20,7 +20,7 @@ def run(*args):
 
 def test_dry_run_end_to_end(tmp_path):
     out = tmp_path / "out"
-    r = run("--dry-run", "--output-dir", str(out))
+    r = run("--dry-run", "--output-dir", str(out), "--no-report")
     assert r.returncode == 0, r.stderr
     for name in ("opts.json", "log.txt", "metrics.json", "results.json", "results.txt",
                  "classifier.pt", "em_mil.pt"):
@@ -58,8 +58,9 @@ def test_non_empty_output_dir_is_refused(tmp_path):
 
 def test_overwrite_starts_a_new_log(tmp_path):
     out = str(tmp_path / "out")
-    assert run("--dry-run", "--output-dir", out).returncode == 0
-    r = run("--dry-run", "--output-dir", out, "--overwrite")
+    quick = ["--no-report", "--no-tensorboard"]
+    assert run("--dry-run", "--output-dir", out, *quick).returncode == 0
+    r = run("--dry-run", "--output-dir", out, "--overwrite", *quick)
     assert r.returncode == 0, r.stderr
     assert open(os.path.join(out, "log.txt")).read().count("wall time") == 1
 
@@ -109,7 +110,8 @@ def test_thumos14_preset_on_the_real_annotation_arrays(tmp_path):
     _save_py2_style(feat_path, [rng.random((6, 2048)).astype(np.float32) for _ in range(412)])
     out = tmp_path / "out"
     r = run("--dataset", "thumos14", "--data-root", str(tmp_path / "data"), "--dry-run",
-            "--output-dir", str(out), "--no-tensorboard", "--eval-protocol", "thumos14")
+            "--output-dir", str(out), "--no-tensorboard", "--no-report", "--eval-protocol",
+            "thumos14")
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "thumos14" and len(m["mAP"]) == 9

@@ -48,7 +48,7 @@ def run_and_evaluate(tmp_path, drop):
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "run.py", "--dataset", "thumos14", "--data-root", root,
                         "--output-dir", str(out), "--cls-epochs", "10",
-                        "--schedule", "M1:4,E:2,M2:4", "--no-tensorboard",
+                        "--schedule", "M1:4,E:2,M2:4", "--no-tensorboard", "--no-report",
                         "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     ann = wtalc_paths(root, "Thumos14reduced")[1]

@@ -8,7 +8,7 @@ import numpy as np
 from test_dataset import write_tiny_bundle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--cls-epochs", "1", "--schedule", "M1:1,E:1,M2:1", "--no-tensorboard"]
+FAST = ["--cls-epochs", "1", "--schedule", "M1:1,E:1,M2:1", "--no-tensorboard", "--no-report"]
 
 
 def script(name, *args):

@@ -20,7 +20,7 @@ from sweeps import sweep_tables
 from sweeps import trials
 from opts import build_parser, parse_opts
 from run import trial_work
-from pipeline.saved_opts import RESUME_MAY_CHANGE
+from opts import EXECUTION
 from analysis.seeds import flatten_metrics
 from sweeps.sweep_grid import parse_grid, points, trial_name
 
@@ -196,7 +196,7 @@ def test_a_trial_the_data_refuse_fails_alone_with_its_line(tmp_path):
     """No Ray: the task body itself. --feature-dim 7 passes the option checks but not the
     data's; the trial's result carries the one-line error and is not retried."""
     opts = parse_opts([*TINY, "--feature-dim", "7", "--output-dir", str(tmp_path / "t")])
-    trial, = trials.trials_of([vars(opts)], RESUME_MAY_CHANGE, sweep.SWEEP_TRIAL)
+    trial, = trials.trials_of([vars(opts)], EXECUTION, sweep.SWEEP_TRIAL)
     r = trials.run_trial(trial_work, trial)
     assert r["status"] == "failed" and "--feature-dim 7" in r["error"]
     assert "\n" not in r["error"] and not os.path.exists(trials.pid_file(trial))
@@ -287,6 +287,9 @@ def test_extended_seeds():
         assert sweep.extended_seeds(saved, other) is None, other
     assert sweep.extended_seeds(None, saved) is None
     assert sweep.extended_seeds({"seeds": "1 2"}, saved) is None
+    # an earlier version kept --device in the manifest: an execution option, not compared
+    earlier = {**saved, "options": {"cls_epochs": 3, "device": "cpu"}}
+    assert sweep.extended_seeds(earlier, more(seeds=[1, 2, 3])) == [1, 2, 3]
 
 
 def test_more_seeds_add_their_trials_and_keep_the_finished_ones(reference, tmp_path, capsys):

