@@ -24,7 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from extraction import frames as fr  # noqa: E402
-from extraction.features import CHUNK, network_input  # noqa: E402
+from extraction.video_features import CHUNK, network_input  # noqa: E402
 from extraction.flow import flow_algorithm, flow_fields, scale_flow  # noqa: E402
 from extraction.i3d import random_i3d  # noqa: E402
 

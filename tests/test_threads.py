@@ -7,7 +7,7 @@ is one serial loop); DIS with spatial propagation (preset MEDIUM) searches in a 
 stripes whatever the thread count, and the rest of it is pointwise or red-black; tvl1-torch
 is made of exact IEEE steps, its stopping sums in float64. The field tests run TV-L1 with
 fewer iterations: independence is a property of each step, not of how many run. I3D's CPU
-convolutions are not independent by themselves: extraction.features.forward pins them."""
+convolutions are not independent by themselves: extraction.video_features.forward pins them."""
 import cv2
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ import torch
 
 import extract
 from extraction import flow as fl
-from extraction.features import forward
+from extraction.video_features import forward
 from extraction.i3d import random_i3d
 from extraction.tvl1_torch import TVL1
 from test_extract import call, moving
@@ -71,7 +71,7 @@ def test_dis_is_pinned_to_spatial_propagation():
 
 def test_i3d_features_do_not_depend_on_threads():
     """A CPU convolution run on 2 threads rounds differently from one on 1 (checked: I3D's
-    Mixed_3c differs in the last bits), so extraction.features.forward runs each chunk on
+    Mixed_3c differs in the last bits), so extraction.video_features.forward runs each chunk on
     one thread and spreads the chunks over the threads."""
     net = random_i3d("flow", 1)
     x = torch.rand(2, 2, 16, 112, 112, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import extraction.features as features
+import extraction.video_features as features
 from extraction import flow as fl
-from extraction.features import CHUNK, chunk_inputs
+from extraction.video_features import CHUNK, chunk_inputs
 from extraction.tvl1_torch import (TVL1, centred_gradient, median_filter, remap_cubic,
                                    resize_linear, tvl1_flow)
 from test_extract import moving
