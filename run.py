@@ -24,7 +24,7 @@ from pipeline.run_files import RunFolder
 from pipeline.run_folder import (check_output_dir, check_resume_folder, clear_earlier_run,
                                  history_entry, load_checkpoint, restore,
                                  save_checkpoint, write_history)
-from pipeline.saved_opts import resume_opts, save_opts
+from pipeline.saved_opts import ADDED, resume_opts, save_opts
 from core.cli import cli
 from core.errors import InputError, one_line, warn
 from training.buckets import MAX_PADDING, bucket_lengths
@@ -34,9 +34,11 @@ from core.files import atomic_torch_save
 from sweeps.trials import TrialFiles
 
 # a run as a trial of sweeps/trials.py: finished when metrics.json is written, resumed from
-# its last checkpoint, the same run when opts.json holds the same options
+# its last checkpoint, the same run when opts.json holds the same options (an older opts.json
+# read with the options added since at the values it stands for)
 RUN_TRIAL = TrialFiles(done=RunFolder.METRICS, resume=RunFolder.LAST, options=RunFolder.OPTS,
-                       inputs=("data_root", "annotations", "classes"))
+                       inputs=("data_root", "annotations", "classes"),
+                       added=tuple(ADDED.items()))
 
 
 # the run's logs ------------------------------------------------------------

@@ -48,6 +48,8 @@ class TrialFiles:
     options: str = None      # the JSON of the task's options, compared with Trial.same
     node: str = None         # written when the trial finishes: where it ran
     inputs: tuple = ()       # the options naming files or folders every node must see
+    added: tuple = ()        # (option, value) pairs: options added since older options files
+                             # were written, and the value such a file stands for
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,10 @@ def same_run(trial):
         return True
     saved = read_json(os.path.join(trial.opts["output_dir"], trial.files.options),
                       or_none=True)
-    return isinstance(saved, dict) and all(k in saved and saved[k] == v
-                                           for k, v in trial.same.items())
+    if not isinstance(saved, dict):
+        return False
+    saved = {**dict(trial.files.added), **saved}
+    return all(k in saved and saved[k] == v for k, v in trial.same.items())
 
 
 def trial_state(trial):

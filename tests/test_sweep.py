@@ -318,3 +318,21 @@ def test_more_seeds_add_their_trials_and_keep_the_finished_ones(reference, tmp_p
     assert list(summary["seeds"]) == [3, 3]
     rc, err = sweep_cli([*GRID, "--output-dir", str(out)], capsys)   # 2 seeds: refused now
     assert rc == 2 and "holds another sweep" in err and "seeds [1, 2, 3]" in err
+
+
+def test_a_trial_finished_by_an_earlier_version_stays_finished(tmp_path):
+    """An opts.json written before an option existed (here without 'step') stands for the
+    value that option's runs had then (saved_opts.ADDED): the trial is done, not rerun; a
+    saved value that differs from the trial's is still another run."""
+    opts = parse_opts([*TINY, "--output-dir", str(tmp_path / "t")])
+    trial, = trials.trials_of([vars(opts)], EXECUTION, sweep.SWEEP_TRIAL)
+    os.makedirs(trial.opts["output_dir"])
+    older = {k: v for k, v in trial.same.items() if k != "step"}
+    with open(os.path.join(trial.opts["output_dir"], "opts.json"), "w") as f:
+        json.dump(older, f)
+    with open(os.path.join(trial.opts["output_dir"], "metrics.json"), "w") as f:
+        json.dump({"mAP": {}}, f)
+    assert trial.same["step"] == "unpadded" and trials.trial_state(trial) == "done"
+    with open(os.path.join(trial.opts["output_dir"], "opts.json"), "w") as f:
+        json.dump({**older, "step": "padded"}, f)
+    assert trials.trial_state(trial) == "new"
