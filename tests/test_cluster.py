@@ -91,6 +91,18 @@ def metrics(folder, name):
         return json.load(f)
 
 
+def rerun_resumes_one_finished(env, args, out, ref):
+    """One of the first two trials finished when the sweep was stopped; the same command
+    again skips it, finishes the rest, and every metric equals the undisturbed run's."""
+    finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
+    assert len(finished) == 1
+    code, stdout, stderr = finish(command(env, "sweep.py", *args))
+    assert code == 0, stderr
+    assert "1 finished before" in stdout
+    for n in NAMES[:2]:
+        assert metrics(str(out), n) == metrics(ref, n), n
+
+
 def call_cli(main, argv, capsys):
     code = cli(main, argv)
     return code, capsys.readouterr().err
@@ -301,13 +313,7 @@ def test_a_killed_driver_resumes_and_skips_the_finished(env, cluster, on_cluster
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     finish(proc)
-    finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
-    assert len(finished) == 1
-    code, stdout, stderr = finish(command(env, "sweep.py", *args))
-    assert code == 0, stderr
-    assert "1 finished before" in stdout
-    for n in NAMES[:2]:
-        assert metrics(str(out), n) == metrics(ref, n), n
+    rerun_resumes_one_finished(env, args, out, ref)
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -372,10 +378,4 @@ def test_a_lost_head_is_one_line_exit_2_and_the_same_command_resumes(env, cluste
     assert code == 2 and last.startswith(f"error: --address {address}: the cluster's head "),\
         stderr
     assert time.time() - t0 < 30
-    finished = [n for n in NAMES[:2] if (out / "trials" / n / "metrics.json").exists()]
-    assert len(finished) == 1
-    code, stdout, stderr = finish(command(env, "sweep.py", *args))
-    assert code == 0, stderr
-    assert "1 finished before" in stdout
-    for n in NAMES[:2]:
-        assert metrics(str(out), n) == metrics(ref, n), n
+    rerun_resumes_one_finished(env, args, out, ref)
